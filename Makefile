@@ -1,0 +1,50 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Both install what they need: Debian packages when missing, and a venv in .venv.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := openssh-client openssh-server rsync sshpass
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint typecheck unit bench system-deps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+system-deps:
+	@missing=""; \
+	for p in ssh:openssh-client sshd:openssh-server rsync:rsync sshpass:sshpass; do \
+	  bin=$${p%%:*}; pkg=$${p##*:}; \
+	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: $(STAMP)
+	$(PY) -m diegossh.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check diegossh twisted tests bench
+	$(VENV)/bin/ruff format --check diegossh twisted tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+test: system-deps $(STAMP) lint typecheck unit
+
+bench: system-deps $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build dist twisted/plugins/dropin.cache

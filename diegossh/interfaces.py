@@ -1,0 +1,63 @@
+"""
+The seams of diegossh: every piece an operator or a test may swap is named here.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+from twisted.internet.interfaces import ITransport
+
+
+class ISessionTransport(ITransport):
+    """
+    What a program served in Python inside a session channel (scp, sftp) writes to.
+
+    It is an ordinary transport (C{write}, C{writeSequence}, C{loseConnection},
+    C{registerProducer}, C{pauseProducing}, ...) plus the one thing a process has
+    that a socket has not: an exit status. Flow control is real: a producer
+    registered here is paused while the client's window is closed, and
+    C{pauseProducing} on the transport stops delivery of client data.
+    The protocol learns of the client's EOF through
+    L{twisted.internet.interfaces.IHalfCloseableProtocol.readConnectionLost}.
+    """
+
+    def exit(status: int) -> None:
+        """
+        End the program with C{status}: everything written so far is delivered,
+        then the exit status, then EOF and close.
+        """
+
+
+class ISessionProgramFactory(Interface):
+    """
+    Builds the protocol that serves one Python-implemented command or subsystem.
+    """
+
+    def buildProgram(argv: list[str], environ: dict[str, str]) -> object:
+        """
+        Return an L{twisted.internet.interfaces.IProtocol} provider for C{argv},
+        or L{None} when this factory does not serve that command.
+        """
+
+
+class ILRPDirectory(Interface):
+    """
+    Finds where a long-running process's SSH endpoint lives (BBS, or a local table).
+    """
+
+    def lookup(processGuid: str, index: int) -> object:
+        """
+        Return a L{Deferred} firing with a L{diegossh.proxy.target.LRPTarget}, or
+        failing with L{diegossh.proxy.errors.LoginDenied} (with a reason a user may
+        see) when there is no such instance, no C{diego-ssh} route, or no port
+        mapping for the route's container port.
+        """
+
+
+class IAuthRealm(Interface):
+    """
+    An auth realm: a username prefix (C{diego}, C{cf}, ...) and how a login in it
+    becomes a target. Realms are the seam operators extend with plugins.
+    """
+
+    name = Attribute("The realm's name, the part of the username before the colon.")
