@@ -1,0 +1,4 @@
+"""
+Shared test configuration. Never import the reactor at module level here: it
+would break pytest-twisted's --reactor option.
+"""
