@@ -1,0 +1,29 @@
+# -*- test-case-name: tests.test_target -*-
+"""
+The one error the proxy's login path raises on purpose.
+
+A login can be refused for many reasons deep inside a lookup (no such
+instance, a BBS that timed out, a route without a port mapping). The SSH layer
+needs to tell them apart from programming errors, and needs a message it may
+show the user without leaking secrets or internals: that is L{LoginDenied}.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LoginDenied"]
+
+
+class LoginDenied(Exception):  # noqa: N818 (the name the interfaces use)
+    """
+    A login was refused; C{reason} is safe to show the user.
+
+    Details meant for operators only (addresses, raw BBS messages) belong in
+    the log, never in C{reason}.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
