@@ -1,0 +1,168 @@
+# -*- test-case-name: tests.test_connection -*-
+"""
+Conch's connection service, hardened against hostile peers and taught real
+flow control.
+
+Conch trusts the peer's numbers: a maximum packet of 0 makes a channel's write
+loop raise, a window adjust may push the window past 2**32-1, and data beyond
+the window is silently cut. Here each of those ends with a clear refusal or a
+protocol-error disconnect.
+
+Conch also refills every channel's receive window as soon as half of it is used,
+whether or not anything consumed the data. A channel that sets C{manualWindow}
+refills its own window (see L{FlowControlledChannel}), which is what lets a
+slow consumer slow down the peer instead of piling data up in memory.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from twisted.conch.ssh import channel as conchChannel
+from twisted.conch.ssh import common
+from twisted.conch.ssh import connection as conch
+from twisted.conch.ssh import transport as conchTransport
+from twisted.logger import Logger
+
+MAX_WINDOW = 0xFFFFFFFF
+# The largest data packet we send, whatever the peer allows: far under the
+# 256 KiB that OpenSSH and our own packet layer accept.
+MAX_SEND_PACKET = 64 * 1024
+
+
+class SSHConnection(conch.SSHConnection):
+    """
+    The C{ssh-connection} service with peer input validated.
+    """
+
+    _log = Logger()
+    transport: Any
+
+    def _protocolError(self, message: bytes) -> None:
+        self.transport.sendDisconnect(conchTransport.DISCONNECT_PROTOCOL_ERROR, message)
+
+    def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
+        channelType, rest = common.getNS(packet)
+        senderChannel, windowSize, maxPacket = struct.unpack(">3L", rest[:12])
+        if maxPacket == 0:
+            self.transport.sendPacket(
+                conch.MSG_CHANNEL_OPEN_FAILURE,
+                struct.pack(">2L", senderChannel, conch.OPEN_ADMINISTRATIVELY_PROHIBITED)
+                + common.NS(b"maximum packet size 0 is not usable")
+                + common.NS(b""),
+            )
+            return
+        clamped = min(maxPacket, MAX_SEND_PACKET)
+        rebuilt = common.NS(channelType) + struct.pack(">3L", senderChannel, windowSize, clamped)
+        super().ssh_CHANNEL_OPEN(rebuilt + rest[12:])
+
+    def ssh_CHANNEL_OPEN_CONFIRMATION(self, packet: bytes) -> None:
+        localChannel, remoteChannel, windowSize, maxPacket = struct.unpack(">4L", packet[:16])
+        if maxPacket == 0:
+            self._protocolError(b"channel open confirmation with maximum packet size 0")
+            return
+        if localChannel not in self.channels:
+            self._protocolError(b"open confirmation for unknown channel")
+            return
+        clamped = min(maxPacket, MAX_SEND_PACKET)
+        super().ssh_CHANNEL_OPEN_CONFIRMATION(
+            struct.pack(">4L", localChannel, remoteChannel, windowSize, clamped) + packet[16:]
+        )
+
+    def ssh_CHANNEL_WINDOW_ADJUST(self, packet: bytes) -> None:
+        localChannel, bytesToAdd = struct.unpack(">2L", packet[:8])
+        channel = self.channels.get(localChannel)
+        if channel is None:
+            self._protocolError(b"window adjust for unknown channel")
+            return
+        if channel.remoteWindowLeft + bytesToAdd > MAX_WINDOW:
+            self._protocolError(b"window adjust beyond 2**32-1")
+            return
+        channel.addWindowBytes(bytesToAdd)
+
+    def _checkIncoming(self, channel: Any, dataLength: int) -> bool:
+        if dataLength > channel.localWindowLeft:
+            self._protocolError(b"channel data beyond the window")
+            return False
+        if dataLength > channel.localMaxPacket:
+            self._protocolError(b"channel data beyond the maximum packet size")
+            return False
+        return True
+
+    def ssh_CHANNEL_DATA(self, packet: bytes) -> None:
+        localChannel, dataLength = struct.unpack(">2L", packet[:8])
+        channel = self.channels.get(localChannel)
+        if channel is None:
+            self._protocolError(b"data for unknown channel")
+            return
+        if len(packet) != 8 + dataLength:
+            self._protocolError(b"malformed channel data")
+            return
+        if not self._checkIncoming(channel, dataLength):
+            return
+        channel.localWindowLeft -= dataLength
+        self._refill(channel)
+        channel.dataReceived(packet[8:])
+
+    def ssh_CHANNEL_EXTENDED_DATA(self, packet: bytes) -> None:
+        localChannel, typeCode, dataLength = struct.unpack(">3L", packet[:12])
+        channel = self.channels.get(localChannel)
+        if channel is None:
+            self._protocolError(b"extended data for unknown channel")
+            return
+        if len(packet) != 12 + dataLength:
+            self._protocolError(b"malformed extended data")
+            return
+        if not self._checkIncoming(channel, dataLength):
+            return
+        channel.localWindowLeft -= dataLength
+        self._refill(channel)
+        channel.extReceived(typeCode, packet[12:])
+
+    def _refill(self, channel: Any) -> None:
+        if getattr(channel, "manualWindow", False):
+            return
+        if channel.localWindowLeft < channel.localWindowSize // 2:
+            self.adjustWindow(channel, channel.localWindowSize - channel.localWindowLeft)
+
+    def ssh_CHANNEL_EOF(self, packet: bytes) -> None:
+        if struct.unpack(">L", packet[:4])[0] not in self.channels:
+            self._protocolError(b"EOF for unknown channel")
+            return
+        super().ssh_CHANNEL_EOF(packet)
+
+    def ssh_CHANNEL_CLOSE(self, packet: bytes) -> None:
+        if struct.unpack(">L", packet[:4])[0] not in self.channels:
+            self._protocolError(b"close for unknown channel")
+            return
+        super().ssh_CHANNEL_CLOSE(packet)
+
+    def ssh_CHANNEL_REQUEST(self, packet: bytes) -> None:
+        if struct.unpack(">L", packet[:4])[0] not in self.channels:
+            self._protocolError(b"request for unknown channel")
+            return
+        super().ssh_CHANNEL_REQUEST(packet)
+
+
+class FlowControlledChannel(conchChannel.SSHChannel):
+    """
+    A channel whose receive window is refilled only as its consumer takes data.
+
+    Subclasses call L{consumed} with the number of bytes handed on (written to a
+    process, a socket, a file); the peer may send no more than the window allows
+    beyond that, so memory stays bounded however slow the consumer is.
+    """
+
+    manualWindow = True
+    conn: Any
+
+    def consumed(self, nbytes: int) -> None:
+        """
+        C{nbytes} left our hands: let the peer send that much more.
+        """
+        if self.closing or getattr(self, "_closed", False):
+            return
+        gap = self.localWindowSize - self.localWindowLeft
+        if gap >= self.localWindowSize // 2:
+            self.conn.adjustWindow(self, gap)

@@ -1,0 +1,571 @@
+# -*- test-case-name: tests.test_transport -*-
+"""
+diegossh's SSH transport: Conch's key exchange and service plumbing, with our
+own packet layer underneath.
+
+What this adds to L{twisted.conch.ssh.transport}:
+  - AES-GCM, chacha20-poly1305 and encrypt-then-MAC (L{diegossh.ssh.packets});
+  - strict key exchange (C{kex-strict-*-v00@openssh.com}, the Terrapin fix);
+  - each direction switches keys at its own NEWKEYS, as RFC 4253 says, so a
+    peer's packets sent right after its NEWKEYS are never read with old keys;
+  - rekeying started by us after L{REKEY_BYTES} or L{REKEY_SECONDS};
+  - a receive buffer that does not grow quadratically, and hostile input
+    (garbage version lines, absurd lengths, bad padding, bad MACs, malformed
+    messages) ending the connection with a reason and no traceback.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from twisted.conch.ssh import transport as conch
+from twisted.conch.ssh.common import NS, getNS
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python import randbytes
+
+from diegossh.ssh import kex
+from diegossh.ssh.algorithms import HOST_KEY_ALGORITHMS, AlgorithmPolicy
+from diegossh.ssh.packets import (
+    AEAD_CIPHERS,
+    Opener,
+    PacketError,
+    PlainOpener,
+    PlainSealer,
+    Sealer,
+    makeOpener,
+    makeSealer,
+)
+
+kex.install()
+
+REKEY_BYTES = 1 << 30
+REKEY_SECONDS = 3600.0
+_MASK32 = 0xFFFFFFFF
+_MAX_VERSION_LINE = 255
+_MAX_PRE_VERSION = 8192
+
+STRICT_CLIENT = b"kex-strict-c-v00@openssh.com"
+STRICT_SERVER = b"kex-strict-s-v00@openssh.com"
+
+# Parsing errors a hostile peer can provoke in Conch's message handlers.
+_MALFORMED = (struct.error, IndexError, ValueError, KeyError, UnicodeDecodeError)
+
+# User-key signature algorithms Conch's userauth verifies; the server's
+# server-sig-algs must list these, not its host key types.
+_USER_KEY_SIG_ALGS = b",".join(
+    [
+        b"ssh-ed25519",
+        b"ecdsa-sha2-nistp256",
+        b"ecdsa-sha2-nistp384",
+        b"ecdsa-sha2-nistp521",
+        b"rsa-sha2-512",
+        b"rsa-sha2-256",
+    ]
+)
+
+
+class NegotiatedAlgorithms:
+    """
+    The ciphers and MACs one key exchange agreed on, and, once keys exist, the
+    sealer and opener built from them. Stands where Conch expects its
+    C{SSHCiphers} (C{nextEncryptions} / C{currentEncryptions}).
+    """
+
+    def __init__(self, outCip: bytes, inCip: bytes, outMac: bytes, inMac: bytes) -> None:
+        self.outCipType = outCip
+        self.inCipType = inCip
+        self.outMACType = outMac
+        self.inMACType = inMac
+        self.sealer: Sealer | None = None
+        self.opener: Opener | None = None
+        self.encBlockSize = 0
+
+    @classmethod
+    def plain(cls) -> NegotiatedAlgorithms:
+        plain = cls(b"none", b"none", b"none", b"none")
+        plain.sealer = PlainSealer()
+        plain.opener = PlainOpener()
+        plain.encBlockSize = 8
+        return plain
+
+    def setKeys(
+        self,
+        outIV: bytes,
+        outKey: bytes,
+        inIV: bytes,
+        inKey: bytes,
+        outInteg: bytes,
+        inInteg: bytes,
+    ) -> None:
+        self.sealer = makeSealer(
+            self.outCipType.decode(), self.outMACType.decode(), outKey, outIV, outInteg
+        )
+        self.opener = makeOpener(
+            self.inCipType.decode(), self.inMACType.decode(), inKey, inIV, inInteg
+        )
+        self.encBlockSize = 16
+
+    def describe(self) -> str:
+        def one(cipher: bytes, mac: bytes) -> str:
+            if cipher.decode() in AEAD_CIPHERS:
+                return cipher.decode()
+            return f"{cipher.decode()}+{mac.decode()}"
+
+        out = one(self.outCipType, self.outMACType)
+        return f"out {out}, in {one(self.inCipType, self.inMACType)}"
+
+
+class TransportMixin:
+    """
+    The parts shared by our server and client transports. Mixed in before Conch's
+    L{conch.SSHServerTransport} / L{conch.SSHClientTransport}.
+    """
+
+    _log = Logger()
+
+    policy: AlgorithmPolicy = AlgorithmPolicy.fromOptions()
+    clock: IReactorTime | None = None
+    rekeyBytes = REKEY_BYTES
+    rekeySeconds = REKEY_SECONDS
+    supportedCompressions = [b"none"]
+
+    # Conch attributes we rely on (set by Conch or by us).
+    isClient: bool
+    transport: Any
+    gotVersion: bool
+    otherVersionString: bytes
+    ourVersionString: bytes
+    outgoingPacketSequence: int
+    incomingPacketSequence: int
+    _keyExchangeState: str
+    _blockedByKeyExchange: Any
+    supportedCiphers: list[bytes]
+    supportedMACs: list[bytes]
+    supportedKeyExchanges: list[bytes]
+    supportedPublicKeys: list[bytes]
+    nextEncryptions: Any
+    currentEncryptions: Any
+
+    def _setUpAlgorithms(self) -> None:
+        policy = self.policy
+        self.supportedCiphers = [c.encode() for c in policy.ciphers]
+        self.supportedMACs = [m.encode() for m in policy.macs]
+        kexes = policy.clientKeyExchanges() if self.isClient else policy.keyExchanges
+        self.supportedKeyExchanges = [k.encode() for k in kexes]
+        allowed = [a.encode() for a in HOST_KEY_ALGORITHMS]
+        if self.isClient:
+            self.supportedPublicKeys = allowed
+        else:
+            offered = set(self.supportedPublicKeys)
+            self.supportedPublicKeys = [a for a in allowed if a in offered]
+
+    # -- connection life
+
+    def connectionMade(self) -> None:
+        self._inbuf = bytearray()
+        self._sealer: Sealer = PlainSealer()
+        self._opener: Opener = PlainOpener()
+        self._closing = False
+        self._parsing = False
+        self._strict = False
+        self._firstKexDone = False
+        self._packetsReceived = 0
+        self._peerKexInitThisRound = False
+        self._sentNewKeys = False
+        self._receivedNewKeys = False
+        self._pendingNewKeys = False
+        self._bytesSinceKex = 0
+        self._rekeyTimer: IDelayedCall | None = None
+        self._gotNewKeys = 0
+        self.outgoingPacketSequence = 0
+        self.incomingPacketSequence = 0
+        self._setUpAlgorithms()
+        self.currentEncryptions = NegotiatedAlgorithms.plain()
+        self.transport.write(self.ourVersionString + b"\r\n")
+        self.sendKexInit()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._closing = True
+        if self._rekeyTimer is not None and self._rekeyTimer.active():
+            self._rekeyTimer.cancel()
+        self._rekeyTimer = None
+        super().connectionLost(reason)  # type: ignore[misc]
+
+    def _clock(self) -> IReactorTime:
+        if self.clock is None:
+            from twisted.internet import reactor
+
+            self.clock = reactor
+        assert self.clock is not None
+        return self.clock
+
+    # -- version exchange
+
+    def _readVersion(self) -> bool:
+        """
+        Consume the peer's identification line. A client may see banner lines
+        first (RFC 4253 section 4.2); a server insists on C{SSH-} at once.
+        """
+        buf = self._inbuf
+        while True:
+            end = buf.find(b"\n")
+            if end < 0:
+                limit = _MAX_PRE_VERSION if self.isClient else _MAX_VERSION_LINE
+                if len(buf) > limit:
+                    self._refuseVersion(b"identification line too long")
+                return False
+            line = bytes(buf[:end]).rstrip(b"\r")
+            del buf[: end + 1]
+            if line.startswith(b"SSH-"):
+                break
+            if not self.isClient:
+                self._refuseVersion(b"Invalid SSH identification string.")
+                return False
+        parts = line.split(b"-", 2)
+        if len(line) > _MAX_VERSION_LINE or len(parts) < 3:
+            self._refuseVersion(b"Invalid SSH identification string.")
+            return False
+        if parts[1] not in (b"2.0", b"1.99"):
+            self._refuseVersion(b"Protocol major versions differ.")
+            return False
+        self.otherVersionString = line
+        self.gotVersion = True
+        return True
+
+    def _refuseVersion(self, message: bytes) -> None:
+        self._log.info(
+            "closing {peer}: {message}", peer=_peerOf(self.transport), message=message.decode()
+        )
+        self._closing = True
+        self.transport.write(message + b"\r\n")
+        self.transport.loseConnection()
+
+    # -- receiving
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._inbuf += data
+        if not self.gotVersion and not self._readVersion():
+            return
+        self._parse()
+
+    def _parse(self) -> None:
+        if self._parsing:
+            return
+        self._parsing = True
+        try:
+            self._parseLoop()
+        finally:
+            self._parsing = False
+
+    def _parseLoop(self) -> None:
+        buf = self._inbuf
+        while not self._closing and not self._pendingNewKeys:
+            seq = self.incomingPacketSequence
+            opener = self._opener
+            try:
+                need = opener.need(seq, buf)
+                if need is None or len(buf) < need:
+                    return
+                with memoryview(buf) as view, view[:need] as packet:
+                    payload = opener.open(seq, packet)
+            except PacketError as e:
+                self._packetError(e)
+                return
+            del buf[:need]
+            if not payload:
+                self.sendDisconnect(conch.DISCONNECT_PROTOCOL_ERROR, b"empty packet")
+                return
+            self.incomingPacketSequence = (seq + 1) & _MASK32
+            self._packetsReceived += 1
+            self._bytesSinceKex += need
+            messageNum = payload[0]
+            if not self._firstKexDone and not self._initialKexAllows(messageNum, seq):
+                return
+            if messageNum == conch.MSG_NEWKEYS:
+                self._receiveNewKeys(payload[1:])
+                continue
+            self._dispatchSafely(messageNum, payload[1:])
+        self._maybeRekey()
+
+    def _packetError(self, error: PacketError) -> None:
+        code = conch.DISCONNECT_MAC_ERROR if error.mac else conch.DISCONNECT_PROTOCOL_ERROR
+        self.sendDisconnect(code, error.reason.encode())
+
+    def _initialKexAllows(self, messageNum: int, seq: int) -> bool:
+        """
+        Strict key exchange: until the first NEWKEYS only key exchange messages
+        may arrive, and the sequence number must not wrap.
+        """
+        if not self._strict:
+            return True
+        if messageNum == conch.MSG_DISCONNECT:
+            return True
+        if seq == _MASK32:
+            self.sendDisconnect(
+                conch.DISCONNECT_PROTOCOL_ERROR, b"sequence number wrapped during key exchange"
+            )
+            return False
+        if messageNum in (conch.MSG_KEXINIT, conch.MSG_NEWKEYS) or 30 <= messageNum <= 49:
+            return True
+        self.sendDisconnect(
+            conch.DISCONNECT_PROTOCOL_ERROR,
+            b"unexpected message %d during strict key exchange" % messageNum,
+        )
+        return False
+
+    def _dispatchSafely(self, messageNum: int, payload: bytes) -> None:
+        try:
+            self.dispatchMessage(messageNum, payload)  # type: ignore[attr-defined]
+        except _MALFORMED as e:
+            self._log.info(
+                "malformed message {num} from {peer}: {error}",
+                num=messageNum,
+                peer=_peerOf(self.transport),
+                error=f"{type(e).__name__}: {e}",
+            )
+            reason = b"malformed message %d" % messageNum
+            self.sendDisconnect(conch.DISCONNECT_PROTOCOL_ERROR, reason)
+        except Exception:
+            self._log.failure("error handling message {num}", num=messageNum)
+            self.sendDisconnect(conch.DISCONNECT_BY_APPLICATION, b"internal error")
+
+    # -- sending
+
+    def sendPacket(self, messageType: int, payload: bytes) -> None:
+        if self._closing and messageType != conch.MSG_DISCONNECT:
+            return
+        if self._keyExchangeState != conch.SSHTransportBase._KEY_EXCHANGE_NONE:
+            if not self._allowedKeyExchangeMessageType(messageType):  # type: ignore[attr-defined]
+                assert self._blockedByKeyExchange is not None
+                self._blockedByKeyExchange.append((messageType, payload))
+                return
+        seq = self.outgoingPacketSequence
+        packet = self._sealer.seal(seq, bytes((messageType,)) + payload)
+        self.outgoingPacketSequence = (seq + 1) & _MASK32
+        self._bytesSinceKex += len(packet)
+        self.transport.write(packet)
+        if messageType == conch.MSG_NEWKEYS:
+            self._sendNewKeysDone()
+        elif self._bytesSinceKex > self.rekeyBytes:
+            self._maybeRekey()
+
+    def sendDisconnect(self, reason: int, desc: bytes) -> None:
+        if self._closing:
+            return
+        self.sendPacket(conch.MSG_DISCONNECT, struct.pack(">L", reason) + NS(desc) + NS(b""))
+        self._closing = True
+        self._log.info(
+            "disconnecting {peer}: {description} (code {code})",
+            peer=_peerOf(self.transport),
+            code=reason,
+            description=desc.decode("utf-8", "replace"),
+        )
+        self.transport.loseConnection()
+
+    # -- key exchange
+
+    def sendKexInit(self) -> None:
+        if self._keyExchangeState != conch.SSHTransportBase._KEY_EXCHANGE_NONE:
+            raise RuntimeError(f"KEXINIT while key exchange is {self._keyExchangeState}")
+        kexes = list(self.supportedKeyExchanges)
+        kexes.append(b"ext-info-c" if self.isClient else b"ext-info-s")
+        if not self._firstKexDone:
+            kexes.append(STRICT_CLIENT if self.isClient else STRICT_SERVER)
+        publicKeys = b",".join(self.supportedPublicKeys)
+        ciphers = b",".join(self.supportedCiphers)
+        macs = b",".join(self.supportedMACs)
+        compressions = b",".join(self.supportedCompressions)
+        self.ourKexInitPayload = b"".join(
+            [
+                bytes((conch.MSG_KEXINIT,)),
+                randbytes.secureRandom(16),
+                NS(b",".join(kexes)),
+                NS(publicKeys),
+                NS(ciphers),
+                NS(ciphers),
+                NS(macs),
+                NS(macs),
+                NS(compressions),
+                NS(compressions),
+                NS(b""),
+                NS(b""),
+                b"\0\0\0\0\0",
+            ]
+        )
+        self._keyExchangeState = conch.SSHTransportBase._KEY_EXCHANGE_REQUESTED
+        self._blockedByKeyExchange = []
+        self.sendPacket(conch.MSG_KEXINIT, self.ourKexInitPayload[1:])
+
+    def ssh_KEXINIT(self, packet: bytes) -> None:
+        if self._peerKexInitThisRound:
+            self.sendDisconnect(conch.DISCONNECT_PROTOCOL_ERROR, b"KEXINIT during key exchange")
+            return
+        self._peerKexInitThisRound = True
+        if not self._firstKexDone:
+            theirKexes = getNS(packet[16:])[0].split(b",")
+            ours = STRICT_SERVER if self.isClient else STRICT_CLIENT
+            if ours in theirKexes:
+                self._strict = True
+                if self._packetsReceived != 1:
+                    self.sendDisconnect(
+                        conch.DISCONNECT_PROTOCOL_ERROR,
+                        b"strict key exchange: KEXINIT was not the first packet",
+                    )
+                    return
+        super().ssh_KEXINIT(packet)  # type: ignore[misc]
+        if self._closing:
+            return
+        stock = self.nextEncryptions
+        self.nextEncryptions = NegotiatedAlgorithms(
+            stock.outCipType, stock.inCipType, stock.outMACType, stock.inMACType
+        )
+
+    def _sendNewKeysDone(self) -> None:
+        """
+        Our NEWKEYS is out: everything we send from now on uses the new keys.
+        """
+        sealer = self.nextEncryptions.sealer
+        assert sealer is not None, "NEWKEYS sent before keys were set"
+        self._sealer = sealer
+        if self._strict:
+            self.outgoingPacketSequence = 0
+        self._sentNewKeys = True
+        self._finishKexIfDone()
+
+    def _receiveNewKeys(self, payload: bytes) -> None:
+        if payload or not self._peerKexInitThisRound or self._receivedNewKeys:
+            self.sendDisconnect(conch.DISCONNECT_PROTOCOL_ERROR, b"unexpected NEWKEYS")
+            return
+        if self.nextEncryptions.opener is None:
+            # We are still computing (or verifying) our side; packets behind this
+            # one use keys we do not have yet, so stop reading until we do.
+            self._pendingNewKeys = True
+            return
+        self._switchIncoming()
+
+    def _switchIncoming(self) -> None:
+        self._opener = self.nextEncryptions.opener
+        if self._strict:
+            self.incomingPacketSequence = 0
+        self._receivedNewKeys = True
+        self._finishKexIfDone()
+
+    def _keySetup(self, sharedSecret: bytes, exchangeHash: bytes) -> None:
+        super()._keySetup(sharedSecret, exchangeHash)  # type: ignore[misc]
+        if self._pendingNewKeys and not self._closing:
+            self._pendingNewKeys = False
+            self._switchIncoming()
+            self._parse()
+
+    def ssh_NEWKEYS(self, packet: bytes) -> None:
+        # NEWKEYS never reaches dispatch: _parseLoop handles it in order.
+        raise AssertionError("NEWKEYS is handled by the packet loop")
+
+    def _finishKexIfDone(self) -> None:
+        if not (self._sentNewKeys and self._receivedNewKeys):
+            return
+        self._sentNewKeys = self._receivedNewKeys = False
+        self._peerKexInitThisRound = False
+        self.currentEncryptions = self.nextEncryptions
+        self._keyExchangeState = conch.SSHTransportBase._KEY_EXCHANGE_NONE
+        self._bytesSinceKex = 0
+        self._log.debug(
+            "keys in use with {peer}: {algorithms}",
+            peer=_peerOf(self.transport),
+            algorithms=self.currentEncryptions.describe(),
+        )
+        self._scheduleTimedRekey()
+        blocked, self._blockedByKeyExchange = self._blockedByKeyExchange or [], None
+        for messageType, payload in blocked:
+            self.sendPacket(messageType, payload)
+        if not self._firstKexDone:
+            self._firstKexDone = True
+            self.firstKeyExchangeDone()
+
+    def firstKeyExchangeDone(self) -> None:
+        """
+        Hook: the connection is encrypted for the first time.
+        """
+
+    # -- rekeying
+
+    def _scheduleTimedRekey(self) -> None:
+        if self._rekeyTimer is not None and self._rekeyTimer.active():
+            self._rekeyTimer.cancel()
+        self._rekeyTimer = self._clock().callLater(self.rekeySeconds, self._timedRekey)
+
+    def _timedRekey(self) -> None:
+        self._rekeyTimer = None
+        self._startRekey()
+
+    def _maybeRekey(self) -> None:
+        if self._bytesSinceKex > self.rekeyBytes:
+            self._startRekey()
+
+    def _startRekey(self) -> None:
+        if (
+            self._closing
+            or not self._firstKexDone
+            or self._keyExchangeState != conch.SSHTransportBase._KEY_EXCHANGE_NONE
+        ):
+            return
+        self._log.debug("starting rekey with {peer}", peer=_peerOf(self.transport))
+        self.sendKexInit()
+
+    def isStrict(self) -> bool:
+        """
+        Whether strict key exchange is in force on this connection.
+        """
+        return self._strict
+
+
+def _peerOf(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return "?"
+    host = getattr(peer, "host", None)
+    port = getattr(peer, "port", None)
+    return f"{host}:{port}" if host is not None else str(peer)
+
+
+class SSHServerTransport(TransportMixin, conch.SSHServerTransport):
+    """
+    The server side. The factory sets C{policy}, C{clock} and the version string.
+    """
+
+    ourVersionString = b"SSH-2.0-diegossh"
+
+    def sendExtInfo(self, extensions: list[tuple[bytes, bytes]]) -> None:
+        fixed = [
+            (name, _USER_KEY_SIG_ALGS if name == b"server-sig-algs" else value)
+            for name, value in extensions
+        ]
+        super().sendExtInfo(fixed)
+
+
+class SSHClientTransport(TransportMixin, conch.SSHClientTransport):
+    """
+    The client side: the proxy's leg to a backend, and our test clients.
+
+    Conch calls C{connectionSecure} after every NEWKEYS, which would request
+    the service again on each rekey; here it runs once, after the first.
+    """
+
+    ourVersionString = b"SSH-2.0-diegossh"
+
+    def connectionSecure(self) -> None:
+        """
+        Hook for subclasses: request a service here.
+        """
+
+    def firstKeyExchangeDone(self) -> None:
+        self.connectionSecure()
+
+
+HostKeyCheck = Callable[[bytes], bool]
