@@ -13,7 +13,7 @@ from __future__ import annotations
 __all__ = ["LoginDenied"]
 
 
-class LoginDenied(Exception):  # noqa: N818 (the name the interfaces use)
+class LoginDenied(Exception):
     """
     A login was refused; C{reason} is safe to show the user.
 

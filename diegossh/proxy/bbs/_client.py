@@ -1,0 +1,346 @@
+# -*- test-case-name: tests.test_bbs_client -*-
+"""
+L{BBSClient}: the L{ILRPDirectory} that asks Diego's BBS where an instance is.
+
+Every failure becomes a L{LoginDenied} whose reason a user may read; the
+details (status codes, BBS messages, TLS errors) go to the log. Each of the
+two calls runs under one deadline, C{communicationTimeout}, covering its
+retries and the reading of the body, measured on the clock passed in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+from OpenSSL.SSL import Error as TLSError
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import (
+    ConnectingCancelledError,
+    ConnectionClosed,
+    ConnectionRefusedError,
+)
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import RequestTransmissionFailed, ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
+from zope.interface import implementer
+
+from diegossh.interfaces import ILRPDirectory
+from diegossh.proxy.bbs import models_pb2 as pb
+from diegossh.proxy.errors import LoginDenied
+from diegossh.proxy.target import (
+    LRPTarget,
+    NetInfo,
+    PortMapping,
+    PreferredAddress,
+    SSHRoute,
+    buildTarget,
+    resolveMetricTag,
+)
+
+__all__ = ["ACTUAL_LRPS_PATH", "DESIRED_LRP_PATH_R2", "DESIRED_LRP_PATH_R3", "BBSClient"]
+
+ACTUAL_LRPS_PATH = "/v1/actual_lrps/list"
+DESIRED_LRP_PATH_R3 = "/v1/desired_lrps/get_by_process_guid.r3"
+DESIRED_LRP_PATH_R2 = "/v1/desired_lrps/get_by_process_guid.r2"
+PROTOBUF = b"application/x-protobuf"
+MAX_BODY = 16 * 1024 * 1024
+"""Desired LRPs can be large (environment, volumes), but not this large."""
+
+UNAVAILABLE = "the LRP directory (BBS) is unavailable"
+TIMED_OUT = "the LRP directory (BBS) did not answer in time"
+INVALID = "the LRP directory (BBS) sent an invalid response"
+
+_M = TypeVar("_M", bound=Message)
+
+
+_WRAPPERS = (ResponseFailed, RequestTransmissionFailed)
+"""Agent failures that carry the underlying reasons in C{.reasons}."""
+
+
+class _CallTimedOut(Exception):
+    """The deadline of one call passed."""
+
+
+class _BodyTooLarge(Exception):
+    """The body went past L{MAX_BODY}."""
+
+
+class _BodyReader(Protocol):
+    """Collects a response body up to a limit; a cancel aborts the connection."""
+
+    def __init__(self, finished: Deferred[bytes], limit: int) -> None:
+        self._finished: Deferred[bytes] | None = finished
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._limit:
+            self._fail(Failure(_BodyTooLarge()))
+            self.abort()
+            return
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
+        if reason.check(ResponseDone, PotentialDataLoss):
+            finished, self._finished = self._finished, None
+            if finished is not None:
+                finished.callback(b"".join(self._chunks))
+        else:
+            self._fail(reason)
+
+    def _fail(self, reason: Failure) -> None:
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            finished.errback(reason)
+
+    def abort(self) -> None:
+        """Drop the connection: nothing more of this body is wanted."""
+        transport: Any = self.transport
+        abort = getattr(transport, "abortConnection", None) or transport.stopProducing
+        abort()
+
+
+def _readBody(response: IResponse, limit: int = MAX_BODY) -> Deferred[bytes]:
+    reader: _BodyReader
+
+    def cancel(d: Deferred[bytes]) -> None:
+        reader._finished = None
+        reader.abort()
+        d.errback(Failure(CancelledError()))
+
+    finished: Deferred[bytes] = Deferred(cancel)
+    reader = _BodyReader(finished, limit)
+    response.deliverBody(reader)
+    return finished
+
+
+def _isTransient(failure: Failure) -> bool:
+    """
+    A refused, reset or dropped connection is worth a quick retry; a TLS
+    failure, a cancellation or anything else is not.
+    """
+    if failure.check(ConnectionRefusedError, ConnectionClosed):
+        return True
+    if isinstance(failure.value, _WRAPPERS):
+        reasons = failure.value.reasons
+        return bool(reasons) and all(
+            r.check(ConnectionClosed) and not r.check(TLSError) for r in reasons
+        )
+    return False
+
+
+@implementer(ILRPDirectory)
+class BBSClient:
+    """
+    Looks LRPs up in BBS: C{POST /v1/actual_lrps/list} for the instance, then
+    the desired LRP for its C{diego-ssh} route.
+
+    @param agent: the HTTPS agent (mutual TLS, see
+        L{diegossh.proxy.bbs.tls.tlsPolicyFromPEMFiles}).
+    @param baseURL: e.g. C{https://bbs.service.cf.internal:8889}.
+    @param clock: measures C{communicationTimeout} and spaces retries.
+    @param retries: extra attempts after a refused/reset connection.
+    @param desiredLRPPath: L{DESIRED_LRP_PATH_R2} for an older BBS.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        agent: IAgent,
+        baseURL: str,
+        clock: IReactorTime,
+        *,
+        communicationTimeout: float = 10.0,
+        connectToInstanceAddress: bool = False,
+        backendsTLSEnabled: bool = False,
+        retries: int = 3,
+        retryDelay: float = 0.05,
+        desiredLRPPath: str = DESIRED_LRP_PATH_R3,
+    ) -> None:
+        self._http = HTTPClient(agent)
+        self._baseURL = baseURL.rstrip("/")
+        self._clock = clock
+        self._timeout = communicationTimeout
+        self._connectToInstanceAddress = connectToInstanceAddress
+        self._backendsTLSEnabled = backendsTLSEnabled
+        self._retries = retries
+        self._retryDelay = retryDelay
+        self._desiredLRPPath = desiredLRPPath
+
+    def lookup(self, processGuid: str, index: int) -> Deferred[LRPTarget]:
+        """See L{ILRPDirectory.lookup}."""
+        return Deferred.fromCoroutine(self._lookup(processGuid, index))
+
+    async def _lookup(self, processGuid: str, index: int) -> LRPTarget:
+        notFound = f"no instance {index} of process {processGuid}"
+        actuals = await self._call(
+            ACTUAL_LRPS_PATH,
+            pb.ActualLRPsRequest(process_guid=processGuid, index=index),
+            pb.ActualLRPsResponse,
+        )
+        self._checkError(actuals, notFound)
+        if len(actuals.actual_lrps) != 1:
+            if actuals.actual_lrps:
+                self.log.warn(
+                    "BBS returned {count} actual LRPs for {guid}/{index}",
+                    count=len(actuals.actual_lrps),
+                    guid=processGuid,
+                    index=index,
+                )
+            raise LoginDenied(notFound if not actuals.actual_lrps else f"{notFound} (ambiguous)")
+        actual = actuals.actual_lrps[0]
+
+        desireds = await self._call(
+            self._desiredLRPPath,
+            pb.DesiredLRPByProcessGuidRequest(process_guid=processGuid),
+            pb.DesiredLRPResponse,
+        )
+        self._checkError(desireds, f"no process {processGuid}")
+        if not desireds.HasField("desired_lrp"):
+            raise LoginDenied(INVALID)
+        return self._target(processGuid, index, actual, desireds.desired_lrp)
+
+    def _target(
+        self, processGuid: str, index: int, actual: pb.ActualLRP, desired: pb.DesiredLRP
+    ) -> LRPTarget:
+        route = SSHRoute.fromRoutes(dict(desired.routes.routes))
+        net = actual.actual_lrp_net_info
+        netInfo = NetInfo(
+            address=net.address,
+            instance_address=net.instance_address,
+            ports=tuple(
+                PortMapping(
+                    container_port=p.container_port,
+                    host_port=p.host_port,
+                    container_tls_proxy_port=p.container_tls_proxy_port,
+                    host_tls_proxy_port=p.host_tls_proxy_port,
+                )
+                for p in net.ports
+            ),
+            preferred_address=_preferred(net.preferred_address),
+        )
+        instanceGuid = actual.actual_lrp_instance_key.instance_guid
+        return buildTarget(
+            processGuid,
+            index,
+            instanceGuid,
+            netInfo,
+            route,
+            connectToInstanceAddress=self._connectToInstanceAddress,
+            backendsTLSEnabled=self._backendsTLSEnabled,
+            logGuid=desired.log_guid,
+            cellId=actual.actual_lrp_instance_key.cell_id,
+            metricTags={
+                name: resolveMetricTag(tag.static, tag.dynamic, index, instanceGuid)
+                for name, tag in desired.metric_tags.items()
+            },
+        )
+
+    def _checkError(self, response: Any, notFound: str) -> None:
+        if not response.HasField("error"):
+            return
+        error = response.error
+        if error.type == pb.Error.ResourceNotFound:
+            raise LoginDenied(notFound)
+        self.log.error("BBS error {type}: {message}", type=error.type, message=error.message)
+        raise LoginDenied("the LRP directory (BBS) refused the lookup")
+
+    async def _call(self, path: str, request: Message, responseType: type[_M]) -> _M:
+        """One call under one deadline: attempts, retries and body included."""
+
+        def timedOut(result: object, timeout: float) -> None:
+            raise _CallTimedOut()
+
+        attempts = Deferred.fromCoroutine(self._attempts(path, request.SerializeToString()))
+        attempts.addTimeout(self._timeout, self._clock, onTimeoutCancel=timedOut)
+        try:
+            body = await attempts
+        except _CallTimedOut:
+            self.log.warn("BBS {path} timed out after {timeout}s", path=path, timeout=self._timeout)
+            raise LoginDenied(TIMED_OUT) from None
+        try:
+            return responseType.FromString(body)
+        except DecodeError:
+            self.log.warn("BBS {path}: body is not a {type}", path=path, type=responseType)
+            raise LoginDenied(INVALID) from None
+
+    async def _attempts(self, path: str, body: bytes) -> bytes:
+        attempt = 0
+        while True:
+            try:
+                return await self._post(path, body)
+            except LoginDenied:
+                raise
+            except Exception:
+                failure = Failure()
+                if failure.check(CancelledError, ConnectingCancelledError) or _cancelled(failure):
+                    raise
+                if attempt < self._retries and _isTransient(failure):
+                    attempt += 1
+                    self.log.info(
+                        "BBS {path}: {error}; retry {n}",
+                        path=path,
+                        error=failure.getErrorMessage(),
+                        n=attempt,
+                    )
+                    await deferLater(self._clock, self._retryDelay * attempt)
+                    continue
+                self.log.failure("BBS {path} failed", failure, path=path)
+                raise LoginDenied(UNAVAILABLE) from None
+
+    async def _post(self, path: str, body: bytes) -> bytes:
+        response = await self._http.post(
+            self._baseURL + path,
+            data=body,
+            headers=Headers({b"Content-Type": [PROTOBUF], b"Accept": [PROTOBUF]}),
+            allow_redirects=False,
+            unbuffered=True,
+        )
+        if response.code != 200:
+            self.log.warn("BBS {path} answered HTTP {code}", path=path, code=response.code)
+            await _discard(response)
+            raise LoginDenied(f"the LRP directory (BBS) answered HTTP {response.code}")
+        contentType = response.headers.getRawHeaders(b"Content-Type", [PROTOBUF])[0]
+        if contentType.split(b";")[0].strip().lower() != PROTOBUF:
+            self.log.warn("BBS {path} answered {type!r}", path=path, type=contentType)
+            await _discard(response)
+            raise LoginDenied(INVALID)
+        try:
+            return await _readBody(response)
+        except _BodyTooLarge:
+            raise LoginDenied(INVALID) from None
+
+
+async def _discard(response: IResponse) -> None:
+    """Read and drop a body so the connection can return to the pool."""
+    try:
+        await _readBody(response, limit=64 * 1024)
+    except CancelledError:
+        raise
+    except Exception:  # noqa: S110 (the status already decided the outcome)
+        pass
+
+
+def _cancelled(failure: Failure) -> bool:
+    value = failure.value
+    if isinstance(value, _WRAPPERS):
+        return any(r.check(CancelledError) for r in value.reasons)
+    return False
+
+
+def _preferred(value: int) -> PreferredAddress:
+    try:
+        return PreferredAddress(value)
+    except ValueError:
+        return PreferredAddress.UNKNOWN
