@@ -1,0 +1,323 @@
+# -*- test-case-name: tests.test_bbs_client -*-
+"""
+L{BBSClient} against the fake BBS over real sockets with mutual TLS, plus
+unit tests on an in-memory clock for timing and retries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.web.client import HTTPConnectionPool
+from zope.interface.verify import verifyObject
+
+from diegossh.interfaces import ILRPDirectory
+from diegossh.proxy.bbs import (
+    ACTUAL_LRPS_PATH,
+    DESIRED_LRP_PATH_R2,
+    BBSClient,
+    makeHTTPSAgent,
+    tlsPolicyFromPEMFiles,
+)
+from diegossh.proxy.bbs import models_pb2 as pb
+from diegossh.proxy.errors import LoginDenied
+from diegossh.proxy.target import LRPTarget
+from tests.fakes.bbs import DESIRED_R3, Behaviour, FakeBBS
+from tests.fakes.tls import CertificateAuthority, MutualTLSFiles, makeMutualTLS
+
+GUID = "app-guid-1"
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> MutualTLSFiles:
+    return makeMutualTLS(tmp_path / "pki", serverName="bbs", clientName="ssh-proxy")
+
+
+@pytest_twisted.async_yield_fixture
+async def bbs(pki: MutualTLSFiles) -> AsyncIterator[FakeBBS]:
+    fake = FakeBBS(_reactor(), pki.ca, pki.server)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def connect(
+    bbs: FakeBBS, pki: MutualTLSFiles
+) -> AsyncIterator[Callable[..., BBSClient]]:
+    """Build clients for the fake; every connection pool is closed at teardown."""
+    pools: list[HTTPConnectionPool] = []
+
+    def make(
+        caCert: Path | None = None,
+        clientCert: Path | None = pki.client.certPath,
+        clientKey: Path | None = pki.client.keyPath,
+        url: str | None = None,
+        **kw: Any,
+    ) -> BBSClient:
+        reactor = _reactor()
+        pool = HTTPConnectionPool(reactor)
+        pools.append(pool)
+        policy = tlsPolicyFromPEMFiles(caCert or pki.ca.certPath, clientCert, clientKey)
+        kw.setdefault("communicationTimeout", 5.0)
+        return BBSClient(makeHTTPSAgent(reactor, policy, pool), url or bbs.url, reactor, **kw)
+
+    yield make
+    for pool in pools:
+        await pool.closeCachedConnections()
+
+
+async def denied(d: Deferred[LRPTarget]) -> str:
+    with pytest.raises(LoginDenied) as info:
+        await d
+    return info.value.reason
+
+
+def test_provides_interface(connect: Callable[..., BBSClient]) -> None:
+    assert verifyObject(ILRPDirectory, connect())
+
+
+@pytest_twisted.ensureDeferred
+async def test_host_address(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(
+        GUID,
+        0,
+        instanceGuid="inst-0",
+        route={"container_port": 2222, "user": "vcap", "password": "pw", "private_key": "KEY"},
+        metricTags={
+            "app_id": pb.MetricTagValue(static="app-1"),
+            "instance_id": pb.MetricTagValue(dynamic=pb.MetricTagValue.INDEX),
+            "guid": pb.MetricTagValue(dynamic=pb.MetricTagValue.INSTANCE_GUID),
+        },
+    )
+    target = await connect().lookup(GUID, 0)
+    assert (target.host, target.port, target.tls_port) == ("127.0.0.1", 61001, None)
+    assert target.instance_guid == target.tls_server_name == "inst-0"
+    assert target.route.user == "vcap"
+    assert target.route.password == "pw"
+    assert target.route.private_key == "KEY"
+    assert target.log_guid == "log-guid"
+    assert target.cell_id == "cell-1"
+    assert target.metric_tags == {"app_id": "app-1", "instance_id": "0", "guid": "inst-0"}
+    assert "pw" not in repr(target) and "KEY" not in str(target)
+    # index 0 went on the wire explicitly, and the r3 path was used
+    (path1, body1), (path2, body2) = bbs.requests
+    assert path1 == ACTUAL_LRPS_PATH.encode() and path2 == DESIRED_R3
+    query = pb.ActualLRPsRequest.FromString(body1)
+    assert query.HasField("index") and query.index == 0 and query.process_guid == GUID
+    assert pb.DesiredLRPByProcessGuidRequest.FromString(body2).process_guid == GUID
+
+
+@pytest_twisted.ensureDeferred
+async def test_instance_address_and_tls(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 1, instanceAddress="10.255.9.9")
+    bbs.addLRP(GUID, 2, preferredAddress=pb.ActualLRPNetInfo.HOST)
+    client = connect(connectToInstanceAddress=True, backendsTLSEnabled=True)
+    first = await client.lookup(GUID, 1)
+    assert (first.host, first.port, first.tls_port) == ("10.255.9.9", 2222, 61443)
+    second = await client.lookup(GUID, 2)
+    assert (second.host, second.port, second.tls_port) == ("127.0.0.1", 61001, 61002)
+
+
+@pytest_twisted.ensureDeferred
+async def test_preferred_instance(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0, preferredAddress=pb.ActualLRPNetInfo.INSTANCE)
+    target = await connect(connectToInstanceAddress=False).lookup(GUID, 0)
+    assert (target.host, target.port, target.tls_port) == ("10.255.0.2", 2222, None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_r2_path(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0)
+    await connect(desiredLRPPath=DESIRED_LRP_PATH_R2).lookup(GUID, 0)
+    assert bbs.requests[1][0] == DESIRED_LRP_PATH_R2.encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_found(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0)
+    assert await denied(connect().lookup(GUID, 3)) == f"no instance 3 of process {GUID}"
+    assert await denied(connect().lookup("other", 0)) == "no instance 0 of process other"
+
+
+@pytest_twisted.ensureDeferred
+async def test_resource_not_found_error(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.failWith(ACTUAL_LRPS_PATH.encode(), pb.Error.ResourceNotFound, "nope")
+    assert await denied(connect().lookup(GUID, 0)) == f"no instance 0 of process {GUID}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_desired_not_found(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0)
+    del bbs.desiredLRPs[GUID]
+    assert await denied(connect().lookup(GUID, 0)) == f"no process {GUID}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_other_bbs_error(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.failWith(DESIRED_R3, pb.Error.UnknownError, "database on fire")
+    bbs.addLRP(GUID, 0)
+    reason = await denied(connect().lookup(GUID, 0))
+    assert reason == "the LRP directory (BBS) refused the lookup"
+    assert "fire" not in reason
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_lrps(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0)
+    bbs.addLRP(GUID, 0, instanceGuid="evacuating")
+    assert "ambiguous" in await denied(connect().lookup(GUID, 0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_route(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0, route=b"")
+    assert "no diego-ssh route" in await denied(connect().lookup(GUID, 0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_route(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0, route=b"{not json")
+    bbs.addLRP("g2", 0, route=json.dumps({"user": "vcap"}).encode())
+    assert "not valid JSON" in await denied(connect().lookup(GUID, 0))
+    assert "container_port is missing" in await denied(connect().lookup("g2", 0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_port_mapping(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0, ports=[(8080, 61000, 0, 0)])
+    reason = await denied(connect().lookup(GUID, 0))
+    assert reason == "the instance has no port mapping for the ssh container port 2222"
+
+
+@pytest_twisted.ensureDeferred
+async def test_bbs_down(pki: MutualTLSFiles, connect: Callable[..., BBSClient]) -> None:
+    """Nothing listens: connection refused, a few quick retries, then denied."""
+    port = _reactor().listenTCP(0, __import__("twisted.internet.protocol").internet.protocol.Factory(), interface="127.0.0.1")
+    url = f"https://127.0.0.1:{port.getHost().port}"
+    await port.stopListening()
+    client = connect(url=url, retries=2, retryDelay=0.01)
+    assert await denied(client.lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_bbs_times_out(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0)
+    bbs.setBehaviour(Behaviour(delay=3.0))
+    clock = _reactor()
+    started = clock.seconds()
+    reason = await denied(connect(communicationTimeout=0.5).lookup(GUID, 0))
+    assert reason == "the LRP directory (BBS) did not answer in time"
+    assert clock.seconds() - started < 2.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_hanging_bbs_times_out(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0)
+    bbs.setBehaviour(Behaviour(mode="hang"), DESIRED_R3)
+    reason = await denied(connect(communicationTimeout=0.5).lookup(GUID, 0))
+    assert reason == "the LRP directory (BBS) did not answer in time"
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_within_timeout(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.addLRP(GUID, 0)
+    bbs.setBehaviour(Behaviour(delay=0.2))
+    target = await connect(communicationTimeout=2.0).lookup(GUID, 0)
+    assert target.port == 61001
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_closed_is_retried(
+    bbs: FakeBBS, connect: Callable[..., BBSClient]
+) -> None:
+    bbs.addLRP(GUID, 0)
+    bbs.setBehaviour(Behaviour(mode="close", times=2))
+    target = await connect(retries=3, retryDelay=0.01).lookup(GUID, 0)
+    assert target.port == 61001
+    assert len(bbs.requests) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_always_closed(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.setBehaviour(Behaviour(mode="close"))
+    reason = await denied(connect(retries=2, retryDelay=0.01).lookup(GUID, 0))
+    assert reason == "the LRP directory (BBS) is unavailable"
+    assert len(bbs.requests) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbage_body(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.setBehaviour(Behaviour(mode="garbage"))
+    reason = await denied(connect().lookup(GUID, 0))
+    assert reason == "the LRP directory (BBS) sent an invalid response"
+
+
+@pytest_twisted.ensureDeferred
+async def test_html_body(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.setBehaviour(Behaviour(mode="html"))
+    reason = await denied(connect().lookup(GUID, 0))
+    assert reason == "the LRP directory (BBS) sent an invalid response"
+
+
+@pytest_twisted.ensureDeferred
+async def test_error_status(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
+    bbs.setBehaviour(Behaviour(mode="status", status=503))
+    assert await denied(connect().lookup(GUID, 0)) == "the LRP directory (BBS) answered HTTP 503"
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_from_wrong_ca(
+    bbs: FakeBBS, connect: Callable[..., BBSClient], tmp_path: Path
+) -> None:
+    bbs.addLRP(GUID, 0)
+    other = CertificateAuthority.create(tmp_path / "other", "some other CA")
+    client = connect(caCert=other.certPath)
+    assert await denied(client.lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
+    assert bbs.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_name_mismatch(
+    bbs: FakeBBS, connect: Callable[..., BBSClient], pki: MutualTLSFiles
+) -> None:
+    bbs.addLRP(GUID, 0)
+    elsewhere = pki.ca.issueServer("elsewhere", dnsNames=["bbs.example"], ipAddresses=[])
+    bbs.certificate = elsewhere
+    await bbs.stop()
+    await bbs.start()
+    assert await denied(connect().lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
+    assert bbs.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_without_certificate(
+    bbs: FakeBBS, connect: Callable[..., BBSClient]
+) -> None:
+    bbs.addLRP(GUID, 0)
+    client = connect(clientCert=None, clientKey=None, retries=1, retryDelay=0.01)
+    assert await denied(client.lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
+    assert bbs.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_from_wrong_ca(
+    bbs: FakeBBS, connect: Callable[..., BBSClient], tmp_path: Path
+) -> None:
+    bbs.addLRP(GUID, 0)
+    stranger = CertificateAuthority.create(tmp_path / "other").issueClient("stranger")
+    client = connect(clientCert=stranger.certPath, clientKey=stranger.keyPath, retries=0)
+    assert await denied(client.lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
+    assert bbs.requests == []
