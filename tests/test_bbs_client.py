@@ -13,8 +13,16 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
-from twisted.web.client import HTTPConnectionPool
+from OpenSSL.SSL import Error as SSLError
+from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.iweb import IAgent
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from diegossh.interfaces import ILRPDirectory
@@ -28,7 +36,7 @@ from diegossh.proxy.bbs import (
 from diegossh.proxy.bbs import models_pb2 as pb
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import LRPTarget
-from tests.fakes.bbs import DESIRED_R3, Behaviour, FakeBBS
+from tests.fakes.bbs import DESIRED_R3, Behaviour, FakeBBS, _BBSResource
 from tests.fakes.tls import CertificateAuthority, MutualTLSFiles, makeMutualTLS
 
 GUID = "app-guid-1"
@@ -54,9 +62,7 @@ async def bbs(pki: MutualTLSFiles) -> AsyncIterator[FakeBBS]:
 
 
 @pytest_twisted.async_yield_fixture
-async def connect(
-    bbs: FakeBBS, pki: MutualTLSFiles
-) -> AsyncIterator[Callable[..., BBSClient]]:
+async def connect(bbs: FakeBBS, pki: MutualTLSFiles) -> AsyncIterator[Callable[..., BBSClient]]:
     """Build clients for the fake; every connection pool is closed at teardown."""
     pools: list[HTTPConnectionPool] = []
 
@@ -205,7 +211,7 @@ async def test_no_port_mapping(bbs: FakeBBS, connect: Callable[..., BBSClient]) 
 @pytest_twisted.ensureDeferred
 async def test_bbs_down(pki: MutualTLSFiles, connect: Callable[..., BBSClient]) -> None:
     """Nothing listens: connection refused, a few quick retries, then denied."""
-    port = _reactor().listenTCP(0, __import__("twisted.internet.protocol").internet.protocol.Factory(), interface="127.0.0.1")
+    port = _reactor().listenTCP(0, Factory(), interface="127.0.0.1")
     url = f"https://127.0.0.1:{port.getHost().port}"
     await port.stopListening()
     client = connect(url=url, retries=2, retryDelay=0.01)
@@ -303,9 +309,7 @@ async def test_server_name_mismatch(
 
 
 @pytest_twisted.ensureDeferred
-async def test_client_without_certificate(
-    bbs: FakeBBS, connect: Callable[..., BBSClient]
-) -> None:
+async def test_client_without_certificate(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
     bbs.addLRP(GUID, 0)
     client = connect(clientCert=None, clientKey=None, retries=1, retryDelay=0.01)
     assert await denied(client.lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
@@ -321,3 +325,131 @@ async def test_client_from_wrong_ca(
     client = connect(clientCert=stranger.certPath, clientKey=stranger.keyPath, retries=0)
     assert await denied(client.lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
     assert bbs.requests == []
+
+
+# --- unit tests: in-memory agent and clock -----------------------------------
+
+
+@implementer(IAgent)
+class ScriptedAgent:
+    """
+    Answers from the fake BBS's resource in memory (treq's
+    L{RequestTraversalAgent}), except that the first requests get the
+    scripted outcomes: an exception, or C{"hang"} for a Deferred that never
+    fires (and records its cancellation).
+    """
+
+    def __init__(self, fake: FakeBBS, script: list[Exception | str]) -> None:
+        self._inner = RequestTraversalAgent(_BBSResource(fake))
+        self.script = script
+        self.calls = 0
+        self.cancelled = 0
+
+    def request(
+        self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None
+    ) -> Deferred[Any]:
+        self.calls += 1
+        if self.script:
+            outcome = self.script.pop(0)
+            if outcome == "hang":
+
+                def cancel(d: Deferred[Any]) -> None:
+                    self.cancelled += 1
+                    d.errback(ResponseNeverReceived([Failure(CancelledError())]))
+
+                return Deferred(cancel)
+            assert isinstance(outcome, Exception)
+            return fail(outcome)
+        d = self._inner.request(method, uri, headers, bodyProducer)
+        self._inner.flush()
+        return d
+
+    def flush(self) -> None:
+        """Deliver whatever the in-memory server wrote since the last flush."""
+        self._inner.flush()
+
+
+def _memoryFake() -> FakeBBS:
+    fake = FakeBBS(Clock(), None, None)  # type: ignore[arg-type]  (never listens)
+    fake.addLRP(GUID, 0)
+    return fake
+
+
+def _outcome(d: Deferred[LRPTarget]) -> list[Any]:
+    box: list[Any] = []
+    d.addBoth(box.append)
+    return box
+
+
+def _memoryClient(agent: ScriptedAgent, clock: Clock, **kw: Any) -> BBSClient:
+    return BBSClient(agent, "https://bbs.test:8889/", clock, **kw)
+
+
+def test_retries_are_spaced_on_the_clock() -> None:
+    clock = Clock()
+    agent = ScriptedAgent(_memoryFake(), [ConnectionRefusedError(), ConnectionRefusedError()])
+    box = _outcome(_memoryClient(agent, clock, retryDelay=0.1).lookup(GUID, 0))
+    assert box == [] and agent.calls == 1
+    clock.advance(0.1)
+    assert box == [] and agent.calls == 2
+    clock.advance(0.2)
+    assert agent.calls == 4  # third attempt of the first call, then the second call
+    [target] = box
+    assert isinstance(target, LRPTarget) and target.port == 61001
+
+
+def test_retries_exhausted() -> None:
+    clock = Clock()
+    agent = ScriptedAgent(_memoryFake(), [ConnectionRefusedError()] * 5)
+    box = _outcome(_memoryClient(agent, clock, retries=2, retryDelay=0.1).lookup(GUID, 0))
+    clock.pump([0.1] * 5)
+    [failure] = box
+    assert failure.value.reason == "the LRP directory (BBS) is unavailable"
+    assert agent.calls == 3
+
+
+def test_tls_failure_is_not_retried() -> None:
+    clock = Clock()
+    tlsFailure = ResponseNeverReceived([Failure(SSLError("certificate verify failed"))])
+    agent = ScriptedAgent(_memoryFake(), [tlsFailure])
+    box = _outcome(_memoryClient(agent, clock).lookup(GUID, 0))
+    [failure] = box
+    assert isinstance(failure.value, LoginDenied)
+    assert agent.calls == 1
+
+
+def test_timeout_cancels_the_request() -> None:
+    clock = Clock()
+    agent = ScriptedAgent(_memoryFake(), ["hang"])
+    box = _outcome(_memoryClient(agent, clock, communicationTimeout=10).lookup(GUID, 0))
+    clock.advance(9.9)
+    assert box == []
+    clock.advance(0.2)
+    [failure] = box
+    assert failure.value.reason == "the LRP directory (BBS) did not answer in time"
+    assert agent.cancelled == 1 and agent.calls == 1
+
+
+def test_timeout_covers_retries() -> None:
+    """Retries do not extend the deadline of a call."""
+    clock = Clock()
+    agent = ScriptedAgent(_memoryFake(), [ConnectionRefusedError()] * 100)
+    client = _memoryClient(agent, clock, communicationTimeout=1.0, retries=100, retryDelay=0.3)
+    box = _outcome(client.lookup(GUID, 0))
+    clock.pump([0.1] * 11)
+    [failure] = box
+    assert failure.value.reason == "the LRP directory (BBS) did not answer in time"
+
+
+def test_each_call_has_its_own_deadline() -> None:
+    clock = Clock()
+    fake = _memoryFake()
+    fake.reactor = clock
+    fake.setBehaviour(Behaviour(delay=0.8))
+    agent = ScriptedAgent(fake, [])
+    box = _outcome(_memoryClient(agent, clock, communicationTimeout=1.0).lookup(GUID, 0))
+    for _ in range(17):
+        clock.advance(0.1)
+        agent.flush()
+    [target] = box
+    assert isinstance(target, LRPTarget)

@@ -15,21 +15,21 @@ from typing import Any, TypeVar
 from google.protobuf.message import DecodeError, Message
 from OpenSSL.SSL import Error as TLSError
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import (
     ConnectingCancelledError,
     ConnectionClosed,
     ConnectionRefusedError,
 )
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import RequestTransmissionFailed, ResponseDone, ResponseFailed
+from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from diegossh.interfaces import ILRPDirectory
@@ -59,10 +59,6 @@ TIMED_OUT = "the LRP directory (BBS) did not answer in time"
 INVALID = "the LRP directory (BBS) sent an invalid response"
 
 _M = TypeVar("_M", bound=Message)
-
-
-_WRAPPERS = (ResponseFailed, RequestTransmissionFailed)
-"""Agent failures that carry the underlying reasons in C{.reasons}."""
 
 
 class _CallTimedOut(Exception):
@@ -110,6 +106,37 @@ class _BodyReader(Protocol):
         abort()
 
 
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """
+    A request body written in one go. treq's default producer streams through
+    the global reactor's cooperator; a protobuf request is small, and this
+    keeps every timer on the clock passed in.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _bodyProducer(data: object) -> IBodyProducer:
+    assert isinstance(data, bytes)
+    return _BytesProducer(data)
+
+
 def _readBody(response: IResponse, limit: int = MAX_BODY) -> Deferred[bytes]:
     reader: _BodyReader
 
@@ -131,11 +158,9 @@ def _isTransient(failure: Failure) -> bool:
     """
     if failure.check(ConnectionRefusedError, ConnectionClosed):
         return True
-    if isinstance(failure.value, _WRAPPERS):
-        reasons = failure.value.reasons
-        return bool(reasons) and all(
-            r.check(ConnectionClosed) and not r.check(TLSError) for r in reasons
-        )
+    reasons = _reasons(failure)
+    if reasons:
+        return all(r.check(ConnectionClosed) and not r.check(TLSError) for r in reasons)
     return False
 
 
@@ -168,7 +193,7 @@ class BBSClient:
         retryDelay: float = 0.05,
         desiredLRPPath: str = DESIRED_LRP_PATH_R3,
     ) -> None:
-        self._http = HTTPClient(agent)
+        self._http = HTTPClient(agent, data_to_body_producer=_bodyProducer)
         self._baseURL = baseURL.rstrip("/")
         self._clock = clock
         self._timeout = communicationTimeout
@@ -332,11 +357,14 @@ async def _discard(response: IResponse) -> None:
         pass
 
 
+def _reasons(failure: Failure) -> list[Failure]:
+    """The failures an Agent error wraps (C{ResponseNeverReceived} and kin)."""
+    reasons = getattr(failure.value, "reasons", None)
+    return [r for r in reasons if isinstance(r, Failure)] if isinstance(reasons, list) else []
+
+
 def _cancelled(failure: Failure) -> bool:
-    value = failure.value
-    if isinstance(value, _WRAPPERS):
-        return any(r.check(CancelledError) for r in value.reasons)
-    return False
+    return any(r.check(CancelledError) for r in _reasons(failure))
 
 
 def _preferred(value: int) -> PreferredAddress:
