@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from twisted.internet.task import Clock, CooperativeTask, Cooperator
+from twisted.internet.task import CooperativeTask, Cooperator
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
@@ -34,24 +34,48 @@ class FakeSession(StringTransport):
         self.loseConnection()
 
 
+class _Scheduled:
+    """The one IDelayedCall method a Cooperator uses."""
+
+    def __init__(self, pending: list[_Scheduled], function: Callable[[], None]) -> None:
+        self.function = function
+        self._pending = pending
+
+    def cancel(self) -> None:
+        self._pending.remove(self)
+
+
 class ManualCooperator:
-    """A Cooperator run by hand: C{pump()} runs scheduled work until idle."""
+    """
+    A Cooperator run by hand, one work unit per task per C{step()}; C{pump()}
+    steps until nothing is scheduled.
+    """
 
     def __init__(self) -> None:
-        self.clock = Clock()
+        self._pending: list[_Scheduled] = []
         self._cooperator = Cooperator(
-            scheduler=lambda f: self.clock.callLater(0, f),
+            scheduler=self._schedule,  # type: ignore[arg-type]
             terminationPredicateFactory=lambda: lambda: True,
         )
+
+    def _schedule(self, function: Callable[[], None]) -> _Scheduled:
+        call = _Scheduled(self._pending, function)
+        self._pending.append(call)
+        return call
 
     def cooperate(self, iterator: Iterator[None]) -> CooperativeTask:
         return self._cooperator.cooperate(iterator)
 
+    def step(self) -> None:
+        due, self._pending[:] = list(self._pending), []
+        for call in due:
+            call.function()
+
     def pump(self, limit: int = 100_000) -> None:
         for _ in range(limit):
-            if not self.clock.getDelayedCalls():
+            if not self._pending:
                 return
-            self.clock.advance(0)
+            self.step()
         raise AssertionError("cooperator never went idle")
 
 

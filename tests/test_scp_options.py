@@ -5,10 +5,10 @@ Parsing a remote scp command line, and which command lines buildSCP serves.
 from __future__ import annotations
 
 import pytest
+from scp_support import FakeSession
 
 from diegossh.sshd.scp import SinkProtocol, SourceProtocol, buildSCP
 from diegossh.sshd.scp._options import SCPOptions, UsageError, parseArguments
-from scp_support import FakeSession
 
 
 def test_sink_with_flags() -> None:

@@ -9,12 +9,12 @@ import stat
 from pathlib import Path
 
 import pytest
+from scp_support import FakeSession
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 
 from diegossh.sshd.scp import buildSCP
 from diegossh.sshd.scp._program import SCPProgram
-from scp_support import FakeSession
 
 
 class Sink:

@@ -10,7 +10,7 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -122,7 +122,7 @@ class SCPProgram(Protocol):
             status = 1
             if result.check(Fatal, ProtocolError):
                 self.session.write(formatMessage(str(result.value), fatal=True))
-            elif result.check(EndOfInput):
+            elif result.check(EndOfInput, ConnectionLost):
                 self.session.write(formatMessage("lost connection", fatal=True))
             elif not result.check(PeerFatal):
                 self._log.failure("scp failed", result)

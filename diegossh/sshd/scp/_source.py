@@ -16,6 +16,9 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
 from diegossh.sshd.scp._options import SCPOptions
 from diegossh.sshd.scp._paths import RemotePaths
 from diegossh.sshd.scp._program import SCPProgram
@@ -51,6 +54,12 @@ class SourceProtocol(SCPProgram):
         self.paths = paths
         self.cooperate = cooperate
         self._walking: list[_Walking] = []
+        self._sender: FileSender | None = None
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        if self._sender is not None:
+            self._sender.stopProducing()
+        super().connectionLost(reason)
 
     async def run(self) -> None:
         await self.response()
@@ -114,7 +123,11 @@ class SourceProtocol(SCPProgram):
         self.session.write(formatEntry(False, status.st_mode, status.st_size, name))
         if not await self.response():
             return
-        problem = await FileSender(self.cooperate).send(fd, status.st_size, self.session)
+        self._sender = FileSender(self.cooperate)
+        try:
+            problem = await self._sender.send(fd, status.st_size, self.session)
+        finally:
+            self._sender = None
         if problem is None:
             self.sendOK()
         else:
