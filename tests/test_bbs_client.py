@@ -36,7 +36,7 @@ from diegossh.proxy.bbs import (
 from diegossh.proxy.bbs import models_pb2 as pb
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import LRPTarget
-from tests.fakes.bbs import DESIRED_R3, Behaviour, FakeBBS, _BBSResource
+from tests.fakes.bbs import DESIRED_R3, Behaviour, FakeBBS
 from tests.fakes.tls import CertificateAuthority, MutualTLSFiles, makeMutualTLS
 
 GUID = "app-guid-1"
@@ -340,7 +340,7 @@ class ScriptedAgent:
     """
 
     def __init__(self, fake: FakeBBS, script: list[Exception | str]) -> None:
-        self._inner = RequestTraversalAgent(_BBSResource(fake))
+        self._inner = RequestTraversalAgent(fake.resource())
         self.script = script
         self.calls = 0
         self.cancelled = 0
@@ -370,7 +370,7 @@ class ScriptedAgent:
 
 
 def _memoryFake() -> FakeBBS:
-    fake = FakeBBS(Clock(), None, None)  # type: ignore[arg-type]  (never listens)
+    fake = FakeBBS(Clock())
     fake.addLRP(GUID, 0)
     return fake
 

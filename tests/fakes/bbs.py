@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.protocol import connectionDone
 from twisted.internet.ssl import Certificate, PrivateCertificate
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -57,16 +58,16 @@ class Behaviour:
 
 
 class _TrackedChannel(HTTPChannel):
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
-        site: _TrackedSite = self.site
+        site: _TrackedSite = self.site  # type: ignore[attr-defined]
         lost = site.channels.pop(self, None)
         if lost is not None:
             lost.callback(None)
 
 
 class _TrackedSite(Site):
-    protocol = _TrackedChannel
+    protocol = _TrackedChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Resource) -> None:
         super().__init__(resource)
@@ -92,11 +93,15 @@ class _BBSResource(Resource):
 class FakeBBS:
     """
     The fake server. C{reactor} runs it; C{ca} signs the client certificates it
-    accepts; C{certificate} is what it presents.
+    accepts; C{certificate} is what it presents. Both may be None for a fake
+    that never listens and only serves in memory (see L{resource}).
     """
 
     def __init__(
-        self, reactor: Any, ca: CertificateAuthority, certificate: IssuedCertificate
+        self,
+        reactor: Any,
+        ca: CertificateAuthority | None = None,
+        certificate: IssuedCertificate | None = None,
     ) -> None:
         self.reactor = reactor
         self.ca = ca
@@ -190,16 +195,22 @@ class FakeBBS:
 
     async def start(self) -> FakeBBS:
         """Listen on 127.0.0.1, on a port of the kernel's choosing."""
+        assert self.ca is not None and self.certificate is not None
         server = PrivateCertificate.loadPEM(self.certificate.combinedPEM)
         options = server.options(Certificate.loadPEM(self.ca.certPEM))
-        self._site = _TrackedSite(_BBSResource(self))
+        self._site = _TrackedSite(self.resource())
         self._port = self.reactor.listenSSL(0, self._site, options, interface="127.0.0.1")
         return self
+
+    def resource(self) -> Resource:
+        """The fake as a twisted.web resource, e.g. for treq's in-memory agent."""
+        return _BBSResource(self)
 
     @property
     def url(self) -> str:
         assert self._port is not None
-        return f"https://127.0.0.1:{self._port.getHost().port}"
+        host: Any = self._port.getHost()
+        return f"https://127.0.0.1:{host.port}"
 
     async def stop(self) -> None:
         """Stop listening, drop every connection, and wait until they are gone."""
@@ -208,13 +219,14 @@ class FakeBBS:
                 call.cancel()
         self._pending.clear()
         if self._port is not None:
-            await self._port.stopListening()
+            await maybeDeferred(self._port.stopListening)
             self._port = None
         if self._site is not None:
             waits = list(self._site.channels.values())
             for channel in list(self._site.channels):
-                if channel.transport is not None:
-                    channel.transport.abortConnection()
+                transport: Any = channel.transport
+                if transport is not None:
+                    transport.abortConnection()
             await DeferredList(waits)
 
     # --- serving -----------------------------------------------------------
@@ -256,7 +268,8 @@ class FakeBBS:
             return
         mode = behaviour.mode
         if mode == "close":
-            request.channel.transport.abortConnection()
+            transport: Any = request.channel.transport
+            transport.abortConnection()
             return
         if mode == "status":
             self._finish(request, behaviour.status, b"text/plain", b"internal error\n")
