@@ -231,7 +231,6 @@ def test_large_file_both_ways(env: Env) -> None:
 
 def localrun(env: Env, *argv: str) -> subprocess.Popen[bytes]:
     """The server alone, as the fake ssh would exec it, with pipes to drive it."""
-
     return subprocess.Popen(
         [sys.executable, "-m", "diegossh.sshd.localrun", *argv],
         stdin=subprocess.PIPE,

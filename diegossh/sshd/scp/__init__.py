@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_scp_protocol -*-
+# -*- test-case-name: tests.test_scp_options,tests.test_scp_interop -*-
 """
 The server side of the SCP/RCP protocol (what C{scp -O} talks to), in Python.
 
