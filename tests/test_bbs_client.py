@@ -398,6 +398,14 @@ def test_retries_are_spaced_on_the_clock() -> None:
     assert isinstance(target, LRPTarget) and target.port == 61001
 
 
+def test_index_out_of_range_denied_without_a_call() -> None:
+    agent = ScriptedAgent(_memoryFake(), [])
+    box = _outcome(_memoryClient(agent, Clock()).lookup(GUID, 2**31))
+    [failure] = box
+    assert failure.value.reason == f"no instance {2**31} of process {GUID}"
+    assert agent.calls == 0
+
+
 def test_retries_exhausted() -> None:
     clock = Clock()
     agent = ScriptedAgent(_memoryFake(), [ConnectionRefusedError()] * 5)

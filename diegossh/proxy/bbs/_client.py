@@ -58,6 +58,7 @@ UNAVAILABLE = "the LRP directory (BBS) is unavailable"
 TIMED_OUT = "the LRP directory (BBS) did not answer in time"
 INVALID = "the LRP directory (BBS) sent an invalid response"
 
+_INT32_MAX = 2**31 - 1
 _M = TypeVar("_M", bound=Message)
 
 
@@ -209,6 +210,8 @@ class BBSClient:
 
     async def _lookup(self, processGuid: str, index: int) -> LRPTarget:
         notFound = f"no instance {index} of process {processGuid}"
+        if not 0 <= index <= _INT32_MAX:
+            raise LoginDenied(notFound)
         actuals = await self._call(
             ACTUAL_LRPS_PATH,
             pb.ActualLRPsRequest(process_guid=processGuid, index=index),
@@ -321,7 +324,9 @@ class BBSClient:
                     )
                     await deferLater(self._clock, self._retryDelay * attempt)
                     continue
-                self.log.failure("BBS {path} failed", failure, path=path)
+                self.log.error(
+                    "BBS {path} failed: {error}", path=path, error=failure.getErrorMessage()
+                )
                 raise LoginDenied(UNAVAILABLE) from None
 
     async def _post(self, path: str, body: bytes) -> bytes:
