@@ -88,7 +88,9 @@ class _BodyReader(Protocol):
         self._chunks.append(data)
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
-        if reason.check(ResponseDone, PotentialDataLoss):
+        # PotentialDataLoss (a close-delimited body) may be truncated protobuf
+        # that still parses: treat it as the failure it may be.
+        if reason.check(ResponseDone) and not reason.check(PotentialDataLoss):
             finished, self._finished = self._finished, None
             if finished is not None:
                 finished.callback(b"".join(self._chunks))
