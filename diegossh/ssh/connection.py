@@ -156,13 +156,16 @@ class FlowControlledChannel(conchChannel.SSHChannel):
 
     manualWindow = True
     conn: Any
+    _consumedUnacked = 0
 
     def consumed(self, nbytes: int) -> None:
         """
-        C{nbytes} left our hands: let the peer send that much more.
+        C{nbytes} left our hands: let the peer send that much more, in window
+        adjustments of at least half the window so they stay few.
         """
-        if self.closing or getattr(self, "_closed", False):
+        if self.localClosed or self.remoteClosed:
             return
-        gap = self.localWindowSize - self.localWindowLeft
-        if gap >= self.localWindowSize // 2:
-            self.conn.adjustWindow(self, gap)
+        self._consumedUnacked += nbytes
+        if self._consumedUnacked >= self.localWindowSize // 2:
+            grant, self._consumedUnacked = self._consumedUnacked, 0
+            self.conn.adjustWindow(self, grant)

@@ -397,9 +397,9 @@ class TransportMixin:
                 b"\0\0\0\0\0",
             ]
         )
+        self.sendPacket(conch.MSG_KEXINIT, self.ourKexInitPayload[1:])
         self._keyExchangeState = conch.SSHTransportBase._KEY_EXCHANGE_REQUESTED
         self._blockedByKeyExchange = []
-        self.sendPacket(conch.MSG_KEXINIT, self.ourKexInitPayload[1:])
 
     def ssh_KEXINIT(self, packet: bytes) -> None:
         if self._peerKexInitThisRound:

@@ -1,0 +1,150 @@
+# -*- test-case-name: tests.test_channel -*-
+"""
+A channel with a bounded outgoing buffer and producer flow control.
+
+Conch's L{twisted.conch.ssh.channel.SSHChannel} keeps unsent data in a C{bytes}
+it grows by concatenation and never tells a producer to stop, so a fast source
+behind a slow client grows without limit. L{BufferedChannel} queues chunks,
+sends them as the peer's window allows, pauses a registered producer above a
+high-water mark and resumes it below a low-water mark, and sends EOF and close
+only after the last queued byte.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.internet.interfaces import IConsumer, IProducer
+from zope.interface import implementer
+
+from diegossh.ssh.connection import FlowControlledChannel
+
+HIGH_WATER = 1 << 20
+LOW_WATER = 256 * 1024
+
+
+@implementer(IConsumer)
+class BufferedChannel(FlowControlledChannel):
+    """
+    Subclasses call L{write} / L{writeExtended} freely; memory is bounded by the
+    high-water mark as long as the producer honours C{pauseProducing}.
+    """
+
+    highWater = HIGH_WATER
+    lowWater = LOW_WATER
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._queue: deque[tuple[int | None, bytes]] = deque()
+        self.bufferedBytes = 0
+        self._producer: Any = None
+        self._producerPaused = False
+        self._eofWhenDrained = False
+        self._closeWhenDrained = False
+        self._sentEOF = False
+
+    # -- IConsumer
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        if not streaming:
+            raise ValueError("BufferedChannel only takes streaming producers")
+        self._producer = producer
+        self._producerPaused = False
+        self._checkHighWater()
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def write(self, data: bytes) -> None:
+        self._enqueue(None, data)
+
+    def writeExtended(self, dataType: int, data: bytes) -> None:
+        self._enqueue(dataType, data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self._enqueue(None, b"".join(data))
+
+    # -- window and queue
+
+    def _enqueue(self, dataType: int | None, data: bytes) -> None:
+        if not data or self._sentEOF or self.localClosed:
+            return
+        self._queue.append((dataType, data))
+        self.bufferedBytes += len(data)
+        self._flush()
+        self._checkHighWater()
+
+    def _flush(self) -> None:
+        queue = self._queue
+        conn = self.conn
+        while queue and self.remoteWindowLeft > 0:
+            dataType, data = queue[0]
+            size = min(len(data), self.remoteWindowLeft, self.remoteMaxPacket)
+            if size == len(data):
+                queue.popleft()
+                chunk = data
+            else:
+                chunk = data[:size]
+                queue[0] = (dataType, data[size:])
+            if dataType is None:
+                conn.sendData(self, chunk)
+            else:
+                conn.sendExtendedData(self, dataType, chunk)
+            self.remoteWindowLeft -= size
+            self.bufferedBytes -= size
+        if not queue:
+            if self._eofWhenDrained and not self._sentEOF:
+                self._sentEOF = True
+                conn.sendEOF(self)
+            if self._closeWhenDrained and not self.localClosed:
+                conn.sendClose(self)
+
+    def _checkHighWater(self) -> None:
+        if self._producer is not None and not self._producerPaused:
+            if self.bufferedBytes > self.highWater:
+                self._producerPaused = True
+                self._producer.pauseProducing()
+
+    def addWindowBytes(self, data: int) -> None:
+        self.remoteWindowLeft += data
+        self._flush()
+        if self.bufferedBytes <= self.lowWater:
+            if self._producer is not None and self._producerPaused:
+                self._producerPaused = False
+                self._producer.resumeProducing()
+            self.bufferDrained()
+
+    def bufferDrained(self) -> None:
+        """
+        Hook: the outgoing queue fell to the low-water mark after the peer's
+        window opened.
+        """
+
+    # -- ending
+
+    def sendEOFWhenDrained(self) -> None:
+        """
+        Send EOF after every queued byte has gone out.
+        """
+        self._eofWhenDrained = True
+        self._flush()
+
+    def loseConnection(self) -> None:
+        """
+        Close after every queued byte has gone out (EOF first).
+        """
+        self.closing = 1
+        self._eofWhenDrained = True
+        self._closeWhenDrained = True
+        self._flush()
+
+    def abortConnection(self) -> None:
+        """
+        Close now, dropping whatever is queued.
+        """
+        self._queue.clear()
+        self.bufferedBytes = 0
+        self.closing = 1
+        if not self.localClosed:
+            self.conn.sendClose(self)
