@@ -4,8 +4,8 @@ The seams of diegossh: every piece an operator or a test may swap is named here.
 
 from __future__ import annotations
 
-from zope.interface import Attribute, Interface
 from twisted.internet.interfaces import ITransport
+from zope.interface import Attribute, Interface
 
 
 class ISessionTransport(ITransport):

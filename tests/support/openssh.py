@@ -47,8 +47,8 @@ def run(
     """
     Run a client to completion (call it in a thread when a reactor must keep running).
     """
-    stdinFile = open(stdin, "rb") if isinstance(stdin, Path) else None  # noqa: SIM115
-    stdoutFile = open(stdout, "wb") if stdout is not None else None  # noqa: SIM115
+    stdinFile = open(stdin, "rb") if isinstance(stdin, Path) else None
+    stdoutFile = open(stdout, "wb") if stdout is not None else None
     try:
         return subprocess.run(
             argv,
