@@ -385,45 +385,58 @@ def test_connection_lost_closes_handles(tmp_path: Path) -> None:
     assert h.replies() == []
 
 
-def test_many_requests_pause_the_client_until_work_drains(tmp_path: Path) -> None:
+def test_requests_wait_while_work_is_in_flight(tmp_path: Path) -> None:
     pool = ManualThreadPool()
-    h = Harness(str(tmp_path), pool, maxRequests=4, maxBytes=1 << 20)
+    h = Harness(str(tmp_path), pool, maxRequests=4)
     h.init()
-    Path(h.path("f")).write_bytes(b"x" * 1000)
-    h.send(C.FXP_OPEN, s("f"), u32(C.FXF_READ), attrs())
-    pool.runAll()
-    handle = h.replies()[0].handle()
-    ids = [h.send(C.FXP_READ, s(handle), u64(i), u32(1)) for i in range(10)]
-    assert len(pool.queue) == 1  # one lane: the rest wait their turn on it
-    assert h.transport.producerState == "paused"
-    while pool.queue:
-        pool.runOne()
+    handles = []
+    for i in range(6):
+        Path(h.path(f"f{i}")).write_bytes(b"x" * 10)
+        h.send(C.FXP_OPEN, s(f"f{i}"), u32(C.FXF_READ), attrs())
+        pool.runAll()
+        handles.append(h.replies()[0].handle())
+    ids = [h.send(C.FXP_READ, s(handle), u64(0), u32(1)) for handle in handles]
+    assert len(pool.queue) == 4 and h.server._inflight == 4
     assert h.transport.producerState == "producing"
-    assert [r.id for r in h.replies()] == ids
+    pool.runOne()
+    assert len(pool.queue) == 4
+    pool.runAll()
+    assert sorted(r.id for r in h.replies()) == ids
 
 
-def test_bytes_in_flight_pause_too(tmp_path: Path) -> None:
+def test_bytes_in_flight_limit_starts(tmp_path: Path) -> None:
     pool = ManualThreadPool()
-    h = Harness(str(tmp_path), pool, maxRequests=100, maxBytes=64 * 1024)
+    h = Harness(str(tmp_path), pool, maxBytes=64 * 1024)
     h.init()
     h.send(C.FXP_OPEN, s("f"), u32(RW_CREATE), attrs())
     pool.runAll()
     handle = h.replies()[0].handle()
     for i in range(4):
         h.send(C.FXP_WRITE, s(handle), u64(i * 32768), s(b"w" * 32768))
-    assert h.transport.producerState == "paused"
     assert h.server._inflight == 2  # the other two wait in the input buffer
     pool.runAll()
     assert [r.status()[0] for r in h.replies()] == [C.FX_OK] * 4
-    assert h.transport.producerState == "producing"
     assert os.path.getsize(h.path("f")) == 4 * 32768
 
 
-def test_closed_window_stops_taking_requests(h: Harness) -> None:
-    h.server.pauseProducing()
+def test_buffered_input_pauses_the_client(tmp_path: Path) -> None:
+    pool = ManualThreadPool()
+    h = Harness(str(tmp_path), pool, maxRequests=1, maxBuffered=1000)
+    h.init()
+    ids = [h.send(C.FXP_STAT, s("x" * 50)) for _ in range(30)]
     assert h.transport.producerState == "paused"
+    assert len(h.server._frames) >= 1000
+    pool.runAll()
+    assert h.transport.producerState == "producing"
+    assert [r.id for r in h.replies()] == ids
+
+
+def test_closed_window_stops_starting_requests_but_keeps_reading(h: Harness) -> None:
+    h.server.pauseProducing()
     requestId = h.send(C.FXP_STAT, s("."))
     assert h.replies() == []
+    # The client may be blocked writing requests; refusing them would deadlock.
+    assert h.transport.producerState == "producing"
     h.server.readConnectionLost()
     assert h.transport.exitStatus is None
     h.server.resumeProducing()

@@ -77,9 +77,14 @@ MAX_HANDLES: Final = 512
 READDIR_BATCH: Final = 100
 COPY_CHUNK: Final = 256 * 1024
 
-# Backpressure: client data is not read while this much work is in flight.
+# Backpressure. No new request is started while this much work is in flight
+# (or while the client's window is closed); client data is read on until this
+# many bytes of requests wait unparsed. Reading must go on while replies are
+# blocked: OpenSSH's sftp client writes its requests blocking and reads
+# replies only afterwards, so refusing its requests then would deadlock.
 MAX_INFLIGHT_REQUESTS: Final = 128
 MAX_INFLIGHT_BYTES: Final = 8 * 1024 * 1024
+MAX_BUFFERED_INPUT: Final = 16 * 1024 * 1024
 
 # The SSH_FXP_VERSION advertisement, in OpenSSH sftp-server's order.
 EXTENSIONS: Final = (

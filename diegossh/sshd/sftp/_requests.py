@@ -52,7 +52,8 @@ class Job:
 Parser = Callable[[UserFileSystem, Reader], Job]
 
 
-def _lane(handle: bytes) -> Hashable:
+def handleLane(handle: bytes) -> Hashable:
+    """The lane of every request on one handle."""
     return ("handle", handle)
 
 
@@ -80,7 +81,7 @@ def _onPathAttrs(method: Callable[..., Reply]) -> Parser:
 def _onHandle(method: Callable[[UserFileSystem, bytes], Reply]) -> Parser:
     def parse(fs: UserFileSystem, r: Reader) -> Job:
         handle = r.string()
-        return Job((_lane(handle),), partial(method, fs, handle))
+        return Job((handleLane(handle),), partial(method, fs, handle))
 
     return parse
 
@@ -91,24 +92,26 @@ def _open(fs: UserFileSystem, r: Reader) -> Job:
 
 def _read(fs: UserFileSystem, r: Reader) -> Job:
     handle, offset, length = r.string(), r.u64(), r.u32()
-    return Job((_lane(handle),), partial(fs.read, handle, offset, length), min(length, MAX_READ))
+    return Job(
+        (handleLane(handle),), partial(fs.read, handle, offset, length), min(length, MAX_READ)
+    )
 
 
 def _write(fs: UserFileSystem, r: Reader) -> Job:
     handle, offset, data = r.string(), r.u64(), r.view()
-    return Job((_lane(handle),), partial(fs.write, handle, offset, data), len(data))
+    return Job((handleLane(handle),), partial(fs.write, handle, offset, data), len(data))
 
 
 def _fsetstat(fs: UserFileSystem, r: Reader) -> Job:
     handle = r.string()
-    return Job((_lane(handle),), partial(fs.fsetstat, handle, decodeAttrs(r)))
+    return Job((handleLane(handle),), partial(fs.fsetstat, handle, decodeAttrs(r)))
 
 
 def _copyData(fs: UserFileSystem, r: Reader) -> Job:
     source, readOffset, length = r.string(), r.u64(), r.u64()
     target, writeOffset = r.string(), r.u64()
     work = partial(fs.copyData, source, readOffset, length, target, writeOffset)
-    return Job((_lane(source), _lane(target)), work)
+    return Job((handleLane(source), handleLane(target)), work)
 
 
 def _ids(blob: bytes) -> list[int]:

@@ -7,7 +7,8 @@ Requests are parsed on the reactor and performed in worker threads, many at
 once; each reply goes out as soon as its work is done, tagged with its
 request id. Memory stays bounded: while too many requests (or too many bytes
 of reads and writes) are in flight, or while the client's window is closed,
-no more packets are taken and the transport is asked to stop reading.
+no more requests are started; and once enough unstarted requests are
+buffered, the transport is asked to stop reading.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from diegossh.sshd.sftp._constants import (
     FXP_EXTENDED,
     FXP_INIT,
     FXP_VERSION,
+    MAX_BUFFERED_INPUT,
     MAX_INFLIGHT_BYTES,
     MAX_INFLIGHT_REQUESTS,
     VERSION,
@@ -37,7 +39,7 @@ from diegossh.sshd.sftp._constants import (
 from diegossh.sshd.sftp._errors import SFTPError, fromOSError
 from diegossh.sshd.sftp._filesystem import UserFileSystem
 from diegossh.sshd.sftp._lanes import Lanes
-from diegossh.sshd.sftp._requests import EXTENDED, REQUESTS, Job
+from diegossh.sshd.sftp._requests import EXTENDED, REQUESTS, Job, handleLane
 from diegossh.sshd.sftp._wire import (
     FrameBuffer,
     Malformed,
@@ -72,11 +74,13 @@ class SFTPServer(Protocol):
         lanes: Lanes,
         maxRequests: int = MAX_INFLIGHT_REQUESTS,
         maxBytes: int = MAX_INFLIGHT_BYTES,
+        maxBuffered: int = MAX_BUFFERED_INPUT,
     ) -> None:
         self._fs = fs
         self._lanes = lanes
         self._maxRequests = maxRequests
         self._maxBytes = maxBytes
+        self._maxBuffered = maxBuffered
         self._frames = FrameBuffer()
         self._initialised = False
         self._inflight = 0
@@ -114,7 +118,6 @@ class SFTPServer(Protocol):
 
     def pauseProducing(self) -> None:
         self._outputPaused = True
-        self._updateReading()
 
     def resumeProducing(self) -> None:
         self._outputPaused = False
@@ -134,7 +137,7 @@ class SFTPServer(Protocol):
         )
 
     def _pump(self) -> None:
-        """Take packets while there is room; end the session after EOF and the last reply."""
+        """Start requests while there is room; end the session after EOF and the last reply."""
         if self._pumping or self._finished:
             return
         self._pumping = True
@@ -157,7 +160,7 @@ class SFTPServer(Protocol):
     def _updateReading(self) -> None:
         if self._eof or self._finished:
             return
-        want = not self._busy()
+        want = len(self._frames) < self._maxBuffered
         if want != self._reading:
             self._reading = want
             if want:
@@ -267,5 +270,5 @@ class SFTPServer(Protocol):
         self._closing = True
         keys = self._fs.handles.closeTable()
         discard = self._fs.discard
-        closes = [self._lanes.submit((("handle", k),), partial(discard, k)) for k in keys]
+        closes = [self._lanes.submit((handleLane(k),), partial(discard, k)) for k in keys]
         return DeferredList(closes, consumeErrors=True)
