@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
 from zope.interface.verify import verifyObject
 
+from diegossh.interfaces import ISessionTransport
 from diegossh.sshd.sftp import _constants as C
 from diegossh.sshd.sftp import buildSFTP, homeFromEnviron
 from diegossh.sshd.sftp._server import versionPacket
@@ -49,6 +50,7 @@ def test_build_sftp_uses_injected_pool(tmp_path: Path) -> None:
     verifyObject(IHalfCloseableProtocol, server)
     verifyObject(IPushProducer, server)
     transport = FakeSessionTransport()
+    verifyObject(ISessionTransport, transport)
     server.makeConnection(transport)
     assert transport.producer is server and transport.streaming
     body = bytes([C.FXP_INIT]) + u32(3)

@@ -67,7 +67,3 @@ class Lanes:
         gate: Deferred[Any] = DeferredList(waits) if waits else succeed(None)
         gate.addCallback(start)
         return result
-
-    def busy(self) -> bool:
-        """Whether any job is queued or running."""
-        return bool(self._tails)
