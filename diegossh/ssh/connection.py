@@ -12,6 +12,11 @@ Conch also refills every channel's receive window as soon as half of it is used,
 whether or not anything consumed the data. A channel that sets C{manualWindow}
 refills its own window (see L{FlowControlledChannel}), which is what lets a
 slow consumer slow down the peer instead of piling data up in memory.
+
+A channel factory (the avatar's C{lookupChannel}) may return a L{Deferred}
+firing with the channel: the open is confirmed only then, or refused with the
+code and text of the L{ConchError} it fails with. That is how a forwarding
+channel answers only once its socket is connected, as OpenSSH's sshd does.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from twisted.conch import error
 from twisted.conch.ssh import channel as conchChannel
 from twisted.conch.ssh import common
 from twisted.conch.ssh import connection as conch
 from twisted.conch.ssh import transport as conchTransport
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 MAX_WINDOW = 0xFFFFFFFF
 # The largest data packet we send, whatever the peer allows: far under the
@@ -38,6 +46,10 @@ class SSHConnection(conch.SSHConnection):
 
     _log = Logger()
     transport: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pendingOpens: set[defer.Deferred[Any]] = set()
 
     def _protocolError(self, message: bytes) -> None:
         self.transport.sendDisconnect(conchTransport.DISCONNECT_PROTOCOL_ERROR, message)
@@ -54,8 +66,67 @@ class SSHConnection(conch.SSHConnection):
             )
             return
         clamped = min(maxPacket, MAX_SEND_PACKET)
-        rebuilt = common.NS(channelType) + struct.pack(">3L", senderChannel, windowSize, clamped)
-        super().ssh_CHANNEL_OPEN(rebuilt + rest[12:])
+        extra = rest[12:]
+        try:
+            channel = self.getChannel(channelType, windowSize, clamped, extra)
+        except Exception as e:
+            self._refuseOpen(senderChannel, e)
+            return
+        if isinstance(channel, defer.Deferred):
+            # The channel factory confirms later (a forwarding channel once its
+            # socket is connected) or refuses with a ConchError(text, code).
+            self._pendingOpens.add(channel)
+
+            def settled(result: Any) -> None:
+                self._pendingOpens.discard(channel)
+                if isinstance(result, Failure):
+                    self._refuseOpen(senderChannel, result.value or Exception())
+                else:
+                    result.conn = self
+                    self._confirmOpen(senderChannel, result, extra)
+
+            channel.addBoth(settled)
+            return
+        self._confirmOpen(senderChannel, channel, extra)
+
+    def _confirmOpen(self, senderChannel: int, channel: Any, extra: bytes) -> None:
+        localChannel = self.localChannelID
+        self.localChannelID += 1
+        channel.id = localChannel
+        self.channels[localChannel] = channel
+        self.channelsToRemoteChannel[channel] = senderChannel
+        self.localToRemoteChannel[localChannel] = senderChannel
+        self.transport.sendPacket(
+            conch.MSG_CHANNEL_OPEN_CONFIRMATION,
+            struct.pack(
+                ">4L", senderChannel, localChannel, channel.localWindowSize, channel.localMaxPacket
+            )
+            + channel.specificData,
+        )
+        channel.channelOpen(extra)
+
+    def _refuseOpen(self, senderChannel: int, reason: BaseException) -> None:
+        if isinstance(reason, defer.CancelledError):
+            return
+        if isinstance(reason, error.ConchError):
+            text, code = reason.args
+            if isinstance(text, int):
+                text, code = code, text
+        else:
+            self._log.failure("channel open failed", Failure(reason))
+            code, text = conch.OPEN_CONNECT_FAILED, "unknown failure"
+        if isinstance(text, str):
+            text = text.encode("utf-8")
+        self.transport.sendPacket(
+            conch.MSG_CHANNEL_OPEN_FAILURE,
+            struct.pack(">2L", senderChannel, code) + common.NS(text) + common.NS(b""),
+        )
+
+    def serviceStopped(self) -> None:
+        pending, self._pendingOpens = self._pendingOpens, set()
+        for d in pending:
+            d.cancel()
+        super().serviceStopped()
 
     def ssh_CHANNEL_OPEN_CONFIRMATION(self, packet: bytes) -> None:
         localChannel, remoteChannel, windowSize, maxPacket = struct.unpack(">4L", packet[:16])
