@@ -23,7 +23,7 @@ import os
 import struct
 from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import poly1305
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -392,7 +392,7 @@ class ChaChaOpener:
         keys = self._keys
         try:
             poly1305.Poly1305.verify_tag(keys.polyKey(seq), bytes(data[:end]), bytes(data[end:]))
-        except InvalidTag:
+        except InvalidSignature:
             raise PacketError("bad MAC", mac=True) from None
         body = _chachaStream(keys.main, seq, 1).decryptor().update(data[4:end])
         return _payload(memoryview(body))
