@@ -13,6 +13,7 @@ only after the last queued byte.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IConsumer, IProducer
@@ -43,6 +44,7 @@ class BufferedChannel(FlowControlledChannel):
         self._eofWhenDrained = False
         self._closeWhenDrained = False
         self._sentEOF = False
+        self._drainWaiters: list[Callable[[], None]] = []
 
     # -- IConsumer
 
@@ -94,6 +96,8 @@ class BufferedChannel(FlowControlledChannel):
             self.remoteWindowLeft -= size
             self.bufferedBytes -= size
         if not queue:
+            while self._drainWaiters and not queue:
+                self._drainWaiters.pop(0)()
             if self._eofWhenDrained and not self._sentEOF:
                 self._sentEOF = True
                 conn.sendEOF(self)
@@ -120,6 +124,14 @@ class BufferedChannel(FlowControlledChannel):
         Hook: the outgoing queue fell to the low-water mark after the peer's
         window opened.
         """
+
+    def whenDrained(self, callback: Callable[[], None]) -> None:
+        """
+        Call C{callback} once everything queued so far has gone out (at once if
+        nothing is queued). Exit status must follow the last byte of output.
+        """
+        self._drainWaiters.append(callback)
+        self._flush()
 
     # -- ending
 

@@ -55,7 +55,7 @@ def main(argv: list[str], buildProgram: Callable[[list[str], dict[str, str]], ob
     class _Bridge(Protocol):
         """Hand the wrapped transport to the program and relay to it."""
 
-        def makeConnection(self, transport: object) -> None:  # type: ignore[override]
+        def makeConnection(self, transport: object) -> None:
             session = _StdioSession(transport, reactor)
             holder["s"] = session
             program.makeConnection(session)  # type: ignore[attr-defined]
@@ -73,14 +73,14 @@ def main(argv: list[str], buildProgram: Callable[[list[str], dict[str, str]], ob
 
         def connectionLost(self, reason: object = None) -> None:
             program.connectionLost(reason)  # type: ignore[attr-defined]
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
 
     from twisted.internet.interfaces import IHalfCloseableProtocol
     from zope.interface import classImplements
 
     classImplements(_Bridge, IHalfCloseableProtocol)
     stdio.StandardIO(_Bridge(), reactor=reactor)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     session = holder.get("s")
     return session.status if session is not None and session.status is not None else 0
 

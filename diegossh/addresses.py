@@ -1,0 +1,41 @@
+# -*- test-case-name: tests.test_addresses -*-
+"""
+Listen addresses as diego-ssh writes them: C{host:port}, C{:port} for every
+interface, C{[v6]:port}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+
+def parseAddress(text: str) -> tuple[str, int]:
+    """
+    Split C{host:port}; an empty host means every interface.
+
+    @raise ValueError: with a message naming the address.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"address {text!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"address {text!r} has no numeric port") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"address {text!r} has a port out of range")
+    return host, number
+
+
+def serverEndpoint(reactor: Any, text: str, backlog: int = 511) -> Any:
+    """
+    A listening endpoint for C{text}.
+    """
+    host, port = parseAddress(text)
+    if ":" in host:
+        return TCP6ServerEndpoint(reactor, port, backlog=backlog, interface=host)
+    return TCP4ServerEndpoint(reactor, port, backlog=backlog, interface=host or "0.0.0.0")  # noqa: S104

@@ -1,0 +1,59 @@
+# -*- test-case-name: tests.test_sshd_auth -*-
+"""
+Who may log into the daemon: the holder of the one authorized key, whatever
+user name they give; or, with C{--allowUnauthenticatedClients}, anyone.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from twisted.conch.error import ValidPublicKey
+from twisted.conch.interfaces import IConchUser
+from twisted.conch.ssh import keys
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import Anonymous, IAnonymous, ISSHPrivateKey
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from zope.interface import implementer
+
+from diegossh.ssh.factory import UserAuthServer
+
+
+@implementer(ICredentialsChecker)
+class AuthorizedKeyChecker:
+    """
+    Accepts a signature made with the one authorized key.
+    """
+
+    credentialInterfaces = (ISSHPrivateKey,)
+
+    def __init__(self, authorizedKey: keys.Key) -> None:
+        self._blob = authorizedKey.public().blob()
+
+    def requestAvatarId(self, credentials: Any) -> defer.Deferred[Any]:
+        if not hmac.compare_digest(credentials.blob, self._blob):
+            return defer.fail(UnauthorizedLogin("key not authorized"))
+        if not credentials.signature:
+            # The client asks whether the key would do before signing.
+            return defer.fail(ValidPublicKey())
+        try:
+            key = keys.Key.fromString(credentials.blob)
+            ok = key.verify(credentials.signature, credentials.sigData)
+        except Exception:
+            ok = False
+        if not ok:
+            return defer.fail(UnauthorizedLogin("bad signature"))
+        return defer.succeed(credentials.username)
+
+
+class DaemonUserAuthServer(UserAuthServer):
+    """
+    Adds the C{none} method, offered only when the portal has an anonymous checker.
+    """
+
+    interfaceToMethod = {**UserAuthServer.interfaceToMethod, IAnonymous: b"none"}
+
+    def auth_none(self, packet: bytes) -> Any:
+        return self.portal.login(Anonymous(), None, IConchUser)

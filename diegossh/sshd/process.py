@@ -1,0 +1,90 @@
+# -*- test-case-name: tests.test_sshd_session -*-
+"""
+Starting a session's child process the way an SSH daemon must.
+
+Twisted's stock process support reads pipes and ptys 8 KiB at a time (each
+read becomes its own SSH packet) and, with pipes, leaves the child in the
+daemon's process group, so a C{signal} request or a vanished client could not
+reach the child's own children. Here the child leads a new session (so
+C{killpg} reaches everything it started) and output is read 64 KiB at a time.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from twisted.internet import process
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
+
+READ_SIZE = 64 * 1024
+
+
+def _readInto(fd: int, deliver: Any) -> Any:
+    try:
+        data = os.read(fd, READ_SIZE)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EINTR):
+            return None
+        return CONNECTION_LOST
+    if not data:
+        return CONNECTION_DONE
+    deliver(data)
+    return None
+
+
+class _WideReader(process.ProcessReader):
+    def doRead(self) -> Any:
+        return _readInto(self.fd, self.dataReceived)
+
+
+class PipeProcess(process.Process):
+    """
+    A child on pipes that leads its own session.
+    """
+
+    processReaderFactory = _WideReader
+
+    def _trySpawnInsteadOfFork(self, *args: Any, **kwargs: Any) -> bool:
+        # posix_spawn cannot call setsid() in the child as Twisted invokes it;
+        # fork does, in _setupChild.
+        return False
+
+    def _setupChild(self, *args: Any, **kwargs: Any) -> None:
+        os.setsid()
+        super()._setupChild(*args, **kwargs)
+
+
+class PTYSessionProcess(process.PTYProcess):
+    """
+    A child on a pty (Twisted already makes it a session leader), read widely.
+    """
+
+    def doRead(self) -> Any:
+        proto: Any = self.proto
+        return _readInto(self.fd, lambda data: proto.childDataReceived(1, data))
+
+
+def spawn(
+    reactor: Any,
+    protocol: Any,
+    executable: str,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | None,
+    usePTY: bool,
+) -> Any:
+    """
+    Start C{executable} with C{argv}, C{env} and C{cwd}.
+    """
+    if usePTY:
+        return PTYSessionProcess(reactor, executable, argv, env, cwd, protocol, usePTY=True)
+    return PipeProcess(reactor, executable, argv, env, cwd, protocol)
+
+
+def processGroupOf(pid: int | None) -> int | None:
+    """
+    The child's process group; it leads its own, so this is its pid.
+    """
+    return pid

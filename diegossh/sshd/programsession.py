@@ -1,0 +1,118 @@
+# -*- test-case-name: tests.test_sshd_session -*-
+"""
+Connects a Python-served program (scp, sftp) to a session channel, as the
+L{diegossh.interfaces.ISessionTransport} it expects.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from diegossh.interfaces import ISessionTransport
+
+if TYPE_CHECKING:
+    from diegossh.sshd.session import SessionChannel
+
+
+@implementer(ISessionTransport)
+class ProgramTransport:
+    """
+    The channel seen from the program's side.
+
+    Client data the program is not ready for (it called C{pauseProducing}) waits
+    here; the client's window is refilled only as the program takes it, so the
+    wait is bounded by the window.
+    """
+
+    disconnecting = False
+
+    def __init__(self, channel: SessionChannel, program: Any) -> None:
+        self._channel = channel
+        self._program = program
+        self._paused = False
+        self._pending: deque[bytes] = deque()
+        self._eofPending = False
+        self._exited = False
+
+    # -- program -> client
+
+    def write(self, data: bytes) -> None:
+        if not self._exited:
+            self._channel.write(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._channel.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._channel.unregisterProducer()
+
+    def exit(self, status: int) -> None:
+        if self._exited:
+            return
+        self._exited = True
+        self.disconnecting = True
+        self._channel.finishWithStatus(status)
+
+    def loseConnection(self) -> None:
+        self.exit(0)
+
+    def abortConnection(self) -> None:
+        self.exit(1)
+
+    def getPeer(self) -> Any:
+        return self._channel.getPeer()
+
+    def getHost(self) -> Any:
+        return self._channel.getHost()
+
+    # -- client -> program
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        while self._pending and not self._paused:
+            data = self._pending.popleft()
+            self._deliver(data)
+        if not self._pending and not self._paused and self._eofPending:
+            self._eofPending = False
+            self._deliverEOF()
+
+    def stopProducing(self) -> None:
+        self._channel.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._paused or self._pending:
+            self._pending.append(data)
+            return
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        self._program.dataReceived(data)
+        self._channel.consumed(len(data))
+
+    def eofReceived(self) -> None:
+        if self._paused or self._pending:
+            self._eofPending = True
+            return
+        self._deliverEOF()
+
+    def _deliverEOF(self) -> None:
+        if IHalfCloseableProtocol.providedBy(self._program):
+            self._program.readConnectionLost()
+        elif hasattr(self._program, "readConnectionLost"):
+            self._program.readConnectionLost()
+
+    def closed(self, reason: Failure) -> None:
+        self._exited = True
+        self._program.connectionLost(reason)

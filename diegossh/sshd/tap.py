@@ -1,0 +1,163 @@
+# -*- test-case-name: tests.test_sshd_tap -*-
+"""
+C{twistd diego-sshd}: options and service assembly.
+
+Flags are upstream diego-sshd's, in Twisted's C{--long} form. Key material
+given on the command line is moved into the environment and the process
+re-executed, so C{ps} never shows it; the variables are removed before any
+session starts, so no child sees them either.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService
+from twisted.cred.checkers import AllowAnonymousAccess
+from twisted.cred.portal import Portal
+from twisted.logger import Logger
+from twisted.python import usage
+
+from diegossh.addresses import parseAddress, serverEndpoint
+from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
+from diegossh.ssh.factory import SSHServerFactory
+from diegossh.sshd import hostkeys
+from diegossh.sshd.auth import AuthorizedKeyChecker, DaemonUserAuthServer
+from diegossh.sshd.avatar import DaemonRealm
+from diegossh.sshd.environment import KEY_VARIABLES, baseEnvironment, currentUser
+from diegossh.sshd.programs import buildProgram
+from diegossh.sshd.session import SessionConfig, defaultShell
+
+VERSION = b"SSH-2.0-diego-sshd"
+_REEXEC_MARK = "DIEGOSSH_REEXECED"
+_SECRET_FLAGS = {"--hostKey": "SSHD_HOSTKEY", "--authorizedKey": "SSHD_AUTHKEY"}
+log = Logger()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "SSH daemon for one container: one authorized key, no root needed."
+
+    optParameters = [
+        ["address", None, "127.0.0.1:2222", "Listen address (host:port)."],
+        ["hostKey", None, None, "Host private key: PEM text or a path (env SSHD_HOSTKEY)."],
+        ["authorizedKey", None, None, "The one authorized_keys line (env SSHD_AUTHKEY)."],
+        ["allowedCiphers", None, None, "Comma list of ciphers (default: upstream's)."],
+        ["allowedMACs", None, None, "Comma list of MACs (default: upstream's)."],
+        ["allowedKeyExchanges", None, None, "Comma list of key exchanges (default: upstream's)."],
+    ]
+    optFlags = [
+        ["allowUnauthenticatedClients", None, "Let anyone in without a key."],
+        ["inheritDaemonEnv", None, "Give sessions the daemon's environment."],
+    ]
+
+    def postOptions(self) -> None:
+        _moveSecretsOffCommandLine()
+        for flag, variable in _SECRET_FLAGS.items():
+            value = os.environ.pop(variable, None)
+            if value:
+                self[flag[2:]] = value
+        os.environ.pop(_REEXEC_MARK, None)
+        try:
+            parseAddress(self["address"])
+            self["policy"] = AlgorithmPolicy.fromOptions(
+                self["allowedCiphers"], self["allowedMACs"], self["allowedKeyExchanges"]
+            )
+            self["authorized"] = (
+                hostkeys.loadAuthorizedKey(self["authorizedKey"])
+                if self["authorizedKey"]
+                else None
+            )
+            self["hostKeyObject"] = (
+                hostkeys.loadHostKey(self["hostKey"]) if self["hostKey"] else None
+            )
+        except (ValueError, UnknownAlgorithm) as e:
+            raise usage.UsageError(str(e)) from None
+        if self["authorized"] is None and not self["allowUnauthenticatedClients"]:
+            raise usage.UsageError(
+                "no authorized key: give --authorizedKey (or SSHD_AUTHKEY), "
+                "or --allowUnauthenticatedClients"
+            )
+
+
+def _isLiteralKey(value: str) -> bool:
+    return not os.path.isfile(value)
+
+
+def _moveSecretsOffCommandLine() -> None:
+    """
+    Re-exec without key material in argv, handing it over in the environment.
+    """
+    if os.environ.get(_REEXEC_MARK):
+        return
+    argv = list(sys.argv)
+    moved: dict[str, str] = {}
+    kept: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in _SECRET_FLAGS:
+            if not eq:
+                if i + 1 >= len(argv):
+                    kept.append(arg)
+                    break
+                value = argv[i + 1]
+                i += 1
+            if _isLiteralKey(value):
+                moved[_SECRET_FLAGS[name]] = value
+            else:
+                kept += [name, value]
+        else:
+            kept.append(arg)
+        i += 1
+    if not moved:
+        return
+    env = dict(os.environ)
+    env.update(moved)
+    env[_REEXEC_MARK] = "1"
+    launcher = kept[0]
+    if launcher.endswith("__main__.py"):
+        command = [sys.executable, "-m", "twisted", *kept[1:]]
+    else:
+        command = [sys.executable, *kept]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)  # noqa: S606
+
+
+def makeService(config: Options) -> IService:
+    from twisted.internet import reactor
+
+    for variable in KEY_VARIABLES:
+        os.environ.pop(variable, None)
+    hostKey = config["hostKeyObject"]
+    if hostKey is None:
+        hostKey = hostkeys.generateHostKey()
+        log.info(
+            "generated an ed25519 host key: {sha256} (MD5 {md5})",
+            sha256=hostkeys.sha256Fingerprint(hostKey),
+            md5=hostkeys.md5Fingerprint(hostKey),
+        )
+    else:
+        log.info("host key {sha256}", sha256=hostkeys.sha256Fingerprint(hostKey))
+
+    _, home = currentUser()
+    sessionConfig = SessionConfig(
+        baseEnv=baseEnvironment(config["inheritDaemonEnv"]),
+        home=home,
+        shell=defaultShell(),
+        buildProgram=buildProgram,
+    )
+    checkers: list[Any] = []
+    if config["authorized"] is not None:
+        checkers.append(AuthorizedKeyChecker(config["authorized"]))
+    if config["allowUnauthenticatedClients"]:
+        checkers.append(AllowAnonymousAccess())
+    portal = Portal(DaemonRealm(sessionConfig, reactor), checkers)
+    factory = SSHServerFactory(portal, [hostKey], config["policy"], reactor, VERSION)
+    factory.services = {**factory.services, b"ssh-userauth": DaemonUserAuthServer}
+    return StreamServerEndpointService(serverEndpoint(reactor, config["address"]), factory)
