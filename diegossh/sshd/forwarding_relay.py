@@ -1,0 +1,210 @@
+# -*- test-case-name: tests.test_forwarding_relay -*-
+"""
+One TCP socket relayed over one SSH channel, with backpressure both ways and
+half-close both ways.
+
+socket -> channel: the socket's transport is the channel's producer; above the
+channel's high-water mark (the client's window is shut) reading stops.
+
+channel -> socket: the channel is the producer of the socket's transport; while
+the transport's write buffer is full, bytes the client sends are not
+C{consumed()}, so the client's window closes.
+
+So a channel holds at most its high-water mark plus one socket read on the way
+out and its receive window plus the transport's buffer on the way in, however
+slow either end is.
+
+Ending follows OpenSSH's sshd: the client's EOF shuts down the socket's write
+side once its buffer drains, the socket's EOF becomes channel EOF after the
+last queued byte, and the channel closes once both directions are done or
+either end goes away.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from diegossh.ssh.channel import BufferedChannel
+
+__all__ = ["RelayChannel", "SocketFactory", "SocketProtocol"]
+
+WINDOW = 2 * 1024 * 1024
+PACKET = 32 * 1024
+
+
+@implementer(IPushProducer)
+class RelayChannel(BufferedChannel):
+    """
+    A channel relaying to a TCP transport, attached by L{SocketProtocol}.
+    """
+
+    highWater = 256 * 1024
+    lowWater = 64 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("localWindow", WINDOW)
+        kwargs.setdefault("localMaxPacket", PACKET)
+        super().__init__(*args, **kwargs)
+        # an ITCPTransport that is also an IPushProducer and an IConsumer
+        self.socket: Any = None
+        #: the socket's write buffer is full; what arrives now is owed
+        self.socketPaused = False
+        #: bytes received from the client and not yet granted back
+        self.owed = 0
+        self._opened = False
+        self._peerEOF = False
+        self._socketEOF = False
+        self._socketGone = False
+        self._early: list[bytes] = []
+
+    # -- the socket side (called by SocketProtocol)
+
+    def socketConnected(self, transport: Any) -> None:
+        self.socket = transport
+        transport.pauseProducing()
+        if self._opened:
+            self._startRelay()
+
+    def socketData(self, data: bytes) -> None:
+        if self._opened:
+            self.write(data)
+        else:
+            self._early.append(data)
+
+    def socketEOF(self) -> None:
+        self._socketEOF = True
+        self.unregisterProducer()
+        if self._opened:
+            self.sendEOFWhenDrained()
+            self._maybeFinish()
+
+    def socketLost(self, reason: Failure) -> None:
+        self._socketGone = True
+        self.socket = None
+        self.unregisterProducer()
+        if self._opened and not self.localClosed:
+            self.loseConnection()
+
+    # -- the channel side
+
+    def channelOpen(self, specificData: bytes) -> None:
+        self._opened = True
+        early, self._early = self._early, []
+        for data in early:
+            self.write(data)
+        if self._socketGone:
+            self.loseConnection()
+        elif self._socketEOF:
+            self.sendEOFWhenDrained()
+            self._startRelay()
+        elif self.socket is not None:
+            self._startRelay()
+
+    def openFailed(self, reason: Any) -> None:
+        self._closeSocket()
+
+    def _startRelay(self) -> None:
+        socket = self.socket
+        assert socket is not None
+        socket.registerProducer(self, True)
+        if not self._socketEOF:
+            self.registerProducer(socket, True)
+            socket.resumeProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        socket = self.socket
+        if socket is None or self._peerEOF:
+            # Nowhere to go: dropped, and not granted, so the client stops.
+            return
+        socket.write(data)
+        if self.socketPaused:
+            self.owed += len(data)
+        else:
+            self.consumed(len(data))
+
+    def eofReceived(self) -> None:
+        self._peerEOF = True
+        socket = self.socket
+        if socket is not None:
+            # A registered paused producer would keep the transport from
+            # shutting down its write side after the buffer drains.
+            socket.unregisterProducer()
+            socket.loseWriteConnection()
+        self._maybeFinish()
+
+    def closeReceived(self) -> None:
+        # The client will read nothing more: drop the queue and close now.
+        self.abortConnection()
+
+    def closed(self) -> None:
+        self.unregisterProducer()
+        self._closeSocket()
+
+    def _maybeFinish(self) -> None:
+        if self._peerEOF and self._socketEOF:
+            self._closeSocket()
+            self.loseConnection()
+
+    def _closeSocket(self) -> None:
+        socket = self.socket
+        if socket is not None:
+            socket.unregisterProducer()
+            socket.loseConnection()
+
+    # -- IPushProducer, for the socket's transport
+
+    def pauseProducing(self) -> None:
+        self.socketPaused = True
+
+    def resumeProducing(self) -> None:
+        self.socketPaused = False
+        owed, self.owed = self.owed, 0
+        if owed:
+            self.consumed(owed)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IHalfCloseableProtocol)
+class SocketProtocol(Protocol):
+    """
+    The TCP end of a relay: hands everything to its L{RelayChannel}.
+    """
+
+    transport: Any
+
+    def __init__(self, channel: RelayChannel) -> None:
+        self.channel = channel
+
+    def connectionMade(self) -> None:
+        self.channel.socketConnected(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.channel.socketData(data)
+
+    def readConnectionLost(self) -> None:
+        self.channel.socketEOF()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.channel.socketLost(reason)
+
+
+class SocketFactory(Factory):
+    """
+    Builds the one L{SocketProtocol} of an outgoing connection.
+    """
+
+    def __init__(self, channel: RelayChannel) -> None:
+        self.channel = channel
+
+    def buildProtocol(self, addr: Any) -> SocketProtocol:
+        return SocketProtocol(self.channel)
