@@ -270,7 +270,7 @@ class TransportMixin:
             try:
                 need = opener.need(seq, buf)
                 if need is None or len(buf) < need:
-                    return
+                    break
                 with memoryview(buf) as view, view[:need] as packet:
                     payload = opener.open(seq, packet)
             except PacketError as e:
@@ -351,7 +351,9 @@ class TransportMixin:
         self.transport.write(packet)
         if messageType == conch.MSG_NEWKEYS:
             self._sendNewKeysDone()
-        elif self._bytesSinceKex > self.rekeyBytes:
+        elif messageType != conch.MSG_KEXINIT:
+            # Not for KEXINIT: sendKexInit sends it before it marks the key
+            # exchange as started, so checking here would start another.
             self._maybeRekey()
 
     def sendDisconnect(self, reason: int, desc: bytes) -> None:
