@@ -325,8 +325,8 @@ async def test_slow_reader_bounded(h: Harness) -> None:
     client = await h.connect(local, Client(paused=True, halfClose=False))
     await within(paused)
     channel = lastChannel(h)
-    assert channel.bufferedBytes > channel.highWater
-    assert h.observed.maxBuffered <= channel.highWater + 64 * 1024
+    assert channel.highWater < channel.bufferedBytes <= channel.highWater + 64 * 1024
+    assert channel.remoteWindowLeft == 0
     client.resume()
     digest, count, _ = await within(client.done)
     assert (count, digest) == (len(payload), sha(payload))
@@ -349,9 +349,13 @@ async def test_slow_socket_bounded(h: Harness) -> None:
     payload = os.urandom(48 * MiB)
     client = await h.connect(local, Client(payload))
     await within(paused)
+    windowClosed = h.observed.when("windowClosed")
+    await within(windowClosed)
     channel = lastChannel(h)
     assert channel.socketPaused
-    assert h.observed.maxOwed <= channel.localWindowSize
+    # everything since the pause is held, ungranted: at most one window
+    assert channel.localWindowLeft == 0
+    assert 0 < channel.owed <= channel.localWindowSize
     (peer,) = digest.connections
     peer.resume()  # type: ignore[attr-defined]
     _, _, reply = await within(client.done)

@@ -58,7 +58,9 @@ class Observed:
 
     def when(self, event: str) -> defer.Deferred[None]:
         """
-        Fires at the next C{readPaused} / C{writePaused} event.
+        Fires at the next C{readPaused} (the channel stopped reading its
+        socket), C{writePaused} (the socket's buffer is full) or
+        C{windowClosed} (the client may send nothing more) event.
         """
         d: defer.Deferred[None] = defer.Deferred()
         self._waiting.setdefault(event, []).append(d)
@@ -76,9 +78,11 @@ class _CountingProducer:
         self.observed = observed
 
     def pauseProducing(self) -> None:
-        self.observed.readPauses += 1
+        observed = self.observed
+        observed.readPauses += 1
+        observed.maxBuffered = max(observed.maxBuffered, self.channel.bufferedBytes)
         self.producer.pauseProducing()
-        self.observed.fire("readPaused")
+        observed.fire("readPaused")
 
     def resumeProducing(self) -> None:
         self.producer.resumeProducing()
@@ -104,6 +108,8 @@ class _Recording(RelayChannel):
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
         self.observed.maxOwed = max(self.observed.maxOwed, self.owed)
+        if self.localWindowLeft == 0:
+            self.observed.fire("windowClosed")
 
     def pauseProducing(self) -> None:
         super().pauseProducing()
