@@ -151,7 +151,7 @@ async def test_local_forward_echo_16mib(h: Harness) -> None:
     C{ssh -L}: 16 MiB through an echo server and back, by hash; the client's
     half-close reaches the echo server, whose close comes back as EOF.
     """
-    echo, echoPort = h.peer("echo")
+    _, echoPort = h.peer("echo")
     local = freePort()
     proc = await h.ssh(["-L", f"127.0.0.1:{local}:127.0.0.1:{echoPort}"])
     payload = os.urandom(16 * MiB)
@@ -279,7 +279,9 @@ async def test_remote_forward_port_in_use_refused(h: Harness) -> None:
     assert result.returncode == 255
     assert f"remote port forwarding failed for listen port {busy}" in result.stderr.decode()
     await h.loggedOut()
-    assert [a.requests for a in h.realm.avatars][0].count(b"tcpip-forward") == 1
+    (avatar,) = h.realm.avatars
+    assert avatar.requests.count(b"tcpip-forward") == 1
+    assert avatar._remoteForwards is None  # stopped at logout
 
 
 @pytest_twisted.ensureDeferred
