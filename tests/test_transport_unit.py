@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from twisted.conch.ssh import common
 from twisted.conch.ssh import factory as conchFactory
 from twisted.conch.ssh import transport as conchTransport
 from twisted.internet.address import IPv4Address
@@ -615,3 +616,30 @@ def test_rekey_when_peer_only_sends_ignore() -> None:
     pair.flush()
     assert pair.server.kexInitiatedByUs >= 1
     echo(pair, channel, b"after")
+
+
+def test_key_exchange_message_outside_key_exchange() -> None:
+    """
+    A KEX_ECDH_INIT after the handshake would make Conch run key setup again
+    outside any key exchange; it ends the connection instead.
+    """
+    pair, _channel = session()
+    inject(pair.client, 30, common.NS(os.urandom(32)))
+    pair.flush()
+    assert pair.server.disconnectSent == (
+        PROTOCOL_ERROR,
+        b"key exchange message 30 outside key exchange",
+    )
+    assert pair.client.disconnectReceived == pair.server.disconnectSent
+
+
+@pytest.mark.parametrize("messageType", [5, 7, 50, 80, 90])
+def test_non_kex_message_before_first_kex_without_strict(messageType: int) -> None:
+    pair = Pair(client=NonStrictClient(), greet=False)
+    inject(pair.client, messageType, b"\0\0\0\0")
+    pair.flush()
+    assert pair.server.disconnectSent == (
+        PROTOCOL_ERROR,
+        b"unexpected message %d before key exchange" % messageType,
+    )
+    assert pair.server.service is None

@@ -286,6 +286,12 @@ class TransportMixin:
             messageNum = payload[0]
             if not self._firstKexDone and not self._initialKexAllows(messageNum, seq):
                 return
+            if 30 <= messageNum <= 49 and not self._peerKexInitThisRound:
+                self.sendDisconnect(
+                    conch.DISCONNECT_PROTOCOL_ERROR,
+                    b"key exchange message %d outside key exchange" % messageNum,
+                )
+                return
             if messageNum == conch.MSG_NEWKEYS:
                 self._receiveNewKeys(payload[1:])
                 continue
@@ -298,13 +304,23 @@ class TransportMixin:
 
     def _initialKexAllows(self, messageNum: int, seq: int) -> bool:
         """
-        Strict key exchange: until the first NEWKEYS only key exchange messages
-        may arrive, and the sequence number must not wrap.
+        Until the first NEWKEYS only key exchange messages may arrive (and,
+        without strict key exchange, IGNORE, UNIMPLEMENTED and DEBUG): a service
+        request or anything later is refused before the connection is encrypted.
+        Strict key exchange also forbids those three and a wrapping sequence number.
         """
-        if not self._strict:
-            return True
         if messageNum == conch.MSG_DISCONNECT:
             return True
+        if not self._strict:
+            if messageNum in (conch.MSG_KEXINIT, conch.MSG_NEWKEYS) or 2 <= messageNum <= 4:
+                return True
+            if 30 <= messageNum <= 49:
+                return True
+            self.sendDisconnect(
+                conch.DISCONNECT_PROTOCOL_ERROR,
+                b"unexpected message %d before key exchange" % messageNum,
+            )
+            return False
         if seq == _MASK32:
             self.sendDisconnect(
                 conch.DISCONNECT_PROTOCOL_ERROR, b"sequence number wrapped during key exchange"

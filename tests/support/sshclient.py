@@ -173,7 +173,7 @@ class ClientConnection(SSHConnection):
 class RawConnection(service.SSHService):
     """
     An C{ssh-connection} client that does nothing by itself: the test sends
-    raw messages with L{send} and reads every reply from C{packets}.
+    raw messages with L{send}; every reply nobody L{waitFor}s stays in C{packets}.
     """
 
     name = b"ssh-connection"
@@ -190,12 +190,12 @@ class RawConnection(service.SSHService):
         self.transport.sendPacket(messageType, payload)
 
     def packetReceived(self, messageNum: int, packet: bytes) -> None:
-        self.packets.append((messageNum, packet))
-        for waiting in list(self._waiting):
+        for waiting in self._waiting:
             if waiting[0] == messageNum:
                 self._waiting.remove(waiting)
                 waiting[1].callback(packet)
-                break
+                return
+        self.packets.append((messageNum, packet))
 
     def waitFor(self, messageNum: int) -> defer.Deferred[bytes]:
         """
