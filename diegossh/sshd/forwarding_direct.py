@@ -108,16 +108,27 @@ def makeDirectTCPIPChannel(
         channel.host, channel.port = host, port
         endpoint = endpointFor(host, port) if endpointFor else HostnameEndpoint(reactor, host, port)
         connecting = endpoint.connect(SocketFactory(channel))
-        connecting.addTimeout(connectTimeout, clock)
+        timedOut = False
+
+        def timeout() -> None:
+            nonlocal timedOut
+            timedOut = True
+            connecting.cancel()
+
+        timer = clock.callLater(connectTimeout, timeout)
 
         def connected(_: object) -> RelayChannel:
+            timer.cancel()
             _log.debug("direct-tcpip to {host}:{port} connected", host=host, port=port)
             return channel
 
         def failed(failure: Failure) -> Failure:
-            if failure.check(defer.CancelledError):
-                return failure
-            reason = connectFailureReason(failure)
+            if timer.active():
+                timer.cancel()
+            if not timedOut and failure.check(defer.CancelledError, error.ConnectingCancelledError):
+                # Cancelled by the connection service: nothing to send.
+                return Failure(defer.CancelledError())
+            reason = "Connection timed out" if timedOut else connectFailureReason(failure)
             _log.info("direct-tcpip {host}:{port}: {reason}", host=host, port=port, reason=reason)
             return Failure(ConchError(reason, OPEN_CONNECT_FAILED))
 
