@@ -13,29 +13,23 @@ from twisted.conch.interfaces import IConchUser
 from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
+from diegossh.sshd.forwarding import ForwardingAvatarMixin
 from diegossh.sshd.session import SessionChannel, SessionConfig
 
 
-class DaemonUser(ConchUser):
+class DaemonUser(ForwardingAvatarMixin, ConchUser):
     """
-    Sessions, forwarding, and nothing that needs a second user: one container,
-    one user, whatever name the client gave.
+    Sessions and port forwarding for one container's one user, whatever name
+    the client gave.
     """
 
     def __init__(self, config: SessionConfig, reactor: Any) -> None:
-        super().__init__()
-        self.reactor = reactor
+        ConchUser.__init__(self)
         self.channelLookup[b"session"] = partial(SessionChannel, config, reactor)
-        self.forwarding: Any = None
-        try:
-            from diegossh.sshd import forwarding
-        except ImportError:
-            return
-        self.forwarding = forwarding.install(self, reactor)
+        self.installForwarding(reactor)
 
     def logout(self) -> None:
-        if self.forwarding is not None:
-            self.forwarding.stopAll()
+        self.stopForwarding()
 
 
 @implementer(IRealm)

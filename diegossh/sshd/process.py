@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import process
@@ -74,12 +75,27 @@ def spawn(
     env: dict[str, str],
     cwd: str | None,
     usePTY: bool,
+    preparePTY: Callable[[int], None] | None = None,
 ) -> Any:
     """
     Start C{executable} with C{argv}, C{env} and C{cwd}.
+
+    With a pty, C{preparePTY} gets the pty's fd before the child starts, so the
+    child's first C{stty size} already sees the client's terminal.
     """
     if usePTY:
-        return PTYSessionProcess(reactor, executable, argv, env, cwd, protocol, usePTY=True)
+        master, slave = os.openpty()
+        try:
+            if preparePTY is not None:
+                preparePTY(slave)
+            name = os.ttyname(slave)
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        return PTYSessionProcess(
+            reactor, executable, argv, env, cwd, protocol, usePTY=(master, slave, name)
+        )
     return PipeProcess(reactor, executable, argv, env, cwd, protocol)
 
 

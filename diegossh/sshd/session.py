@@ -234,6 +234,7 @@ class SessionChannel(BufferedChannel):
                 self.env.build(self.term),
                 self.config.home,
                 usePTY,
+                self._preparePTY,
             )
         except OSError as e:
             self._log.info("could not start {argv}: {error}", argv=argv[0], error=e)
@@ -241,15 +242,17 @@ class SessionChannel(BufferedChannel):
         self.child = child
         if usePTY:
             self._openOutputs = {1}
-            try:
-                if self.windowSize is not None:
-                    self.windowSize.apply(child.fd)
-                applyModes(child.fd, self.ptyModes)
-            except OSError as e:
-                self._log.info("could not apply terminal settings: {error}", error=e)
         self.registerProducer(child, True)
         child.registerProducer(self, True)
         return 1
+
+    def _preparePTY(self, fd: int) -> None:
+        try:
+            if self.windowSize is not None:
+                self.windowSize.apply(fd)
+            applyModes(fd, self.ptyModes)
+        except OSError as e:
+            self._log.info("could not apply terminal settings: {error}", error=e)
 
     # -- stdin: the client's data, with backpressure from the child
 

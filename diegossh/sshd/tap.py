@@ -67,9 +67,7 @@ class Options(usage.Options):
                 self["allowedCiphers"], self["allowedMACs"], self["allowedKeyExchanges"]
             )
             self["authorized"] = (
-                hostkeys.loadAuthorizedKey(self["authorizedKey"])
-                if self["authorizedKey"]
-                else None
+                hostkeys.loadAuthorizedKey(self["authorizedKey"]) if self["authorizedKey"] else None
             )
             self["hostKeyObject"] = (
                 hostkeys.loadHostKey(self["hostKey"]) if self["hostKey"] else None

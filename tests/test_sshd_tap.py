@@ -1,0 +1,129 @@
+"""
+Start-up of C{twistd diego-sshd}: what it refuses, where keys come from, and
+that key material never stays on the command line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.python import usage
+
+from diegossh.sshd import hostkeys
+from diegossh.sshd.tap import Options
+from tests.support.daemon import TWISTD, freePort, startDaemon
+from tests.support.keys import authorizedKeyLine, key, writePrivateKey
+
+
+def startup(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "diego-sshd", f"--address=127.0.0.1:{freePort()}", *args],
+        capture_output=True, text=True, timeout=30, cwd=tmp, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp)},
+    )  # fmt: skip
+
+
+def test_no_authorized_key_stops_startup(tmp_path: Path) -> None:
+    result = startup([], tmp_path)
+    assert result.returncode != 0
+    assert "no authorized key" in result.stdout + result.stderr
+
+
+def test_malformed_authorized_key_stops_startup(tmp_path: Path) -> None:
+    result = startup(["--authorizedKey=ssh-ed25519 not-base64!"], tmp_path)
+    assert result.returncode != 0
+    assert "authorized key" in result.stdout + result.stderr
+
+
+def test_unknown_cipher_is_named(tmp_path: Path) -> None:
+    result = startup(
+        ["--allowUnauthenticatedClients", "--allowedCiphers=aes128-ctr,rot13"], tmp_path
+    )
+    assert result.returncode != 0
+    assert "rot13" in result.stdout + result.stderr
+
+
+def test_options_read_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSHD_AUTHKEY", authorizedKeyLine(key("ed25519")))
+    monkeypatch.setenv("SSHD_HOSTKEY", key("p256").toString("openssh").decode())
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    options = Options()
+    options.parseOptions([])
+    assert options["authorized"] == key("ed25519").public()
+    assert options["hostKeyObject"] == key("p256")
+    import os
+
+    assert "SSHD_AUTHKEY" not in os.environ
+    assert "SSHD_HOSTKEY" not in os.environ
+
+
+def test_host_key_from_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = writePrivateKey(key("rsa"), tmp_path / "host")
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    options = Options()
+    options.parseOptions([f"--hostKey={path}", "--allowUnauthenticatedClients"])
+    assert options["hostKeyObject"] == key("rsa")
+
+
+def test_public_host_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    with pytest.raises(usage.UsageError, match="public key"):
+        Options().parseOptions(
+            [f"--hostKey={authorizedKeyLine(key('ed25519'))}", "--allowUnauthenticatedClients"]
+        )
+
+
+def test_fingerprints_match_ssh_keygen(tmp_path: Path) -> None:
+    k = key("ed25519")
+    pub = tmp_path / "k.pub"
+    pub.write_text(authorizedKeyLine(k) + "\n")
+    for algorithm, ours in (
+        ("sha256", hostkeys.sha256Fingerprint(k)),
+        ("md5", "MD5:" + hostkeys.md5Fingerprint(k)),
+    ):
+        printed = subprocess.run(
+            ["ssh-keygen", "-l", "-E", algorithm, "-f", str(pub)],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()[1]  # fmt: skip
+        assert printed == ours
+
+
+def test_key_flags_leave_the_command_line(tmp_path: Path) -> None:
+    hostKeyText = key("ed25519").toString("openssh").decode()
+    daemon = startDaemon(
+        tmp_path,
+        extraArgs=(
+            f"--hostKey={hostKeyText}",
+            f"--authorizedKey={authorizedKeyLine(key('ed25519'))}",
+        ),
+        env={"SSHD_AUTHKEY": ""},
+    )
+    try:
+        cmdline = Path(f"/proc/{daemon.proc.pid}/cmdline").read_bytes()
+        # the re-exec replaced the process image; its command line has no key
+        assert b"BEGIN" not in cmdline and b"ssh-ed25519" not in cmdline
+        result = subprocess.run(daemon.ssh("echo in"), capture_output=True, timeout=30, check=False)
+        assert result.stdout == b"in\n"
+        env = subprocess.run(daemon.ssh("env"), capture_output=True, timeout=30, check=False)
+        assert b"SSHD_" not in env.stdout
+    finally:
+        daemon.stop()
+
+
+def test_generated_host_key_is_logged(tmp_path: Path) -> None:
+    daemon = startDaemon(tmp_path, extraArgs=("--allowUnauthenticatedClients",))
+    try:
+        log = daemon.log.read_text()
+        assert "generated an ed25519 host key: SHA256:" in log
+        result = subprocess.run(
+            ["ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o",
+             "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
+             "-p", str(daemon.port), "anyone@127.0.0.1", "echo anonymous"],
+            capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert result.stdout == b"anonymous\n", result.stderr
+    finally:
+        daemon.stop()
