@@ -113,10 +113,11 @@ def test_choose_address(
     assert got == expected
 
 
-def test_tls_without_proxy_port_dials_clear() -> None:
+def test_tls_without_proxy_port_is_denied_never_clear() -> None:
+    # Unlike upstream: with backend TLS on, no silent fallback to plain TCP.
     net = NetInfo("10.0.0.5", "10.255.0.9", (PortMapping(2222, 61002),))
-    got = chooseAddress(net, 2222, connectToInstanceAddress=False, backendsTLSEnabled=True)
-    assert got == DialAddress("10.0.0.5", 61002, None)
+    with pytest.raises(LoginDenied, match="no TLS port"):
+        chooseAddress(net, 2222, connectToInstanceAddress=False, backendsTLSEnabled=True)
 
 
 def test_no_port_mapping() -> None:

@@ -172,7 +172,8 @@ def chooseAddress(
     The mapping whose C{container_port} is the route's wins. Diego's
     C{preferred_address} overrides the proxy's C{connectToInstanceAddress}
     unless it is C{UNKNOWN}. With backend TLS on, a mapping without a TLS
-    proxy port (0) is dialled in clear, as upstream does.
+    proxy port (0) denies the login: unlike upstream, never a silent fallback
+    to plain TCP.
     """
     mapping = next((m for m in netInfo.ports if m.container_port == containerPort), None)
     if mapping is None:
@@ -201,9 +202,11 @@ def chooseAddress(
             raise LoginDenied(
                 f"the instance has no host address for the ssh container port {containerPort}"
             )
-    return DialAddress(
-        host=host, port=port, tls_port=tlsPort if backendsTLSEnabled and tlsPort else None
-    )
+    if backendsTLSEnabled and not tlsPort:
+        raise LoginDenied(
+            f"backend TLS is on but the instance has no TLS port for container port {containerPort}"
+        )
+    return DialAddress(host=host, port=port, tls_port=tlsPort if backendsTLSEnabled else None)
 
 
 @dataclass(frozen=True)
