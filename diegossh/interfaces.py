@@ -61,3 +61,13 @@ class IAuthRealm(Interface):
     """
 
     name = Attribute("The realm's name, the part of the username before the colon.")
+
+    def resolve(subject: str, password: bytes) -> object:
+        """
+        Check the login C{name:subject} with C{password} and find its target.
+
+        Return a L{Deferred} firing with a L{diegossh.proxy.login.LoginResult},
+        or failing with L{diegossh.proxy.errors.LoginDenied}. A realm must reject
+        a malformed C{subject} before any network call, and compare secrets in
+        constant time.
+        """

@@ -10,3 +10,10 @@ diegoSSHD = ServiceMaker(
     "SSH daemon that runs inside a container as an unprivileged user",
     "diego-sshd",
 )
+
+diegoSSHProxy = ServiceMaker(
+    "diego-ssh-proxy",
+    "diegossh.proxy.tap",
+    "SSH proxy: authenticates users and relays them to their containers",
+    "diego-ssh-proxy",
+)

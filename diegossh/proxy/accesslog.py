@@ -1,0 +1,68 @@
+# -*- test-case-name: tests.test_proxy_interop -*-
+"""
+The proxy's access log: one structured event per login attempt and per
+session end, in the C{diegossh.access} namespace so an operator can route
+them (C{--accessLog FILE} writes them as JSON lines).
+
+Events carry who, where from, to which instance, and why not; never a
+password, one-time code, token or key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from diegossh.proxy.login import LoginResult
+
+_log = Logger(namespace="diegossh.access")
+
+
+def _targetFields(result: LoginResult) -> dict[str, Any]:
+    target = result.target
+    return {
+        "realm": result.realm,
+        "process_guid": target.process_guid,
+        "index": target.index,
+        "instance_guid": target.instance_guid,
+        "backend": target.address,
+        **result.audit,
+    }
+
+
+def loginSucceeded(client: str, result: LoginResult) -> None:
+    _log.info(
+        "Successful remote access by {client} to {process_guid}/{index} at {backend}",
+        event="login",
+        outcome="success",
+        client=client,
+        **_targetFields(result),
+    )
+
+
+def loginFailed(client: str, username: str, realm: str, reason: str) -> None:
+    _log.info(
+        "Login by {client} as {username} denied: {reason}",
+        event="login",
+        outcome="denied",
+        client=client,
+        username=username,
+        realm=realm,
+        reason=reason,
+    )
+
+
+def sessionEnded(
+    client: str, result: LoginResult, fromClient: int, fromBackend: int, seconds: float
+) -> None:
+    _log.info(
+        "Remote access ended for {client}: {bytes_from_client} bytes in, "
+        "{bytes_to_client} bytes out, {duration:.3f}s",
+        event="session_end",
+        client=client,
+        bytes_from_client=fromClient,
+        bytes_to_client=fromBackend,
+        duration=seconds,
+        **_targetFields(result),
+    )

@@ -1,0 +1,209 @@
+# -*- test-case-name: tests.test_proxy_interop -*-
+"""
+The proxy's leg to a container: dial, SSH handshake, host key check against
+the route's fingerprint, login with the route's credentials.
+
+The whole leg must succeed before the user's login does, so a user never gets
+a half-open session to a container that cannot be reached. Every way it fails
+becomes a L{LoginDenied} with a reason the user may read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.conch.ssh import keys, userauth
+from twisted.conch.ssh.service import SSHService
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from diegossh.proxy import hostfingerprint
+from diegossh.proxy.errors import LoginDenied
+from diegossh.proxy.target import LRPTarget, SSHRoute
+from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.transport import SSHClientTransport
+
+log = Logger()
+
+
+class BackendService(SSHService):
+    """
+    The backend's C{ssh-connection} service, until the relay takes it over.
+    The relay replaces C{packetReceived} once both legs are up.
+    """
+
+    name = b"ssh-connection"
+
+    def __init__(self, ready: Callable[[Any], None]) -> None:
+        self._ready = ready
+        self.relay: Any = None
+
+    def serviceStarted(self) -> None:
+        self._ready(self.transport)
+
+    def packetReceived(self, messageNum: int, packet: bytes) -> None:
+        if self.relay is not None:
+            self.relay(messageNum, packet)
+
+
+class RouteUserAuth(userauth.SSHUserAuthClient):
+    """
+    Log in as the route's user: its private key first, then its password.
+    """
+
+    def __init__(self, route: SSHRoute, instance: SSHService) -> None:
+        super().__init__(route.user.encode(), instance)
+        self._key: keys.Key | None = None
+        if route.private_key:
+            self._key = keys.Key.fromString(route.private_key.encode())
+        self._password = route.password.encode() if route.user and route.password else None
+        self._offeredKey = False
+        self._offeredPassword = False
+
+    def getPublicKey(self) -> keys.Key | None:
+        if self._key is None or self._offeredKey:
+            return None
+        self._offeredKey = True
+        return self._key.public()
+
+    def getPrivateKey(self) -> defer.Deferred[keys.Key]:
+        assert self._key is not None
+        return defer.succeed(self._key)
+
+    def getPassword(self, prompt: bytes | None = None) -> defer.Deferred[bytes] | None:
+        if self._password is None or self._offeredPassword:
+            return None
+        self._offeredPassword = True
+        return defer.succeed(self._password)
+
+    def getGenericAnswers(self, name: bytes, instruction: bytes, prompts: Any) -> Any:
+        if self._password is None or self._offeredPassword:
+            return defer.fail(LoginDenied("the instance refused the route's credentials"))
+        self._offeredPassword = True
+        return defer.succeed([self._password for _ in prompts])
+
+
+class BackendTransport(SSHClientTransport):
+    """
+    One login's connection to its container.
+    """
+
+    def __init__(self, target: LRPTarget, login: defer.Deferred[Any], policy: AlgorithmPolicy,
+                 clock: Any) -> None:  # fmt: skip
+        self.target = target
+        self.login = login
+        self.policy = policy
+        self.clock = clock
+        self.ourVersionString = b"SSH-2.0-diego-ssh-proxy"
+        self.denial: LoginDenied | None = None
+        self.onLost: Callable[[], None] | None = None
+
+    def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred[bool]:
+        if hostfingerprint.matches(self.target.route.host_fingerprint, hostKey):
+            return defer.succeed(True)
+        log.warn(
+            "host key of {guid}/{index} at {address} does not match the route's fingerprint",
+            guid=self.target.process_guid,
+            index=self.target.index,
+            address=self.target.address,
+        )
+        self.denial = LoginDenied("the instance's host key does not match its fingerprint")
+        return defer.fail(self.denial)
+
+    def connectionSecure(self) -> None:
+        service = BackendService(self._authenticated)
+        try:
+            self.requestService(RouteUserAuth(self.target.route, service))
+        except Exception:
+            self.denial = LoginDenied("the route's private key cannot be used")
+            self.sendDisconnect(11, b"bad client key")
+
+    def _authenticated(self, transport: Any) -> None:
+        if not self.login.called:
+            self.login.callback(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        if not self.login.called:
+            self.login.errback(
+                self.denial or LoginDenied("the instance refused the route's credentials")
+            )
+        elif self.onLost is not None:
+            self.onLost()
+
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        log.info(
+            "instance {address} disconnected: {description}",
+            address=self.target.address,
+            description=description.decode("utf-8", "replace"),
+        )
+
+
+def connectBackend(
+    reactor: Any,
+    target: LRPTarget,
+    policy: AlgorithmPolicy,
+    timeout: float,
+    tlsOptions: Callable[[str], Any] | None = None,
+) -> defer.Deferred[BackendTransport]:
+    """
+    Dial C{target} and log in; fail with L{LoginDenied} within C{timeout}.
+    """
+    login: defer.Deferred[BackendTransport] = defer.Deferred()
+    holder: dict[str, BackendTransport] = {}
+
+    def build() -> BackendTransport:
+        transport = BackendTransport(target, login, policy, reactor)
+        holder["t"] = transport
+        return transport
+
+    if target.tls_port is not None:
+        if tlsOptions is None:
+            return defer.fail(LoginDenied("backend TLS is on but no TLS settings were given"))
+        endpoint: Any = wrapClientTLS(
+            tlsOptions(target.tls_server_name),
+            HostnameEndpoint(reactor, target.host, target.tls_port, timeout=timeout),
+        )
+    else:
+        endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
+
+    connecting = endpoint.connect(Factory.forProtocol(build))
+
+    def connectFailed(failure: Failure) -> None:
+        if not login.called:
+            login.errback(LoginDenied(f"could not connect to the instance: {_short(failure)}"))
+
+    connecting.addErrback(connectFailed)
+
+    def timedOut() -> None:
+        if login.called:
+            return
+        connecting.cancel()
+        transport = holder.get("t")
+        if transport is not None and transport.transport is not None:
+            transport.denial = LoginDenied(
+                f"the instance did not complete the SSH login within {timeout:g}s"
+            )
+            transport.transport.abortConnection()
+        if not login.called:
+            login.errback(LoginDenied(f"the instance did not answer within {timeout:g}s"))
+
+    timer = reactor.callLater(timeout, timedOut)
+
+    def done(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        return result
+
+    login.addBoth(done)
+    return login
+
+
+def _short(failure: Failure) -> str:
+    value = failure.value
+    text = getattr(value, "osError", None) or str(value)
+    return str(text).strip() or type(value).__name__

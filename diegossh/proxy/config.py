@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.test_proxy_config -*-
+"""
+The proxy's settings: upstream ssh-proxy's flags and JSON config keys, and
+durations as Go writes them.
+
+Every setting has a flag (camelCase, as upstream) and a JSON key
+(snake_case, as upstream's config file); a flag given on the command line
+wins over the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# flag name -> (JSON key, kind, default)
+SETTINGS: dict[str, tuple[str, str, Any]] = {
+    "address": ("address", "str", ":2222"),
+    "hostKey": ("host_key", "str", None),
+    "healthCheckAddress": ("health_check_address", "str", ":2223"),
+    "disableHealthCheckServer": ("disable_health_check_server", "bool", False),
+    "bbsAddress": ("bbs_address", "str", None),
+    "bbsCACert": ("bbs_ca_cert", "str", None),
+    "bbsClientCert": ("bbs_client_cert", "str", None),
+    "bbsClientKey": ("bbs_client_key", "str", None),
+    "lrpDirectory": ("lrp_directory", "str", None),
+    "enableDiegoAuth": ("enable_diego_auth", "bool", False),
+    "diegoCredentials": ("diego_credentials", "str", None),
+    "enableCFAuth": ("enable_cf_auth", "bool", False),
+    "ccAPIURL": ("cc_api_url", "str", None),
+    "ccAPICACert": ("cc_api_ca_cert", "str", None),
+    "uaaTokenURL": ("uaa_token_url", "str", None),
+    "uaaUsername": ("uaa_username", "str", None),
+    "uaaPassword": ("uaa_password", "str", None),
+    "uaaCACert": ("uaa_ca_cert", "str", None),
+    "skipCertVerify": ("skip_cert_verify", "bool", False),
+    "communicationTimeout": ("communication_timeout", "duration", 10.0),
+    "idleConnectionTimeout": ("idle_connection_timeout", "duration", 300.0),
+    "connectToInstanceAddress": ("connect_to_instance_address", "bool", False),
+    "backendsTLSEnabled": ("backends_tls_enabled", "bool", False),
+    "backendsTLSCACertificates": ("backends_tls_ca_certificates", "str", None),
+    "backendsTLSClientCertificate": ("backends_tls_client_certificate", "str", None),
+    "backendsTLSClientPrivateKey": ("backends_tls_client_private_key", "str", None),
+    "allowedCiphers": ("allowed_ciphers", "str", None),
+    "allowedMACs": ("allowed_macs", "str", None),
+    "allowedKeyExchanges": ("allowed_key_exchanges", "str", None),
+    "accessLog": ("access_log", "str", None),
+}
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+class ConfigError(ValueError):
+    """
+    A setting cannot be used; the message names it.
+    """
+
+
+def parseDuration(value: object, name: str = "duration") -> float:
+    """
+    Seconds from C{10s}, C{5m}, C{1m30s}, C{300ms}, or a bare number of seconds.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: {value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in _PART.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _UNITS[match.group(2)]
+                pos = match.end()
+            if pos != len(text) or not text:
+                raise ConfigError(f"{name}: {value!r} is not a duration") from None
+    else:
+        raise ConfigError(f"{name}: {value!r} is not a duration")
+    if seconds < 0:
+        raise ConfigError(f"{name}: {value!r} is negative")
+    return seconds
+
+
+def _convert(flag: str, kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "duration":
+        return parseDuration(value, flag)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{flag}: {value!r} is not true or false")
+    if not isinstance(value, str):
+        raise ConfigError(f"{flag}: {value!r} is not a string")
+    return value
+
+
+def loadConfigFile(path: str) -> dict[str, Any]:
+    """
+    Read upstream's JSON config; unknown keys are errors (a typo must not pass).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: not a JSON object")
+    byKey = {key: flag for flag, (key, _, _) in SETTINGS.items()}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        flag = byKey.get(key)
+        if flag is None:
+            raise ConfigError(f"config file {path}: unknown key {key!r}")
+        values[flag] = _convert(flag, SETTINGS[flag][1], value)
+    return values
+
+
+def merge(flags: dict[str, Any], configFile: str | None) -> dict[str, Any]:
+    """
+    Settings from defaults, then the file, then the flags given.
+    """
+    fromFile = loadConfigFile(configFile) if configFile else {}
+    settings: dict[str, Any] = {}
+    for flag, (_, kind, default) in SETTINGS.items():
+        given = flags.get(flag)
+        if kind == "bool":
+            value = bool(given) or bool(fromFile.get(flag, default))
+        elif given is not None:
+            value = _convert(flag, kind, given)
+        elif fromFile.get(flag) is not None:
+            value = fromFile[flag]
+        else:
+            value = default
+        settings[flag] = value
+    return settings

@@ -1,0 +1,205 @@
+# -*- test-case-name: tests.test_proxy_interop -*-
+"""
+The user-facing side of the proxy: the SSH server users log into, the login
+that dials the container before it succeeds, and the idle timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.conch.interfaces import IConchUser
+from twisted.conch.ssh import common, transport
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from diegossh.proxy import accesslog
+from diegossh.proxy.backend import BackendTransport
+from diegossh.proxy.errors import LoginDenied
+from diegossh.proxy.login import Denied, LoginResult, ProxyCredentials
+from diegossh.proxy.relay import ClientRelayService, Relay
+from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.factory import SSHServerFactory, UserAuthServer
+from diegossh.ssh.transport import SSHServerTransport
+
+log = Logger()
+VERSION = b"SSH-2.0-diego-ssh-proxy"
+MSG_USERAUTH_BANNER = 53
+
+
+class ProxyServerTransport(SSHServerTransport):
+    """
+    Our server transport plus an idle timeout: a connection on which nothing
+    happens (from the user or from the container) for C{idleTimeout} seconds
+    is closed, before or after login.
+    """
+
+    idleTimeout: float = 300.0
+    _idleTimer: Any = None
+    _lastActivity = 0.0
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.peerAddress = _address(self.transport.getPeer())
+        self.activity()
+        if self.idleTimeout > 0:
+            self._idleTimer = self._clock().callLater(self.idleTimeout, self._checkIdle)
+
+    def activity(self) -> None:
+        self._lastActivity = self._clock().seconds()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._lastActivity = self._clock().seconds()
+        super().dataReceived(data)
+
+    def _checkIdle(self) -> None:
+        self._idleTimer = None
+        idle = self._clock().seconds() - self._lastActivity
+        if idle >= self.idleTimeout:
+            log.info("closing idle connection from {client}", client=self.peerAddress)
+            self.sendDisconnect(transport.DISCONNECT_BY_APPLICATION, b"idle timeout")
+            return
+        self._idleTimer = self._clock().callLater(self.idleTimeout - idle, self._checkIdle)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._idleTimer is not None and self._idleTimer.active():
+            self._idleTimer.cancel()
+        self._idleTimer = None
+        super().connectionLost(reason)
+
+
+class ProxyUserAuthServer(UserAuthServer):
+    """
+    Password logins only; a denial after the secret checked out tells the user
+    why in a banner, and is logged.
+    """
+
+    transport: Any
+
+    def auth_password(self, packet: bytes) -> Any:
+        password = common.getNS(packet[1:])[0]
+        credentials = ProxyCredentials(self.user or b"", password, self.transport.peerAddress)
+        d = self.portal.login(credentials, None, IConchUser)
+        d.addErrback(self._denied)
+        return d
+
+    def _denied(self, failure: Failure) -> Failure:
+        username = (self.user or b"").decode("utf-8", "replace")
+        if isinstance(failure.value, Denied):
+            denied = failure.value
+            accesslog.loginFailed(
+                self.transport.peerAddress, username, denied.realm, denied.denial.reason
+            )
+            if denied.visible:
+                self.transport.sendPacket(
+                    MSG_USERAUTH_BANNER,
+                    common.NS(f"diego-ssh-proxy: {denied.denial.reason}\r\n".encode())
+                    + common.NS(b""),
+                )
+            return failure
+        log.failure("login of {username} failed unexpectedly", failure, username=username)
+        return Failure(Denied(LoginDenied("internal error"), "?"))
+
+
+class ProxyAvatar:
+    """
+    A logged-in user: the backend leg that is waiting for the relay.
+    """
+
+    def __init__(self, backend: BackendTransport, result: LoginResult, clock: Any) -> None:
+        self.backend = backend
+        self.result = result
+        self.clock = clock
+        self.relay: Relay | None = None
+        self.client: Any = None
+        self.started = clock.seconds()
+
+    def makeService(self, client: Any) -> ClientRelayService:
+        self.client = client
+        self.relay = Relay(client, self.backend, onActivity=client.activity)
+        self.backend.onLost = self._backendLost
+        accesslog.loginSucceeded(client.peerAddress, self.result)
+        return ClientRelayService(self.relay)
+
+    def _backendLost(self) -> None:
+        if self.client is not None:
+            self.client.sendDisconnect(
+                transport.DISCONNECT_BY_APPLICATION, b"the instance closed the connection"
+            )
+
+    def logout(self) -> None:
+        if self.relay is not None and self.client is not None:
+            accesslog.sessionEnded(
+                self.client.peerAddress,
+                self.result,
+                self.relay.bytesFromClient,
+                self.relay.bytesFromBackend,
+                self.clock.seconds() - self.started,
+            )
+        self.backend.onLost = None
+        if self.backend.transport is not None:
+            self.backend.sendDisconnect(transport.DISCONNECT_BY_APPLICATION, b"user logged out")
+
+
+@implementer(IRealm)
+class ProxyRealm:
+    """
+    Turns a resolved login into an avatar by logging into the container first.
+    """
+
+    def __init__(self, connect: Callable[[Any], defer.Deferred[BackendTransport]], clock: Any):
+        self._connect = connect
+        self._clock = clock
+
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+        result: LoginResult = avatarId
+
+        def connected(backend: BackendTransport) -> Any:
+            avatar = ProxyAvatar(backend, result, self._clock)
+            return IConchUser, avatar, avatar.logout
+
+        def failed(failure: Failure) -> Failure:
+            if isinstance(failure.value, LoginDenied):
+                return Failure(Denied(failure.value, result.realm))
+            return failure
+
+        d = self._connect(result.target)
+        return d.addCallbacks(connected, failed)
+
+
+class ProxyFactory(SSHServerFactory):
+    """
+    The user-facing SSH server.
+    """
+
+    protocol = ProxyServerTransport
+
+    def __init__(self, portal: Portal, hostKeys: list[Any], policy: AlgorithmPolicy, clock: Any,
+                 idleTimeout: float) -> None:  # fmt: skip
+        super().__init__(portal, hostKeys, policy, clock, VERSION)
+        self.idleTimeout = idleTimeout
+        self.services = {b"ssh-userauth": ProxyUserAuthServer}
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto: Any = super().buildProtocol(addr)
+        proto.idleTimeout = self.idleTimeout
+        return proto
+
+    def getService(self, transport: Any, service: bytes) -> Any:
+        if service == b"ssh-userauth":
+            return ProxyUserAuthServer
+        if service == b"ssh-connection" and isinstance(getattr(transport, "avatar", None),
+                                                       ProxyAvatar):  # fmt: skip
+            avatar = transport.avatar
+            return lambda: avatar.makeService(transport)
+        return None
+
+
+def _address(peer: Any) -> str:
+    host = getattr(peer, "host", "?")
+    port = getattr(peer, "port", "?")
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

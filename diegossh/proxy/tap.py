@@ -1,0 +1,197 @@
+# -*- test-case-name: tests.test_proxy_tap -*-
+"""
+C{twistd diego-ssh-proxy}: options and service assembly.
+
+The flags and JSON keys are upstream ssh-proxy's (L{diegossh.proxy.config}),
+so a deployment can switch without rewriting its manifests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.cred.portal import Portal
+from twisted.logger import Logger
+from twisted.python import usage
+
+from diegossh.addresses import parseAddress, serverEndpoint
+from diegossh.proxy import config as proxyConfig
+from diegossh.proxy.backend import connectBackend
+from diegossh.proxy.health import healthSite
+from diegossh.proxy.login import DiegoRealm, RealmDispatcher
+from diegossh.proxy.server import ProxyFactory, ProxyRealm
+from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
+from diegossh.sshd import hostkeys
+
+log = Logger()
+
+_FLAGS = {flag for flag, (_, kind, _) in proxyConfig.SETTINGS.items() if kind == "bool"}
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "The user-facing SSH endpoint: authenticates a user in an auth realm, finds the "
+        "container and relays to the SSH daemon there."
+    )
+    optParameters = [["config", None, None, "JSON config file with upstream's keys."]] + [
+        [flag, None, None, f"(JSON: {key}; default {default!r})"]
+        for flag, (key, kind, default) in proxyConfig.SETTINGS.items()
+        if kind != "bool"
+    ]
+    optFlags = [
+        [flag, None, f"(JSON: {key})"]
+        for flag, (key, kind, _) in proxyConfig.SETTINGS.items()
+        if kind == "bool"
+    ]
+
+    def postOptions(self) -> None:
+        given = {flag: self[flag] for flag in proxyConfig.SETTINGS}
+        try:
+            settings = proxyConfig.merge(given, self["config"])
+            parseAddress(settings["address"])
+            if not settings["disableHealthCheckServer"]:
+                parseAddress(settings["healthCheckAddress"])
+            settings["policy"] = AlgorithmPolicy.fromOptions(
+                settings["allowedCiphers"], settings["allowedMACs"], settings["allowedKeyExchanges"]
+            )
+            settings["hostKeyObject"] = (
+                hostkeys.loadHostKey(settings["hostKey"]) if settings["hostKey"] else None
+            )
+        except (ValueError, UnknownAlgorithm) as e:
+            raise usage.UsageError(str(e)) from None
+        if not settings["enableDiegoAuth"] and not settings["enableCFAuth"]:
+            raise usage.UsageError(
+                "no auth realm enabled: give --enableDiegoAuth or --enableCFAuth"
+            )
+        if settings["enableDiegoAuth"] and not settings["diegoCredentials"]:
+            raise usage.UsageError("--enableDiegoAuth needs --diegoCredentials")
+        if not settings["lrpDirectory"] and not settings["bbsAddress"]:
+            raise usage.UsageError("give --bbsAddress (Diego) or --lrpDirectory (a local table)")
+        if settings["backendsTLSEnabled"] and not settings["backendsTLSCACertificates"]:
+            raise usage.UsageError("--backendsTLSEnabled needs --backendsTLSCACertificates")
+        self["settings"] = settings
+
+
+def _directory(reactor: Any, settings: dict[str, Any]) -> Any:
+    placement = {
+        "connectToInstanceAddress": settings["connectToInstanceAddress"],
+        "backendsTLSEnabled": settings["backendsTLSEnabled"],
+    }
+    if settings["lrpDirectory"]:
+        from diegossh.proxy.lrptable import LRPTable
+
+        return LRPTable(settings["lrpDirectory"], **placement)
+    from twisted.web.client import HTTPConnectionPool
+
+    from diegossh.proxy.bbs import BBSClient, makeHTTPSAgent, tlsPolicyFromPEMFiles
+
+    address = settings["bbsAddress"]
+    policy = tlsPolicyFromPEMFiles(
+        settings["bbsCACert"], settings["bbsClientCert"], settings["bbsClientKey"]
+    )
+    agent = makeHTTPSAgent(reactor, policy, pool=HTTPConnectionPool(reactor, persistent=True))
+    return BBSClient(
+        agent, address, reactor, communicationTimeout=settings["communicationTimeout"], **placement
+    )
+
+
+def _backendTLS(settings: dict[str, Any]) -> Any:
+    if not settings["backendsTLSEnabled"]:
+        return None
+    from twisted.internet.ssl import (
+        Certificate,
+        PrivateCertificate,
+        optionsForClientTLS,
+        trustRootFromCertificates,
+    )
+
+    with open(settings["backendsTLSCACertificates"], "rb") as f:
+        pem = f.read()
+    blocks = [
+        b"-----BEGIN CERTIFICATE-----" + part
+        for part in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]
+    ]
+    trust = trustRootFromCertificates([Certificate.loadPEM(block) for block in blocks])
+    client = None
+    if settings["backendsTLSClientCertificate"]:
+        with open(settings["backendsTLSClientCertificate"], "rb") as f:
+            certPEM = f.read()
+        with open(settings["backendsTLSClientPrivateKey"], "rb") as f:
+            keyPEM = f.read()
+        client = PrivateCertificate.loadPEM(certPEM + b"\n" + keyPEM)
+
+    def options(serverName: str) -> Any:
+        return optionsForClientTLS(serverName, trustRoot=trust, clientCertificate=client)
+
+    return options
+
+
+def _realms(reactor: Any, settings: dict[str, Any], directory: Any) -> list[Any]:
+    realms: list[Any] = []
+    if settings["enableDiegoAuth"]:
+        realms.append(DiegoRealm(settings["diegoCredentials"], directory))
+    if settings["enableCFAuth"]:
+        from diegossh.proxy.cf.realm import makeCFRealm
+
+        realms.append(makeCFRealm(reactor, settings, directory))
+    return realms
+
+
+def _accessLog(path: str | None) -> None:
+    if not path:
+        return
+    from twisted.logger import (
+        FilteringLogObserver,
+        PredicateResult,
+        globalLogPublisher,
+        jsonFileLogObserver,
+    )
+
+    output = open(path, "a", encoding="utf-8")
+
+    def onlyAccess(event: dict[str, Any]) -> PredicateResult:
+        if event.get("log_namespace") == "diegossh.access":
+            return PredicateResult.yes
+        return PredicateResult.no
+
+    predicate: Any = onlyAccess
+    globalLogPublisher.addObserver(FilteringLogObserver(jsonFileLogObserver(output), [predicate]))
+
+
+def makeService(config: Options) -> IService:
+    from twisted.internet import reactor
+
+    settings = config["settings"]
+    hostKey = settings["hostKeyObject"]
+    if hostKey is None:
+        hostKey = hostkeys.generateHostKey()
+        log.info(
+            "generated an ed25519 host key: {sha256} (MD5 {md5})",
+            sha256=hostkeys.sha256Fingerprint(hostKey),
+            md5=hostkeys.md5Fingerprint(hostKey),
+        )
+    _accessLog(settings["accessLog"])
+    directory = _directory(reactor, settings)
+    tlsOptions = _backendTLS(settings)
+    policy = settings["policy"]
+    timeout = settings["communicationTimeout"]
+
+    def connect(target: Any) -> Any:
+        return connectBackend(reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions)
+
+    portal = Portal(
+        ProxyRealm(connect, reactor), [RealmDispatcher(_realms(reactor, settings, directory))]
+    )
+    factory = ProxyFactory(portal, [hostKey], policy, reactor, settings["idleConnectionTimeout"])
+    top = MultiService()
+    StreamServerEndpointService(
+        serverEndpoint(reactor, settings["address"]), factory
+    ).setServiceParent(top)
+    if not settings["disableHealthCheckServer"]:
+        StreamServerEndpointService(
+            serverEndpoint(reactor, settings["healthCheckAddress"]), healthSite()
+        ).setServiceParent(top)
+    return top
