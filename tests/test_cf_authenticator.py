@@ -36,11 +36,12 @@ TOKEN = Token("bearer", ACCESS, "alice", "user-guid-alice")
 def captureLogs() -> Iterator[list[dict[str, Any]]]:
     """Every event logged through twisted.logger while the block runs."""
     events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+    observer: Any = events.append
+    globalLogPublisher.addObserver(observer)
     try:
         yield events
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observer)
 
 
 def eventsText(events: list[dict[str, Any]]) -> str:

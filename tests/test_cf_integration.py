@@ -220,9 +220,7 @@ async def test_uaa_server_error(make: Make, uaa: FakeUAA, cc: FakeCloudControlle
     assert cc.requests == []
 
 
-async def _hangOneWhileAnotherProceeds(
-    make: Make, uaa: FakeUAA, fake: Any, expected: str
-) -> None:
+async def _hangOneWhileAnotherProceeds(make: Make, uaa: FakeUAA, fake: Any, expected: str) -> None:
     fake.setBehaviour(Behaviour("hang", times=1))
     authenticator = make(communicationTimeout=1.0)
     started = time.monotonic()
@@ -359,7 +357,7 @@ async def test_skip_cert_verify_accepts_any(
         f"{APP}/0/",
         f" {APP}/0",
         f"{APP}/0\n",
-        f"{APP}/٣",
+        f"{APP}/\u0663",  # an Arabic-Indic digit three
         "app-guid-1/0",
         f"../{APP}/0",
     ],
@@ -410,16 +408,15 @@ async def test_secrets_never_logged(
     assert "alice" in text and APP in text and "denied at Cloud Controller" in text
 
 
-def test_factory_refuses_plain_http(tmp_path: Path) -> None:
-    pool = HTTPConnectionPool(_reactor())
-    common = {"uaaUsername": "ssh-proxy", "uaaPassword": "pw"}
+def test_factory_refuses_plain_http() -> None:
     with pytest.raises(ValueError, match="https"):
         makeCFHTTPClients(
             _reactor(),
-            pool,
+            HTTPConnectionPool(_reactor()),
             uaaTokenURL="http://uaa.test/oauth/token",
             ccAPIURL="https://cc.test",
-            **common,
+            uaaUsername="ssh-proxy",
+            uaaPassword="pw",
         )
 
 
@@ -438,7 +435,7 @@ def test_factory_refuses_shared_address_with_two_cas(pki: PKI) -> None:
 
 
 def test_factory_system_trust_store() -> None:
-    uaaClient, ccClient = makeCFHTTPClients(
+    uaaClient, _ = makeCFHTTPClients(
         _reactor(),
         HTTPConnectionPool(_reactor()),
         uaaTokenURL="https://uaa.test/oauth/token",
@@ -460,4 +457,3 @@ def test_factory_missing_ca_file(tmp_path: Path) -> None:
             uaaPassword="pw",
             uaaCACert=tmp_path / "nope.pem",
         )
-
