@@ -66,6 +66,10 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "no auth realm enabled: give --enableDiegoAuth or --enableCFAuth"
             )
+        if settings["enableCFAuth"]:
+            for required in ("ccAPIURL", "uaaTokenURL", "uaaUsername", "uaaPassword"):
+                if not settings[required]:
+                    raise usage.UsageError(f"--enableCFAuth needs --{required}")
         if settings["enableDiegoAuth"] and not settings["diegoCredentials"]:
             raise usage.UsageError("--enableDiegoAuth needs --diegoCredentials")
         if not settings["lrpDirectory"] and not settings["bbsAddress"]:
