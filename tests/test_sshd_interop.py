@@ -69,6 +69,15 @@ def test_stdin_eof_reaches_the_process(daemon: Daemon) -> None:
     assert result.stdout == b"abc\ndone\n"
 
 
+def test_stdin_eof_reaches_a_slow_reader(daemon: Daemon) -> None:
+    # The child reads nothing for a while: its pipe fills and pauses us, and
+    # the client's EOF arrives meanwhile. It must still reach the child.
+    data = os.urandom(8 * 1024 * 1024)
+    result = run(daemon.ssh("sleep 1; cat | sha256sum"), input=data, stdin=None, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
 def test_output_is_complete_before_eof(daemon: Daemon) -> None:
     # The client reads late; every byte must still arrive before EOF.
     size = 20 * 1024 * 1024

@@ -10,9 +10,11 @@ travel end to end, so the user's window paces the container and the proxy
 keeps no channel buffers at all.
 
 What the proxy does hold is bounded at the socket level: when one leg's socket
-cannot take more, the other leg's socket is not read; while one leg re-keys,
-the other is not read either (messages for a leg in key exchange wait in its
-transport).
+cannot take more, the other leg's socket is not read. Messages for a leg in key
+exchange wait in its transport; they are bounded by the channel windows, which
+the far end grants. (Pausing the other leg during a key exchange instead would
+deadlock when both legs re-key at once: each would wait on reads the other
+holds back.)
 """
 
 from __future__ import annotations
@@ -87,8 +89,6 @@ class Relay:
         # A full socket on one side stops reads on the other.
         self.client.transport.registerProducer(backendGate, True)
         self.backend.transport.registerProducer(clientGate, True)
-        self.client.kexObserver = _kexHold(backendGate, "client rekey")
-        self.backend.kexObserver = _kexHold(clientGate, "backend rekey")
         self.backend.service.relay = self.fromBackend
 
     def fromClient(self, messageNum: int, payload: bytes) -> None:
@@ -113,7 +113,6 @@ class Relay:
                 leg.transport.unregisterProducer()
             except Exception:  # noqa: S110 - the socket may already be gone
                 pass
-            leg.kexObserver = None
 
 
 def _dropped(payload: bytes) -> bool:
@@ -122,16 +121,6 @@ def _dropped(payload: bytes) -> bool:
     except (struct.error, IndexError):
         return False
     return name in _DROPPED_FROM_BACKEND and rest[:1] == b"\0"
-
-
-def _kexHold(gate: ReadGate, reason: str) -> Callable[[bool], None]:
-    def observe(inKex: bool) -> None:
-        if inKex:
-            gate.pause(reason)
-        else:
-            gate.resume(reason)
-
-    return observe
 
 
 class ClientRelayService(SSHService):

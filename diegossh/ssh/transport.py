@@ -131,9 +131,6 @@ class TransportMixin:
     rekeyBytes = REKEY_BYTES
     rekeySeconds = REKEY_SECONDS
     supportedCompressions = [b"none"]
-    # Told True when a key exchange starts after the first and False when it
-    # ends: the proxy holds the other leg back meanwhile.
-    kexObserver: Callable[[bool], None] | None = None
 
     # Conch attributes we rely on (set by Conch or by us).
     isClient: bool
@@ -418,8 +415,6 @@ class TransportMixin:
                 b"\0\0\0\0\0",
             ]
         )
-        if self._firstKexDone and self.kexObserver is not None:
-            self.kexObserver(True)
         self.sendPacket(conch.MSG_KEXINIT, self.ourKexInitPayload[1:])
         self._keyExchangeState = conch.SSHTransportBase._KEY_EXCHANGE_REQUESTED
         self._blockedByKeyExchange = []
@@ -509,8 +504,6 @@ class TransportMixin:
         if not self._firstKexDone:
             self._firstKexDone = True
             self.firstKeyExchangeDone()
-        elif self.kexObserver is not None:
-            self.kexObserver(False)
 
     def firstKeyExchangeDone(self) -> None:
         """

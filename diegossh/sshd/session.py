@@ -285,6 +285,12 @@ class SessionChannel(BufferedChannel):
         if self.program is not None:
             self.program.eofReceived()
         elif self.child is not None and self.term is None:
+            # A registered producer that is paused when the pipe drains would
+            # make Twisted resume it instead of closing: the child would never
+            # see EOF. Nothing more comes from the client anyway.
+            self.child.unregisterProducer()
+            owed, self._stdinOwed = self._stdinOwed, 0
+            self.consumed(owed)
             self.child.closeStdin()
 
     # -- ending
