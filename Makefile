@@ -32,8 +32,8 @@ demo: $(STAMP)
 	$(PY) -m diegossh.demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check diegossh twisted tests $(wildcard bench)
-	$(VENV)/bin/ruff format --check diegossh twisted tests $(wildcard bench)
+	$(VENV)/bin/ruff check diegossh twisted tests docs/examples $(wildcard bench)
+	$(VENV)/bin/ruff format --check diegossh twisted tests docs/examples $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -71,3 +71,28 @@ class IAuthRealm(Interface):
         a malformed C{subject} before any network call, and compare secrets in
         constant time.
         """
+
+
+class IRealmPlugin(Interface):
+    """
+    An auth realm as a Twisted plugin: found with C{twisted.plugin.getPlugins}
+    in C{twisted.plugins}, enabled with C{--realm NAME}. A provider must also
+    provide L{twisted.plugin.IPlugin}, or Twisted's plugin cache skips it.
+    """
+
+    name = Attribute("The realm's name: the username prefix and the --realm value.")
+    description = Attribute("One line for --help.")
+    settings = Attribute(
+        "The realm's own options: a dict of flag name to (JSON key, kind, default), kind one "
+        "of 'str', 'bool', 'duration', as in L{diegossh.proxy.config.SETTINGS}."
+    )
+
+    def check(settings: dict[str, object]) -> None:
+        """
+        Raise L{ValueError} naming what is missing or wrong; called at start-up.
+        """
+
+    def build(reactor: object, settings: dict[str, object], directory: ILRPDirectory) -> IAuthRealm:
+        """
+        The realm, with the reactor and the proxy's LRP directory passed in.
+        """

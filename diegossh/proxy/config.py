@@ -102,10 +102,14 @@ def _convert(flag: str, kind: str, value: Any) -> Any:
     return value
 
 
-def loadConfigFile(path: str) -> dict[str, Any]:
+Settings = dict[str, tuple[str, str, Any]]
+
+
+def loadConfigFile(path: str, known: Settings | None = None) -> dict[str, Any]:
     """
     Read upstream's JSON config; unknown keys are errors (a typo must not pass).
     """
+    known = SETTINGS if known is None else known
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -113,23 +117,26 @@ def loadConfigFile(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: not a JSON object")
-    byKey = {key: flag for flag, (key, _, _) in SETTINGS.items()}
+    byKey = {key: flag for flag, (key, _, _) in known.items()}
     values: dict[str, Any] = {}
     for key, value in data.items():
         flag = byKey.get(key)
         if flag is None:
             raise ConfigError(f"config file {path}: unknown key {key!r}")
-        values[flag] = _convert(flag, SETTINGS[flag][1], value)
+        values[flag] = _convert(flag, known[flag][1], value)
     return values
 
 
-def merge(flags: dict[str, Any], configFile: str | None) -> dict[str, Any]:
+def merge(
+    flags: dict[str, Any], configFile: str | None, known: Settings | None = None
+) -> dict[str, Any]:
     """
     Settings from defaults, then the file, then the flags given.
     """
-    fromFile = loadConfigFile(configFile) if configFile else {}
+    known = SETTINGS if known is None else known
+    fromFile = loadConfigFile(configFile, known) if configFile else {}
     settings: dict[str, Any] = {}
-    for flag, (_, kind, default) in SETTINGS.items():
+    for flag, (_, kind, default) in known.items():
         given = flags.get(flag)
         if kind == "bool":
             value = bool(given) or bool(fromFile.get(flag, default))

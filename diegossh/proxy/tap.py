@@ -20,37 +20,52 @@ from diegossh.addresses import parseAddress, serverEndpoint
 from diegossh.proxy import config as proxyConfig
 from diegossh.proxy.backend import connectBackend
 from diegossh.proxy.health import healthSite
-from diegossh.proxy.login import DiegoRealm, RealmDispatcher
+from diegossh.proxy.login import RealmDispatcher
+from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
 from diegossh.sshd import hostkeys
 
 log = Logger()
 
-_FLAGS = {flag for flag, (_, kind, _) in proxyConfig.SETTINGS.items() if kind == "bool"}
+_REALMS = installedRealms()
+_SETTINGS: proxyConfig.Settings = dict(proxyConfig.SETTINGS)
+for _plugin in _REALMS.values():
+    _SETTINGS.update(_plugin.settings)
+# upstream's switches, kept: each enables one of the realms
+_LEGACY_SWITCHES = {"enableDiegoAuth": "diego", "enableCFAuth": "cf"}
 
 
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "The user-facing SSH endpoint: authenticates a user in an auth realm, finds the "
-        "container and relays to the SSH daemon there."
+        "container and relays to the SSH daemon there. Realms installed: "
+        + "; ".join(f"{name} ({plugin.description})" for name, plugin in sorted(_REALMS.items()))
     )
     optParameters = [["config", None, None, "JSON config file with upstream's keys."]] + [
         [flag, None, None, f"(JSON: {key}; default {default!r})"]
-        for flag, (key, kind, default) in proxyConfig.SETTINGS.items()
+        for flag, (key, kind, default) in _SETTINGS.items()
         if kind != "bool"
     ]
     optFlags = [
         [flag, None, f"(JSON: {key})"]
-        for flag, (key, kind, _) in proxyConfig.SETTINGS.items()
+        for flag, (key, kind, _) in _SETTINGS.items()
         if kind == "bool"
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["realms"] = []
+
+    def opt_realm(self, name: str) -> None:
+        """Enable an auth realm by name (repeatable)."""
+        self["realms"].append(name)
+
     def postOptions(self) -> None:
-        given = {flag: self[flag] for flag in proxyConfig.SETTINGS}
+        given = {flag: self[flag] for flag in _SETTINGS}
         try:
-            settings = proxyConfig.merge(given, self["config"])
+            settings = proxyConfig.merge(given, self["config"], _SETTINGS)
             parseAddress(settings["address"])
             if not settings["disableHealthCheckServer"]:
                 parseAddress(settings["healthCheckAddress"])
@@ -60,23 +75,32 @@ class Options(usage.Options):
             settings["hostKeyObject"] = (
                 hostkeys.loadHostKey(settings["hostKey"]) if settings["hostKey"] else None
             )
+            settings["enabledRealms"] = self._enabledRealms(settings)
         except (ValueError, UnknownAlgorithm) as e:
             raise usage.UsageError(str(e)) from None
-        if not settings["enableDiegoAuth"] and not settings["enableCFAuth"]:
-            raise usage.UsageError(
-                "no auth realm enabled: give --enableDiegoAuth or --enableCFAuth"
-            )
-        if settings["enableCFAuth"]:
-            for required in ("ccAPIURL", "uaaTokenURL", "uaaUsername", "uaaPassword"):
-                if not settings[required]:
-                    raise usage.UsageError(f"--enableCFAuth needs --{required}")
-        if settings["enableDiegoAuth"] and not settings["diegoCredentials"]:
-            raise usage.UsageError("--enableDiegoAuth needs --diegoCredentials")
         if not settings["lrpDirectory"] and not settings["bbsAddress"]:
             raise usage.UsageError("give --bbsAddress (Diego) or --lrpDirectory (a local table)")
         if settings["backendsTLSEnabled"] and not settings["backendsTLSCACertificates"]:
             raise usage.UsageError("--backendsTLSEnabled needs --backendsTLSCACertificates")
         self["settings"] = settings
+
+    def _enabledRealms(self, settings: dict[str, Any]) -> list[Any]:
+        names = [realm for switch, realm in _LEGACY_SWITCHES.items() if settings[switch]]
+        names += self["realms"]
+        if not names:
+            raise ValueError(
+                "no auth realm enabled: give --realm NAME (installed: "
+                + ", ".join(sorted(_REALMS))
+                + ") or --enableDiegoAuth / --enableCFAuth"
+            )
+        enabled = []
+        for name in dict.fromkeys(names):
+            plugin = _REALMS.get(name)
+            if plugin is None:
+                raise ValueError(f"unknown realm {name!r}; installed: {', '.join(sorted(_REALMS))}")
+            plugin.check(settings)
+            enabled.append(plugin)
+        return enabled
 
 
 def _directory(reactor: Any, settings: dict[str, Any]) -> Any:
@@ -134,14 +158,7 @@ def _backendTLS(settings: dict[str, Any]) -> Any:
 
 
 def _realms(reactor: Any, settings: dict[str, Any], directory: Any) -> list[Any]:
-    realms: list[Any] = []
-    if settings["enableDiegoAuth"]:
-        realms.append(DiegoRealm(settings["diegoCredentials"], directory))
-    if settings["enableCFAuth"]:
-        from diegossh.proxy.cf.realm import makeCFRealm
-
-        realms.append(makeCFRealm(reactor, settings, directory))
-    return realms
+    return [plugin.build(reactor, settings, directory) for plugin in settings["enabledRealms"]]
 
 
 def _accessLog(path: str | None) -> None:

@@ -1,0 +1,59 @@
+# -*- test-case-name: tests.test_realm_plugins -*-
+"""
+Auth realms as Twisted plugins. The C{diego} and C{cf} realms are plugins like
+any other (see C{twisted/plugins/diegossh_realms.py}); an operator's realm is a
+module of theirs plus a dropin in a C{twisted/plugins} directory on the path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.plugin import IPlugin, getPlugins
+from zope.interface import implementer
+
+from diegossh.interfaces import IAuthRealm, ILRPDirectory, IRealmPlugin
+from diegossh.proxy.login import DiegoRealm
+
+
+def installedRealms() -> dict[str, Any]:
+    """
+    Every realm plugin on the path, by name.
+    """
+    import twisted.plugins
+
+    found: dict[str, Any] = {}
+    for plugin in getPlugins(IRealmPlugin, twisted.plugins):
+        found.setdefault(plugin.name, plugin)
+    return found
+
+
+@implementer(IPlugin, IRealmPlugin)
+class DiegoRealmPlugin:
+    name = "diego"
+    description = "diego:PROCESS-GUID/INDEX with the shared --diegoCredentials"
+    settings: dict[str, tuple[str, str, Any]] = {}
+
+    def check(self, settings: dict[str, Any]) -> None:
+        if not settings.get("diegoCredentials"):
+            raise ValueError("the diego realm needs --diegoCredentials")
+
+    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> IAuthRealm:
+        return DiegoRealm(settings["diegoCredentials"], directory)
+
+
+@implementer(IPlugin, IRealmPlugin)
+class CFRealmPlugin:
+    name = "cf"
+    description = "cf:APP-GUID/INDEX with a `cf ssh-code` one-time code (UAA + Cloud Controller)"
+    settings: dict[str, tuple[str, str, Any]] = {}
+
+    def check(self, settings: dict[str, Any]) -> None:
+        for required in ("ccAPIURL", "uaaTokenURL", "uaaUsername", "uaaPassword"):
+            if not settings.get(required):
+                raise ValueError(f"the cf realm needs --{required}")
+
+    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> IAuthRealm:
+        from diegossh.proxy.cf.realm import makeCFRealm
+
+        return makeCFRealm(reactor, settings, directory)

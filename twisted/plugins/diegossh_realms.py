@@ -1,0 +1,8 @@
+"""
+Twisted dropin naming diegossh's own auth realms; all logic lives in L{diegossh}.
+"""
+
+from diegossh.proxy.realmplugins import CFRealmPlugin, DiegoRealmPlugin
+
+diegoRealm = DiegoRealmPlugin()
+cfRealm = CFRealmPlugin()
