@@ -1,0 +1,149 @@
+"""
+C{make bench} / C{python -m bench}: diego-sshd and diego-ssh-proxy against stock
+OpenSSH on loopback. See docs/performance.md for the method and the results.
+
+    python -m bench [--quick] [--size 1G] [--runs 3] [--only throughput,files,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.idle import idleSessions
+from bench.measure import fileTransfer, loginLatency, loginRate, slowReader, throughput
+from bench.profile import profileProxy
+from bench.world import TWISTD_PLUGIN_HELP, startWorld
+
+SECTIONS = ("throughput", "files", "latency", "rate", "idle", "slow", "profile", "workers")
+
+
+def parseSize(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 run per figure, 256 MiB, fewer logins and sessions"
+    )
+    parser.add_argument("--size", help="bytes per transfer (e.g. 1G, 256M); default 1G")
+    parser.add_argument("--runs", type=int, help="runs per figure (median); default 3")
+    parser.add_argument("--only", help=f"comma list of sections: {','.join(SECTIONS)}")
+    parser.add_argument("--idle-stages", help="sessions to hold, e.g. 1000,2000,5000")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.size = parseSize(args.size) if args.size else (256 << 20 if quick else 1 << 30)
+    args.runs = args.runs or (1 if quick else 3)
+    args.logins = 10 if quick else 50
+    args.rateTotal = 96 if quick else 320
+    args.stages = [
+        int(s) for s in (args.idle_stages or ("500,1000" if quick else "1000,2000,5000")).split(",")
+    ]
+    args.slowSeconds = 10 if quick else 30
+    args.profileSeconds = 5 if quick else 10
+    args.sections = set(args.only.split(",")) if args.only else set(SECTIONS)
+    unknown = args.sections - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    return args
+
+
+def workersAvailable() -> bool:
+    out = subprocess.run(TWISTD_PLUGIN_HELP, capture_output=True, text=True, check=False)
+    return "--workers" in out.stdout
+
+
+def plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.monotonic()
+    results: dict[str, Any] = {"size": args.size, "runs": args.runs, "quick": args.quick}
+    print(
+        f"diegossh bench: {args.size / (1 << 20):.0f} MiB per transfer, "
+        f"{args.runs} run(s) per figure, loopback",
+        flush=True,
+    )
+    world = startWorld(args.size)
+    try:
+        if "throughput" in args.sections:
+            results["throughput"] = {}
+            for path in "abcde":
+                for direction in ("down", "up"):
+                    sample = throughput(world, path, direction, args.runs, time.monotonic() + 300)
+                    results["throughput"][f"{path}-{direction}"] = sample
+                    print(f"  {path} {direction}: {report.mbps(sample)}", flush=True)
+        if "files" in args.sections:
+            results["files"] = {}
+            for tool in ("sftp", "scp"):
+                for path in "bd":
+                    for direction in ("down", "up"):
+                        sample = fileTransfer(
+                            world, tool, path, direction, args.runs, time.monotonic() + 300
+                        )
+                        results["files"][f"{tool}-{path}-{direction}"] = sample
+                        print(f"  {tool} {path} {direction}: {report.mbps(sample)}", flush=True)
+        if "latency" in args.sections:
+            results["latency"] = {}
+            for path in "abd":
+                sample = loginLatency(world, path, args.logins, time.monotonic() + 120)
+                results["latency"][path] = sample
+                print(f"  login {path}: {report.ms(sample)}", flush=True)
+        if "rate" in args.sections:
+            rate = loginRate(world, "d", 32, args.rateTotal, 180)
+            results["rate"] = rate
+            print(f"  logins/s through the proxy: {rate.perSecond:.1f}", flush=True)
+        if "slow" in args.sections:
+            results["slow"] = slowReader(world, args.slowSeconds)
+            print(f"  slow reader: proxy +{results['slow'].growthKiB} KiB", flush=True)
+        if "profile" in args.sections:
+            results["profile"] = {}
+            for direction in ("down", "up"):
+                out = Path(tempfile.gettempdir()) / f"diegossh-bench-pyspy-{direction}.txt"
+                prof = profileProxy(world, direction, args.profileSeconds, out)
+                results["profile"][direction] = prof
+                print(
+                    f"  profile {direction}: {prof.samples} samples {prof.error or ''}", flush=True
+                )
+        if "idle" in args.sections:
+            results["idle"] = idleSessions(world, args.stages, 420)
+        if "workers" in args.sections:
+            results["workers"] = workersAvailable()
+    finally:
+        world.stop()
+    results["seconds"] = round(time.monotonic() - started)
+    print()
+    print(report.render(results))
+    if args.json:
+        args.json.write_text(json.dumps(plain(results), indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

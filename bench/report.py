@@ -1,0 +1,224 @@
+"""
+The results as plain-text tables, with the issue's targets met or missed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.idle import IdleResult
+from bench.measure import Rate, Sample, SlowReader, percentile
+from bench.profile import Profile
+
+PATHS = {
+    "a": "ssh -> OpenSSH sshd",
+    "b": "ssh -> diego-sshd",
+    "c": "ssh -J sshd -> sshd (OpenSSH jump host)",
+    "d": "ssh -> diego-ssh-proxy -> diego-sshd",
+    "e": "ssh -> diego-ssh-proxy -> sshd (password route)",
+}
+
+
+def mbps(sample: Sample) -> str:
+    if sample.median is None:
+        return f"failed: {sample.error}"
+    spread = ""
+    if len(sample.values) > 1:
+        spread = f" ({min(sample.values):.0f}-{max(sample.values):.0f})"
+    return f"{sample.median:.0f}{spread}"
+
+
+def ms(sample: Sample) -> str:
+    if not sample.values:
+        return f"failed: {sample.error}"
+    return (
+        f"median {1000 * (sample.median or 0):.0f} ms, "
+        f"p95 {1000 * percentile(sample.values, 95):.0f} ms, n={len(sample.values)}"
+    )
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def _ratio(num: Sample | None, den: Sample | None) -> float | None:
+    if num is None or den is None or num.median is None or den.median is None:
+        return None
+    return num.median / den.median
+
+
+def targets(results: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    tp: dict[str, Sample] = results.get("throughput", {})
+    for num, den, goal in (("b", "a", 0.8), ("d", "c", 1.0)):
+        for direction in ("down", "up"):
+            r = _ratio(tp.get(f"{num}-{direction}"), tp.get(f"{den}-{direction}"))
+            name = f"{num} >= {goal} x {den} ({direction}load)"
+            if r is None:
+                continue
+            else:
+                rows.append(
+                    [name, f"{r:.2f} x", f"{r / goal:.2f}", "met" if r >= goal else "MISSED"]
+                )
+    idle: IdleResult | None = results.get("idle")
+    if idle and idle.stages:
+        last = idle.stages[-1]
+        per = idle.perSessionKiB(last)
+        login = last.loginSeconds
+        ok = last.open >= 5000 and per <= 64 and login is not None and login < 1
+        rows.append(
+            [
+                ">= 5000 idle sessions, <= 64 KiB each, new login < 1 s",
+                f"{last.open} sessions, {per:.0f} KiB each, login "
+                + (f"{login:.2f} s" if login is not None else "failed"),
+                f"{last.open / 5000:.2f} / {64 / per if per else 0:.2f} / "
+                + (f"{1 / login:.2f}" if login else "-"),
+                "met" if ok else "MISSED",
+            ]
+        )
+    slow: SlowReader | None = results.get("slow")
+    if slow:
+        mib = slow.growthKiB / 1024
+        rows.append(
+            [
+                "slow reader grows the proxy <= 16 MiB",
+                f"+{mib:.1f} MiB",
+                f"{16 / mib if mib > 0 else float('inf'):.1f}",
+                "met" if mib <= 16 else "MISSED",
+            ]
+        )
+    if "workers" in results:
+        rows.append(
+            [
+                "--workers N",
+                "available" if results["workers"] else "not available",
+                "-",
+                "met" if results["workers"] else "MISSED",
+            ]
+        )
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    out: list[str] = []
+    runs, size = results["runs"], results["size"]
+    basis = f"median of {runs}, {size / (1 << 20):.0f} MiB, aes128-gcm@openssh.com"
+    tp: dict[str, Sample] = results.get("throughput", {})
+    if tp:
+        out.append(f"Throughput, MB/s ({basis}; min-max in brackets)")
+        rows = []
+        for path, name in PATHS.items():
+            down, up = tp.get(f"{path}-down"), tp.get(f"{path}-up")
+            rows.append([path, name, mbps(down) if down else "-", mbps(up) if up else "-"])
+        out += [table(["", "path", "download (cat file)", "upload (cat > /dev/null)"], rows), ""]
+    files: dict[str, Sample] = results.get("files", {})
+    if files:
+        out.append(f"File transfer, MB/s ({basis})")
+        rows = []
+        for tool in ("sftp", "scp"):
+            for path in "bd":
+                down, up = files.get(f"{tool}-{path}-down"), files.get(f"{tool}-{path}-up")
+                rows.append(
+                    [
+                        tool,
+                        f"{path}  {PATHS[path]}",
+                        mbps(down) if down else "-",
+                        mbps(up) if up else "-",
+                    ]
+                )
+        out += [table(["tool", "path", "get", "put"], rows), ""]
+    lat: dict[str, Sample] = results.get("latency", {})
+    if lat:
+        out.append("Login latency of `ssh ... true` (whole client run, sequential)")
+        rows = [[p, PATHS[p], ms(s)] for p, s in lat.items()]
+        out += [table(["", "path", "latency"], rows), ""]
+    rate: Rate | None = results.get("rate")
+    if rate:
+        perLogin = 1000 * rate.proxyCPU / rate.logins if rate.logins else 0
+        out.append(
+            f"Logins through the proxy, 32 concurrent clients: {rate.perSecond:.1f}/s "
+            f"({rate.logins} in {rate.seconds:.1f} s, {rate.failures} failed; "
+            f"proxy CPU {perLogin:.1f} ms per login)"
+        )
+        if rate.firstError:
+            out.append(f"  first failure: {rate.firstError}")
+        out.append("")
+    idle: IdleResult | None = results.get("idle")
+    if idle:
+        out.append(f"Idle sessions through one proxy (baseline RSS {idle.baseKiB} KiB)")
+        rows = []
+        for s in idle.stages:
+            rows.append(
+                [
+                    str(s.want),
+                    str(s.open),
+                    str(s.failures),
+                    f"{s.openSeconds:.0f}",
+                    f"{s.proxyKiB / 1024:.0f}",
+                    f"{idle.perSessionKiB(s):.1f}",
+                    f"{(s.backendKiB - idle.backendBaseKiB) / max(s.open, 1):.1f}",
+                    f"{s.loginSeconds:.2f}"
+                    if s.loginSeconds is not None
+                    else f"failed: {s.loginError}",
+                ]
+            )
+        out.append(
+            table(
+                [
+                    "wanted",
+                    "open",
+                    "failed",
+                    "open s",
+                    "proxy MiB",
+                    "KiB/session",
+                    "daemon KiB/session",
+                    "new login s",
+                ],
+                rows,
+            )
+        )
+        if idle.error:
+            out.append(f"  client stderr: {idle.error}")
+        out.append("")
+    slow: SlowReader | None = results.get("slow")
+    if slow:
+        out.append(
+            f"Slow reader (1 MB/s) behind the proxy, backend `cat /dev/zero`, "
+            f"{slow.seconds:.0f} s, {slow.bytesRead / 1e6:.1f} MB read"
+        )
+        marks = slow.series[:: max(1, len(slow.series) // 8)]
+        out.append(
+            "  proxy RSS: start "
+            + f"{slow.proxyBaseKiB / 1024:.1f} MiB; "
+            + ", ".join(f"{t:.0f}s {k / 1024:.1f}" for t, k in marks)
+            + f"; peak {slow.proxyMaxKiB / 1024:.1f} MiB (+{slow.growthKiB / 1024:.1f})"
+        )
+        out.append(
+            f"  diego-sshd RSS: start {slow.backendBaseKiB / 1024:.1f} MiB, "
+            f"peak {slow.backendMaxKiB / 1024:.1f} MiB"
+        )
+        out.append("")
+    profiles: dict[str, Profile] = results.get("profile", {})
+    for direction, prof in profiles.items():
+        if prof.error:
+            out += [f"Profile ({direction}): {prof.error}", ""]
+            continue
+        out.append(
+            f"Proxy profile, path d {direction}load, {prof.samples} py-spy samples "
+            "(self time, top 12)"
+        )
+        rows = [[f"{prof.share(n):.1f}%", name] for name, n in prof.selfByFunction.most_common(12)]
+        out.append(table(["self", "function"], rows))
+        rows = [[f"{prof.share(n):.1f}%", name] for name, n in prof.selfByFile.most_common(8)]
+        out.append(table(["self", "file"], rows))
+        out.append("")
+    rows = targets(results)
+    if rows:
+        out.append("Targets")
+        out.append(table(["target", "figure", "ratio to target", ""], rows))
+    out.append(f"\n(bench took {results.get('seconds', 0)} s)")
+    return "\n".join(out)
