@@ -349,11 +349,10 @@ def test_idle_connections_are_closed(tmp_path: Path) -> None:
     try:
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
             s.sendall(b"SSH-2.0-idle-test\r\n")
-            started = time.monotonic()
+            # Without the idle timeout recv would raise socket.timeout here.
             s.settimeout(15)
             while s.recv(4096):
                 pass
-            assert time.monotonic() - started < 14
         assert "idle" in proxy.log.read_text()
     finally:
         proxy.stop()
