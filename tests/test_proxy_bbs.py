@@ -51,7 +51,7 @@ class Setup:
         }
         self.proxy: Proxy | None = None
 
-    async def start(self, timeout: str = "2s") -> Proxy:
+    async def start(self, timeout: str = "4s") -> Proxy:
         await self.bbs.start()
         tls = self.tls
         self.proxy = startProxy(
@@ -128,7 +128,7 @@ async def test_bbs_down(tmp_path: Path) -> None:
             tmp_path, None,
             extraArgs=(f"--bbsAddress={url}", f"--bbsCACert={tls.ca.certPath}",
                        f"--bbsClientCert={tls.client.certPath}",
-                       f"--bbsClientKey={tls.client.keyPath}", "--communicationTimeout=2s"),
+                       f"--bbsClientKey={tls.client.keyPath}", "--communicationTimeout=4s"),
         )  # fmt: skip
         down = await ssh(proxy, "diego:app/0", "true")
         assert down.returncode != 0

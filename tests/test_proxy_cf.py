@@ -66,7 +66,7 @@ class CFWorld:
                 "--uaaUsername=ssh-proxy", "--uaaPassword=ssh-proxy-secret",
                 f"--bbsAddress={self.bbs.url}", f"--bbsCACert={tls.ca.certPath}",
                 f"--bbsClientCert={tls.client.certPath}", f"--bbsClientKey={tls.client.keyPath}",
-                "--communicationTimeout=2s",
+                "--communicationTimeout=4s",
             ),
         )  # fmt: skip
         return self.proxy
