@@ -8,29 +8,20 @@ import hashlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon, startDaemon
-
-pytestmark = pytest.mark.interop
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = startDaemon(tmp_path_factory.mktemp("sshd"))
-    yield d
-    d.stop()
+from tests.support.daemon import Daemon, runClient
 
 
 def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
     kwargs.setdefault("timeout", 120)
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.run(argv, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
+    return runClient(argv, **kwargs)
+
+
+pytestmark = pytest.mark.interop
 
 
 def test_exec_keeps_stdout_stderr_and_exit_status(daemon: Daemon) -> None:

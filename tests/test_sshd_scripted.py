@@ -7,23 +7,16 @@ asyncssh (a test-only dependency) against a real C{twistd diego-sshd}.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncssh
 import pytest
 
-from tests.support.daemon import Daemon, startDaemon
+from tests.support.daemon import Daemon
 from tests.support.keys import key
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = startDaemon(tmp_path_factory.mktemp("sshd"))
-    yield d
-    d.stop()
 
 
 def withConnection(daemon: Daemon, body: Callable[[Any], Awaitable[Any]]) -> Any:

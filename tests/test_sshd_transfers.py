@@ -6,39 +6,15 @@ round trip with rekeying, all checked by hash.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon, startDaemon
+from tests.support.daemon import Daemon, runClient, sha256File
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = startDaemon(tmp_path_factory.mktemp("sshd"))
-    yield d
-    d.stop()
-
-
-def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
-    kwargs.setdefault("timeout", 300)
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.run(argv, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +31,16 @@ def test_scp_round_trip_preserves_content_mode_and_time(
     daemon: Daemon, sample: Path, tmp_path: Path, legacy: bool
 ) -> None:
     name = f"up-{legacy}.bin"
-    up = run(daemon.scp("-p", str(sample), daemon.target(name), legacy=legacy))
+    up = runClient(daemon.scp("-p", str(sample), daemon.target(name), legacy=legacy))
     assert up.returncode == 0, up.stderr
     remote = daemon.home / name
-    assert sha(remote) == sha(sample)
+    assert sha256File(remote) == sha256File(sample)
     assert remote.stat().st_mode & 0o777 == 0o640
     assert int(remote.stat().st_mtime) == 1_600_000_000
     back = tmp_path / "back.bin"
-    down = run(daemon.scp("-p", daemon.target(name), str(back), legacy=legacy))
+    down = runClient(daemon.scp("-p", daemon.target(name), str(back), legacy=legacy))
     assert down.returncode == 0, down.stderr
-    assert sha(back) == sha(sample)
+    assert sha256File(back) == sha256File(sample)
     assert int(back.stat().st_mtime) == 1_600_000_000
 
 
@@ -75,12 +51,12 @@ def test_scp_recursive_and_missing_source(daemon: Daemon, tmp_path: Path, legacy
     (tree / "a" / "b" / "f.txt").write_text("deep")
     (tree / "top.txt").write_text("top")
     dest = f"copy-{legacy}"
-    result = run(daemon.scp("-r", str(tree), daemon.target(dest), legacy=legacy))
+    result = runClient(daemon.scp("-r", str(tree), daemon.target(dest), legacy=legacy))
     assert result.returncode == 0, result.stderr
     assert (daemon.home / dest / "a" / "b" / "f.txt").read_text() == "deep"
     out = tmp_path / "out"
     out.mkdir()
-    missing = run(
+    missing = runClient(
         daemon.scp(daemon.target("no-such-file"), daemon.target(f"{dest}/top.txt"), str(out),
                    legacy=legacy)
     )  # fmt: skip
@@ -96,9 +72,9 @@ def test_sftp_batch(daemon: Daemon, sample: Path, tmp_path: Path) -> None:
         f"mkdir sftpdir\ncd sftpdir\nput {sample} s.bin\nrename s.bin t.bin\n"
         f"chmod 600 t.bin\nls -l\nget t.bin {got}\ndf -h .\n"
     )
-    result = run(daemon.sftp("-b", str(batch), daemon.target()))
+    result = runClient(daemon.sftp("-b", str(batch), daemon.target()))
     assert result.returncode == 0, result.stderr
-    assert sha(got) == sha(sample)
+    assert sha256File(got) == sha256File(sample)
     assert (daemon.home / "sftpdir" / "t.bin").stat().st_mode & 0o777 == 0o600
 
 
@@ -107,7 +83,7 @@ def test_sftp_with_env_sent_first_exits(daemon: Daemon, tmp_path: Path) -> None:
     batch = tmp_path / "batch"
     batch.write_text("pwd\n")
     argv = daemon.sftp("-o", "SetEnv=LANG=C LC_ALL=C", "-b", str(batch), daemon.target())
-    result = run(argv, timeout=30)
+    result = runClient(argv, timeout=30)
     assert result.returncode == 0, result.stderr
 
 
@@ -116,12 +92,12 @@ def test_rsync(daemon: Daemon, tmp_path: Path) -> None:
     src.mkdir()
     for i in range(20):
         (src / f"f{i}").write_bytes(os.urandom(10000 + i))
-    result = run(["rsync", "-a", "-e", daemon.rsh(), f"{src}/", daemon.target("rsynced/")])
+    result = runClient(["rsync", "-a", "-e", daemon.rsh(), f"{src}/", daemon.target("rsynced/")])
     assert result.returncode == 0, result.stderr
     for i in range(20):
         assert (daemon.home / "rsynced" / f"f{i}").read_bytes() == (src / f"f{i}").read_bytes()
     (src / "f3").write_bytes(b"changed")
-    again = run(["rsync", "-a", "-e", daemon.rsh(), f"{src}/", daemon.target("rsynced/")])
+    again = runClient(["rsync", "-a", "-e", daemon.rsh(), f"{src}/", daemon.target("rsynced/")])
     assert again.returncode == 0, again.stderr
     assert (daemon.home / "rsynced" / "f3").read_bytes() == b"changed"
 
@@ -135,9 +111,9 @@ def test_one_gib_round_trip_with_rekeys(daemon: Daemon, tmp_path: Path) -> None:
             f.write(block[i % 7 :] + block[: i % 7])
     options = ("RekeyLimit=64M", "Ciphers=aes128-gcm@openssh.com")
     with open(local, "rb") as stdin:
-        up = run(daemon.ssh("cat > big && sha256sum big", options=options), stdin=stdin)
+        up = runClient(daemon.ssh("cat > big && sha256sum big", options=options), stdin=stdin)
     assert up.returncode == 0, up.stderr
-    expected = sha(local)
+    expected = sha256File(local)
     assert up.stdout.split()[0].decode() == expected
     back = tmp_path / "back"
     with open(back, "wb") as stdout:
@@ -146,5 +122,5 @@ def test_one_gib_round_trip_with_rekeys(daemon: Daemon, tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL, timeout=300, check=False,
         )  # fmt: skip
     assert down.returncode == 0, down.stderr
-    assert sha(back) == expected
+    assert sha256File(back) == expected
     (daemon.home / "big").unlink()

@@ -5,6 +5,7 @@ OpenSSH's clients over real sockets.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -115,3 +116,19 @@ def startDaemon(
         proc.kill()
         raise
     return Daemon(port, identity, home, proc, log)
+
+
+def runClient(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    """Run an OpenSSH client to completion, output captured, no stdin unless given."""
+    kwargs.setdefault("timeout", 300)
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(argv, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def sha256File(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
