@@ -14,25 +14,22 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from OpenSSL.SSL import Error as TLSError
-from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
     ConnectingCancelledError,
     ConnectionClosed,
     ConnectionRefusedError,
 )
-from twisted.internet.interfaces import IConsumer, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
+from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from diegossh.interfaces import ILRPDirectory
+from diegossh.proxy._http import BodyTooLarge, httpClient, readBody
 from diegossh.proxy.bbs import models_pb2 as pb
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import (
@@ -66,92 +63,9 @@ class _CallTimedOut(Exception):
     """The deadline of one call passed."""
 
 
-class _BodyTooLarge(Exception):
-    """The body went past L{MAX_BODY}."""
-
-
-class _BodyReader(Protocol):
-    """Collects a response body up to a limit; a cancel aborts the connection."""
-
-    def __init__(self, finished: Deferred[bytes], limit: int) -> None:
-        self._finished: Deferred[bytes] | None = finished
-        self._limit = limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self._size += len(data)
-        if self._size > self._limit:
-            self._fail(Failure(_BodyTooLarge()))
-            self.abort()
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
-        # PotentialDataLoss (a close-delimited body) may be truncated protobuf
-        # that still parses: treat it as the failure it may be.
-        if reason.check(ResponseDone) and not reason.check(PotentialDataLoss):
-            finished, self._finished = self._finished, None
-            if finished is not None:
-                finished.callback(b"".join(self._chunks))
-        else:
-            self._fail(reason)
-
-    def _fail(self, reason: Failure) -> None:
-        finished, self._finished = self._finished, None
-        if finished is not None:
-            finished.errback(reason)
-
-    def abort(self) -> None:
-        """Drop the connection: nothing more of this body is wanted."""
-        transport: Any = self.transport
-        abort = getattr(transport, "abortConnection", None) or transport.stopProducing
-        abort()
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """
-    A request body written in one go. treq's default producer streams through
-    the global reactor's cooperator; a protobuf request is small, and this
-    keeps every timer on the clock passed in.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-def _bodyProducer(data: object) -> IBodyProducer:
-    assert isinstance(data, bytes)
-    return _BytesProducer(data)
-
-
 def _readBody(response: IResponse, limit: int = MAX_BODY) -> Deferred[bytes]:
-    reader: _BodyReader
-
-    def cancel(d: Deferred[bytes]) -> None:
-        reader._finished = None
-        reader.abort()
-        d.errback(Failure(CancelledError()))
-
-    finished: Deferred[bytes] = Deferred(cancel)
-    reader = _BodyReader(finished, limit)
-    response.deliverBody(reader)
-    return finished
+    # Truncated protobuf may still parse: a close-delimited body is not trusted.
+    return readBody(response, limit, closeDelimitedOK=False)
 
 
 def _isTransient(failure: Failure) -> bool:
@@ -196,7 +110,7 @@ class BBSClient:
         retryDelay: float = 0.05,
         desiredLRPPath: str = DESIRED_LRP_PATH_R3,
     ) -> None:
-        self._http = HTTPClient(agent, data_to_body_producer=_bodyProducer)
+        self._http = httpClient(agent)
         self._baseURL = baseURL.rstrip("/")
         self._clock = clock
         self._timeout = communicationTimeout
@@ -350,7 +264,7 @@ class BBSClient:
             raise LoginDenied(INVALID)
         try:
             return await _readBody(response)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             raise LoginDenied(INVALID) from None
 
 

@@ -14,28 +14,24 @@ Nothing here logs: the callers know which service they talk to and which
 details are safe to log. Exceptions raised here never carry request
 headers or bodies (the secrets).
 
-(The BBS client has private twins of the body reader and the producer; a
-shared C{diegossh.proxy._http} would serve both.)
+The body reader and the request producer are L{diegossh.proxy._http}'s,
+shared with the BBS client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from OpenSSL.SSL import Error as TLSError
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectingCancelledError, ConnectionClosed
-from twisted.internet.interfaces import IConsumer, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
-from zope.interface import implementer
+
+from diegossh.proxy._http import BodyTooLarge, httpClient, readBody
 
 __all__ = ["MAX_BODY", "BodyTooLarge", "Reply", "TimedOut", "Unreachable", "exchange", "httpClient"]
 
@@ -45,10 +41,6 @@ MAX_BODY = 1024 * 1024
 
 class TimedOut(Exception):
     """The deadline passed before the whole reply was read."""
-
-
-class BodyTooLarge(Exception):
-    """The reply's body went past L{MAX_BODY}."""
 
 
 class Unreachable(Exception):
@@ -65,97 +57,6 @@ class Reply:
     code: int
     contentType: bytes
     body: bytes
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """A small request body written in one go, with no cooperator involved."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-def _bodyProducer(data: object) -> IBodyProducer:
-    assert isinstance(data, bytes)
-    return _BytesProducer(data)
-
-
-def httpClient(agent: IAgent) -> HTTPClient:
-    """A treq client on C{agent} whose bodies need no cooperator."""
-    return HTTPClient(agent, data_to_body_producer=_bodyProducer)
-
-
-class _BodyReader(Protocol):
-    """Collects a body up to a limit; a cancel or an overflow drops the connection."""
-
-    def __init__(self, finished: Deferred[bytes], limit: int) -> None:
-        self.finished: Deferred[bytes] | None = finished
-        self._limit = limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.finished is None:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self._done(Failure(BodyTooLarge()))
-            self.abort()
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
-        if reason.check(ResponseDone, PotentialDataLoss):
-            # A close-delimited body (PotentialDataLoss) may be cut short, but
-            # JSON that is cut short does not parse: the caller notices.
-            self._done(b"".join(self._chunks))
-        else:
-            self._done(reason)
-
-    def _done(self, result: bytes | Failure) -> None:
-        finished, self.finished = self.finished, None
-        if finished is None:
-            return
-        if isinstance(result, Failure):
-            finished.errback(result)
-        else:
-            finished.callback(result)
-
-    def abort(self) -> None:
-        """Drop the connection: nothing more of this body is wanted."""
-        transport: Any = self.transport
-        if transport is None:
-            return
-        abort = getattr(transport, "abortConnection", None) or transport.stopProducing
-        abort()
-
-
-def _readBody(response: IResponse, limit: int) -> Deferred[bytes]:
-    reader: _BodyReader
-
-    def cancel(d: Deferred[bytes]) -> None:
-        reader.finished = None
-        reader.abort()
-        d.errback(Failure(CancelledError()))
-
-    finished: Deferred[bytes] = Deferred(cancel)
-    reader = _BodyReader(finished, limit)
-    response.deliverBody(reader)
-    return finished
 
 
 def _reasons(failure: Failure) -> list[Failure]:
@@ -187,7 +88,7 @@ async def _attempt(
     response = await http.request(
         method, url, data=data, headers=headers, allow_redirects=False, unbuffered=True
     )
-    body = await _readBody(response, MAX_BODY)
+    body = await readBody(response, MAX_BODY, closeDelimitedOK=True)
     contentType = response.headers.getRawHeaders(b"Content-Type", [b""])[0]
     return Reply(response.code, contentType, body)
 
