@@ -16,16 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
-from twisted.internet.protocol import connectionDone
 from twisted.internet.ssl import Certificate, PrivateCertificate
-from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from diegossh.proxy.bbs import models_pb2 as pb
+from tests.fakes.sites import TrackedSite, shutDown
 from tests.fakes.tls import CertificateAuthority, IssuedCertificate
 
 __all__ = ["GARBAGE", "Behaviour", "FakeBBS"]
@@ -55,28 +52,6 @@ class Behaviour:
     delay: float = 0.0
     status: int = 500
     times: int | None = None
-
-
-class _TrackedChannel(HTTPChannel):
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        super().connectionLost(reason)
-        site: _TrackedSite = self.site  # type: ignore[attr-defined]
-        lost = site.channels.pop(self, None)
-        if lost is not None:
-            lost.callback(None)
-
-
-class _TrackedSite(Site):
-    protocol = _TrackedChannel  # type: ignore[assignment]
-
-    def __init__(self, resource: Resource) -> None:
-        super().__init__(resource)
-        self.channels: dict[_TrackedChannel, Deferred[None]] = {}
-
-    def buildProtocol(self, addr: Any) -> Any:
-        channel = super().buildProtocol(addr)
-        self.channels[channel] = Deferred()
-        return channel
 
 
 class _BBSResource(Resource):
@@ -113,7 +88,7 @@ class FakeBBS:
         """Every request received, as (path, body)."""
         self._behaviours: dict[bytes | None, Behaviour] = {}
         self._port: IListeningPort | None = None
-        self._site: _TrackedSite | None = None
+        self._site: TrackedSite | None = None
         self._pending: set[IDelayedCall] = set()
 
     # --- shaping -----------------------------------------------------------
@@ -198,7 +173,7 @@ class FakeBBS:
         assert self.ca is not None and self.certificate is not None
         server = PrivateCertificate.loadPEM(self.certificate.combinedPEM)
         options = server.options(Certificate.loadPEM(self.ca.certPEM))
-        self._site = _TrackedSite(self.resource())
+        self._site = TrackedSite(self.resource())
         self._port = self.reactor.listenSSL(0, self._site, options, interface="127.0.0.1")
         return self
 
@@ -214,20 +189,9 @@ class FakeBBS:
 
     async def stop(self) -> None:
         """Stop listening, drop every connection, and wait until they are gone."""
-        for call in self._pending:
-            if call.active():
-                call.cancel()
-        self._pending.clear()
-        if self._port is not None:
-            await maybeDeferred(self._port.stopListening)
-            self._port = None
-        if self._site is not None:
-            waits = list(self._site.channels.values())
-            for channel in list(self._site.channels):
-                transport: Any = channel.transport
-                if transport is not None:
-                    transport.abortConnection()
-            await DeferredList(waits)
+        pending, self._pending = set(self._pending), set()
+        port, self._port = self._port, None
+        await shutDown(port, self._site, pending)
 
     # --- serving -----------------------------------------------------------
 

@@ -24,16 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
-from twisted.internet.protocol import connectionDone
 from twisted.internet.ssl import PrivateCertificate
-from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.fakes.bbs import Behaviour
+from tests.fakes.sites import TrackedSite, shutDown
 from tests.fakes.tls import CertificateAuthority, IssuedCertificate
 
 __all__ = [
@@ -97,30 +94,6 @@ class Answer:
         return cls(status, json.dumps(obj).encode())
 
 
-class _CountingChannel(HTTPChannel):
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        super().connectionLost(reason)
-        site: _CountingSite = self.site  # type: ignore[attr-defined]
-        lost = site.channels.pop(self, None)
-        if lost is not None:
-            lost.callback(None)
-
-
-class _CountingSite(Site):
-    protocol = _CountingChannel  # type: ignore[assignment]
-
-    def __init__(self, resource: Resource) -> None:
-        super().__init__(resource)
-        self.channels: dict[_CountingChannel, Deferred[None]] = {}
-        self.accepted = 0
-
-    def buildProtocol(self, addr: Any) -> Any:
-        channel = super().buildProtocol(addr)
-        self.accepted += 1
-        self.channels[channel] = Deferred()
-        return channel
-
-
 class _Leaf(Resource):
     isLeaf = True
 
@@ -152,7 +125,7 @@ class FakeHTTPSServer:
         self.requests: list[RecordedRequest] = []
         self._behaviour: Behaviour | None = None
         self._port: IListeningPort | None = None
-        self._site: _CountingSite | None = None
+        self._site: TrackedSite | None = None
         self._url: str | None = None
         self._pending: set[IDelayedCall] = set()
 
@@ -169,7 +142,7 @@ class FakeHTTPSServer:
         """Listen on 127.0.0.1, on a port of the kernel's choosing."""
         assert self.certificate is not None
         options = PrivateCertificate.loadPEM(self.certificate.combinedPEM).options()
-        self._site = _CountingSite(self.resource())
+        self._site = TrackedSite(self.resource())
         self._port = self.reactor.listenSSL(0, self._site, options, interface="127.0.0.1")
         host: Any = self._port.getHost()
         self._url = f"https://127.0.0.1:{host.port}"
@@ -187,20 +160,9 @@ class FakeHTTPSServer:
 
     async def stop(self) -> None:
         """Stop listening, drop every connection, and wait until they are gone."""
-        for call in self._pending:
-            if call.active():
-                call.cancel()
-        self._pending.clear()
-        if self._port is not None:
-            await maybeDeferred(self._port.stopListening)
-            self._port = None
-        if self._site is not None:
-            waits = list(self._site.channels.values())
-            for channel in list(self._site.channels):
-                transport: Any = channel.transport
-                if transport is not None:
-                    transport.abortConnection()
-            await DeferredList(waits)
+        pending, self._pending = set(self._pending), set()
+        port, self._port = self._port, None
+        await shutDown(port, self._site, pending)
 
     def _currentBehaviour(self) -> Behaviour:
         behaviour = self._behaviour
