@@ -13,7 +13,6 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
-from twisted.logger import Logger
 from twisted.python import usage
 
 from diegossh.addresses import parseAddress, serverEndpoint
@@ -25,8 +24,6 @@ from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
 from diegossh.sshd import hostkeys
-
-log = Logger()
 
 _REALMS = installedRealms()
 _SETTINGS: proxyConfig.Settings = dict(proxyConfig.SETTINGS)
@@ -186,14 +183,7 @@ def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
     settings = config["settings"]
-    hostKey = settings["hostKeyObject"]
-    if hostKey is None:
-        hostKey = hostkeys.generateHostKey()
-        log.info(
-            "generated an ed25519 host key: {sha256} (MD5 {md5})",
-            sha256=hostkeys.sha256Fingerprint(hostKey),
-            md5=hostkeys.md5Fingerprint(hostKey),
-        )
+    hostKey = hostkeys.hostKeyOrGenerated(settings["hostKeyObject"])
     _accessLog(settings["accessLog"])
     directory = _directory(reactor, settings)
     tlsOptions = _backendTLS(settings)

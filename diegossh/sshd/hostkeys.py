@@ -14,6 +14,9 @@ import os
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh import keys
+from twisted.logger import Logger
+
+_log = Logger()
 
 
 class BadKey(ValueError):
@@ -41,6 +44,23 @@ def loadHostKey(value: str) -> keys.Key:
 
 def generateHostKey() -> keys.Key:
     return keys.Key(ed25519.Ed25519PrivateKey.generate())
+
+
+def hostKeyOrGenerated(key: keys.Key | None) -> keys.Key:
+    """
+    The operator's host key, or a new ed25519 key when none was given; either
+    way its fingerprint is logged, so an operator can publish or compare it.
+    """
+    if key is None:
+        key = generateHostKey()
+        _log.info(
+            "generated an ed25519 host key: {sha256} (MD5 {md5})",
+            sha256=sha256Fingerprint(key),
+            md5=md5Fingerprint(key),
+        )
+    else:
+        _log.info("host key {sha256}", sha256=sha256Fingerprint(key))
+    return key
 
 
 def loadAuthorizedKey(line: str) -> keys.Key:

@@ -18,7 +18,6 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
-from twisted.logger import Logger
 from twisted.python import usage
 
 from diegossh.addresses import parseAddress, serverEndpoint
@@ -34,7 +33,6 @@ from diegossh.sshd.session import SessionConfig, defaultShell
 VERSION = b"SSH-2.0-diego-sshd"
 _REEXEC_MARK = "DIEGOSSH_REEXECED"
 _SECRET_FLAGS = {"--hostKey": "SSHD_HOSTKEY", "--authorizedKey": "SSHD_AUTHKEY"}
-log = Logger()
 
 
 class Options(usage.Options):
@@ -132,16 +130,7 @@ def makeService(config: Options) -> IService:
 
     for variable in KEY_VARIABLES:
         os.environ.pop(variable, None)
-    hostKey = config["hostKeyObject"]
-    if hostKey is None:
-        hostKey = hostkeys.generateHostKey()
-        log.info(
-            "generated an ed25519 host key: {sha256} (MD5 {md5})",
-            sha256=hostkeys.sha256Fingerprint(hostKey),
-            md5=hostkeys.md5Fingerprint(hostKey),
-        )
-    else:
-        log.info("host key {sha256}", sha256=hostkeys.sha256Fingerprint(hostKey))
+    hostKey = hostkeys.hostKeyOrGenerated(config["hostKeyObject"])
 
     _, home = currentUser()
     sessionConfig = SessionConfig(
