@@ -182,7 +182,6 @@ class ProxyFactory(SSHServerFactory):
                  idleTimeout: float) -> None:  # fmt: skip
         super().__init__(portal, hostKeys, policy, clock, VERSION)
         self.idleTimeout = idleTimeout
-        self.services = {b"ssh-userauth": ProxyUserAuthServer}
 
     def buildProtocol(self, addr: Any) -> Any:
         proto: Any = super().buildProtocol(addr)

@@ -17,7 +17,6 @@ What this adds to L{twisted.conch.ssh.transport}:
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import Any
 
 from twisted.conch.ssh import transport as conch
@@ -584,6 +583,3 @@ class SSHClientTransport(TransportMixin, conch.SSHClientTransport):
 
     def firstKeyExchangeDone(self) -> None:
         self.connectionSecure()
-
-
-HostKeyCheck = Callable[[bytes], bool]

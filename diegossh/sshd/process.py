@@ -97,10 +97,3 @@ def spawn(
             reactor, executable, argv, env, cwd, protocol, usePTY=(master, slave, name)
         )
     return PipeProcess(reactor, executable, argv, env, cwd, protocol)
-
-
-def processGroupOf(pid: int | None) -> int | None:
-    """
-    The child's process group; it leads its own, so this is its pid.
-    """
-    return pid

@@ -10,7 +10,6 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -108,10 +107,10 @@ class ProgramTransport:
         self._deliverEOF()
 
     def _deliverEOF(self) -> None:
-        if IHalfCloseableProtocol.providedBy(self._program):
-            self._program.readConnectionLost()
-        elif hasattr(self._program, "readConnectionLost"):
-            self._program.readConnectionLost()
+        # scp and sftp are half-closeable: EOF is "no more requests", not the end.
+        readConnectionLost = getattr(self._program, "readConnectionLost", None)
+        if readConnectionLost is not None:
+            readConnectionLost()
 
     def closed(self, reason: Failure) -> None:
         self._exited = True
