@@ -96,3 +96,53 @@ class IRealmPlugin(Interface):
         """
         The realm, with the reactor and the proxy's LRP directory passed in.
         """
+
+
+class IContainerEngine(Interface):
+    """
+    A container engine's API (Docker, Kubernetes) as the bastion realm needs
+    it: which SSH targets run, and a small file read from inside one of them.
+    """
+
+    kind = Attribute("C{docker} or C{kubernetes}, for logs.")
+
+    def listTargets() -> object:
+        """
+        A L{Deferred} firing with a list of L{diegossh.bastion.targets.EngineTarget}:
+        the running containers or pods that carry every configured label. Fails
+        with L{diegossh.bastion.targets.EngineError} when the API cannot answer.
+        """
+
+    def readFile(target: object, path: str) -> object:
+        """
+        A L{Deferred} firing with the bytes of C{path} inside C{target}, read
+        with C{cat} through the engine's exec API (C{~/} is the target user's
+        home). Fails with L{diegossh.bastion.targets.EngineError} on a non-zero
+        exit, a vanished target, more than 64 KiB, or an API failure.
+        """
+
+
+class IKeyRealm(Interface):
+    """
+    A realm whose users log in with a public key and whose channels end at the
+    proxy itself (no backend login, no relay), such as the container bastion.
+    A realm plugin's C{build} may return one of these instead of an
+    L{IAuthRealm}.
+    """
+
+    name = Attribute("The realm's name, for logs.")
+
+    def authorize(username: str, key: object, client: str) -> object:
+        """
+        A L{Deferred} firing with an opaque grant when C{key} (a
+        L{twisted.conch.ssh.keys.Key}) may log in, or failing with
+        L{diegossh.proxy.errors.LoginDenied}. Called before the signature is
+        checked as well as after, so it must be cheap for a known key and must
+        not trust that the client holds the private key.
+        """
+
+    def avatarFor(grant: object, client: str) -> object:
+        """
+        The L{twisted.conch.interfaces.IConchUser} for a verified login with
+        C{grant}; its C{logout()} is called when the connection ends.
+        """
