@@ -132,7 +132,7 @@ class IKeyRealm(Interface):
 
     name = Attribute("The realm's name, for logs.")
 
-    def authorize(username: str, key: object, client: str) -> object:
+    def authorize(username: str, key: object) -> object:
         """
         A L{Deferred} firing with an opaque grant when C{key} (a
         L{twisted.conch.ssh.keys.Key}) may log in, or failing with
@@ -141,8 +141,10 @@ class IKeyRealm(Interface):
         not trust that the client holds the private key.
         """
 
-    def avatarFor(grant: object, client: str) -> object:
+    def avatarFor(login: object, client: str) -> object:
         """
-        The L{twisted.conch.interfaces.IConchUser} for a verified login with
-        C{grant}; its C{logout()} is called when the connection ends.
+        The L{twisted.conch.interfaces.IConchUser} for a verified login (a
+        L{diegossh.proxy.keylogin.KeyLogin}: the grant, the user name and the
+        key's fingerprint) from C{client} (C{host:port}); its C{logout()} is
+        called when the connection ends.
         """

@@ -46,6 +46,7 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
     "allowedMACs": ("allowed_macs", "str", None),
     "allowedKeyExchanges": ("allowed_key_exchanges", "str", None),
     "accessLog": ("access_log", "str", None),
+    "workers": ("workers", "count", 1),
 }
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -91,6 +92,13 @@ def _convert(flag: str, kind: str, value: Any) -> Any:
         return None
     if kind == "duration":
         return parseDuration(value, flag)
+    if kind == "count":
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        if number is None or number < 1:
+            raise ConfigError(f"{flag}: {value!r} is not a whole number of at least 1")
+        return number
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -127,18 +135,42 @@ def loadConfigFile(path: str, known: Settings | None = None) -> dict[str, Any]:
     return values
 
 
-def merge(
-    flags: dict[str, Any], configFile: str | None, known: Settings | None = None
+def fromEnvironment(
+    names: dict[str, str], environ: dict[str, str], known: Settings | None = None
 ) -> dict[str, Any]:
     """
-    Settings from defaults, then the file, then the flags given.
+    Settings given as environment variables: C{names} maps a variable to its
+    flag. Empty variables count as not set, as a container runtime passes
+    them.
+    """
+    known = SETTINGS if known is None else known
+    values: dict[str, Any] = {}
+    for variable, flag in names.items():
+        raw = environ.get(variable)
+        if raw:
+            values[flag] = _convert(f"{variable} (--{flag})", known[flag][1], raw)
+    return values
+
+
+def merge(
+    flags: dict[str, Any],
+    configFile: str | None,
+    known: Settings | None = None,
+    environment: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """
+    Settings from defaults, then the file, then the environment (settings
+    that have a variable, see L{fromEnvironment}), then the flags given.
     """
     known = SETTINGS if known is None else known
     fromFile = loadConfigFile(configFile, known) if configFile else {}
+    fromFile.update(environment or {})
     settings: dict[str, Any] = {}
     for flag, (_, kind, default) in known.items():
         given = flags.get(flag)
-        if kind == "bool":
+        if kind == "bool" and flag in (environment or {}) and not given:
+            value = bool(environment[flag])  # type: ignore[index]
+        elif kind == "bool":
             value = bool(given) or bool(fromFile.get(flag, default))
         elif given is not None:
             value = _convert(flag, kind, given)

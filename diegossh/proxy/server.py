@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.conch.error import ValidPublicKey
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import common, transport
 from twisted.cred.portal import IRealm, Portal
@@ -20,9 +21,11 @@ from zope.interface import implementer
 from diegossh.proxy import accesslog
 from diegossh.proxy.backend import BackendTransport
 from diegossh.proxy.errors import LoginDenied
+from diegossh.proxy.keylogin import KeyLogin
 from diegossh.proxy.login import Denied, LoginResult, ProxyCredentials
 from diegossh.proxy.relay import ClientRelayService, Relay
 from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.connection import SSHConnection
 from diegossh.ssh.factory import SSHServerFactory, UserAuthServer
 from diegossh.ssh.transport import SSHServerTransport
 
@@ -72,13 +75,43 @@ class ProxyServerTransport(SSHServerTransport):
         super().connectionLost(reason)
 
 
+class _AddressedPortal:
+    """
+    The portal, with the client's address as the login's mind: realms whose
+    sessions end here (L{diegossh.interfaces.IKeyRealm}) log who they serve.
+    """
+
+    def __init__(self, portal: Portal, client: str) -> None:
+        self._portal = portal
+        self._client = client
+
+    def listCredentialsInterfaces(self) -> list[Any]:
+        return self._portal.listCredentialsInterfaces()
+
+    def login(self, credentials: Any, mind: Any, *interfaces: Any) -> defer.Deferred[Any]:
+        return self._portal.login(credentials, self._client if mind is None else mind, *interfaces)
+
+
 class ProxyUserAuthServer(UserAuthServer):
     """
-    Password logins only; a denial after the secret checked out tells the user
-    why in a banner, and is logged.
+    Password logins for the relaying realms, public keys for the realms that
+    end sessions here (each offered only when such a realm is enabled). A
+    denial after the secret checked out tells the user why in a banner; every
+    refusal is logged.
     """
 
     transport: Any
+
+    def serviceStarted(self) -> None:
+        super().serviceStarted()
+        self.portal = _AddressedPortal(self.portal, self.transport.peerAddress)
+
+    def auth_publickey(self, packet: bytes) -> Any:
+        d = super().auth_publickey(packet)
+        if packet[:1] != b"\x00":
+            # Only attempts with a signature are logins; probes are not logged.
+            d.addErrback(self._denied)
+        return d
 
     def auth_password(self, packet: bytes) -> Any:
         password = common.getNS(packet[1:])[0]
@@ -89,6 +122,8 @@ class ProxyUserAuthServer(UserAuthServer):
 
     def _denied(self, failure: Failure) -> Failure:
         username = (self.user or b"").decode("utf-8", "replace")
+        if failure.check(ValidPublicKey):
+            return failure
         if isinstance(failure.value, Denied):
             denied = failure.value
             accesslog.loginFailed(
@@ -156,6 +191,9 @@ class ProxyRealm:
         self._clock = clock
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+        if isinstance(avatarId, KeyLogin):
+            user: Any = avatarId.realm.avatarFor(avatarId, mind or "?")
+            return defer.succeed((IConchUser, user, user.logout))
         result: LoginResult = avatarId
 
         def connected(backend: BackendTransport) -> Any:
@@ -195,6 +233,8 @@ class ProxyFactory(SSHServerFactory):
                                                        ProxyAvatar):  # fmt: skip
             avatar = transport.avatar
             return lambda: avatar.makeService(transport)
+        if service == b"ssh-connection" and getattr(transport, "avatar", None) is not None:
+            return SSHConnection  # a key realm's user: channels end here
         return None
 
 

@@ -8,6 +8,7 @@ so a deployment can switch without rewriting its manifests.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -16,9 +17,12 @@ from twisted.cred.portal import Portal
 from twisted.python import usage
 
 from diegossh.addresses import parseAddress, serverEndpoint
+from diegossh.interfaces import IKeyRealm
 from diegossh.proxy import config as proxyConfig
+from diegossh.proxy import workers
 from diegossh.proxy.backend import connectBackend
 from diegossh.proxy.health import healthSite
+from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
 from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
@@ -27,8 +31,11 @@ from diegossh.sshd import hostkeys
 
 _REALMS = installedRealms()
 _SETTINGS: proxyConfig.Settings = dict(proxyConfig.SETTINGS)
+# environment variable -> flag, for realms whose deployments configure them so
+_ENVIRONMENT: dict[str, str] = {}
 for _plugin in _REALMS.values():
     _SETTINGS.update(_plugin.settings)
+    _ENVIRONMENT.update(getattr(_plugin, "environment", {}))
 # upstream's switches, kept: each enables one of the realms
 _LEGACY_SWITCHES = {"enableDiegoAuth": "diego", "enableCFAuth": "cf"}
 
@@ -62,7 +69,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         given = {flag: self[flag] for flag in _SETTINGS}
         try:
-            settings = proxyConfig.merge(given, self["config"], _SETTINGS)
+            environment = proxyConfig.fromEnvironment(_ENVIRONMENT, dict(os.environ), _SETTINGS)
+            settings = proxyConfig.merge(given, self["config"], _SETTINGS, environment)
             parseAddress(settings["address"])
             if not settings["disableHealthCheckServer"]:
                 parseAddress(settings["healthCheckAddress"])
@@ -75,7 +83,10 @@ class Options(usage.Options):
             settings["enabledRealms"] = self._enabledRealms(settings)
         except (ValueError, UnknownAlgorithm) as e:
             raise usage.UsageError(str(e)) from None
-        if not settings["lrpDirectory"] and not settings["bbsAddress"]:
+        needsDirectory = any(
+            getattr(plugin, "usesDirectory", True) for plugin in settings["enabledRealms"]
+        )
+        if needsDirectory and not settings["lrpDirectory"] and not settings["bbsAddress"]:
             raise usage.UsageError("give --bbsAddress (Diego) or --lrpDirectory (a local table)")
         if settings["backendsTLSEnabled"] and not settings["backendsTLSCACertificates"]:
             raise usage.UsageError("--backendsTLSEnabled needs --backendsTLSCACertificates")
@@ -101,6 +112,8 @@ class Options(usage.Options):
 
 
 def _directory(reactor: Any, settings: dict[str, Any]) -> Any:
+    if not settings["lrpDirectory"] and not settings["bbsAddress"]:
+        return None  # only realms that find their own targets are enabled
     placement = {
         "connectToInstanceAddress": settings["connectToInstanceAddress"],
         "backendsTLSEnabled": settings["backendsTLSEnabled"],
@@ -193,14 +206,18 @@ def makeService(config: Options) -> IService:
     def connect(target: Any) -> Any:
         return connectBackend(reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions)
 
-    portal = Portal(
-        ProxyRealm(connect, reactor), [RealmDispatcher(_realms(reactor, settings, directory))]
-    )
+    realms = _realms(reactor, settings, directory)
+    keyRealms = [realm for realm in realms if IKeyRealm.providedBy(realm)]
+    passwordRealms = [realm for realm in realms if not IKeyRealm.providedBy(realm)]
+    checkers: list[Any] = []
+    if passwordRealms:
+        checkers.append(RealmDispatcher(passwordRealms))
+    if keyRealms:
+        checkers.append(KeyRealmChecker(keyRealms))
+    portal = Portal(ProxyRealm(connect, reactor), checkers)
     factory = ProxyFactory(portal, [hostKey], policy, reactor, settings["idleConnectionTimeout"])
     top = MultiService()
-    StreamServerEndpointService(
-        serverEndpoint(reactor, settings["address"]), factory
-    ).setServiceParent(top)
+    workers.listeningService(reactor, config, factory).setServiceParent(top)
     if not settings["disableHealthCheckServer"]:
         StreamServerEndpointService(
             serverEndpoint(reactor, settings["healthCheckAddress"]), healthSite()
