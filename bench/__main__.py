@@ -19,10 +19,18 @@ from typing import Any
 
 from bench import report
 from bench.idle import idleSessions
-from bench.measure import fileTransfer, loginLatency, loginRate, slowReader, throughput
+from bench.measure import (
+    fileTransfer,
+    loginLatency,
+    loginRate,
+    parallelThroughput,
+    slowReader,
+    throughput,
+)
 from bench.profile import profileProxy
-from bench.world import TWISTD_PLUGIN_HELP, startWorld
+from bench.world import TWISTD_PLUGIN_HELP, World, startWorld
 
+STREAMS = 4
 SECTIONS = ("throughput", "files", "latency", "rate", "idle", "slow", "profile", "workers")
 
 
@@ -69,6 +77,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def workersAvailable() -> bool:
     out = subprocess.run(TWISTD_PLUGIN_HELP, capture_output=True, text=True, check=False)
     return "--workers" in out.stdout
+
+
+def parallelWorkers(world: World, args: argparse.Namespace) -> dict[str, Any]:
+    """
+    4 transfers at once through a 1-worker and a 2-worker proxy, paths d and e.
+    """
+    proxies = {1: world.proxy, 2: world.startProxy("workers2", ["--workers=2"])}
+    results: dict[str, Any] = {}
+    for path in "ed":
+        for direction in ("down", "up"):
+            for count, proxy in proxies.items():
+                key = f"{path}-{direction}-{count}"
+                outcome = parallelThroughput(
+                    world, proxy, path, direction, STREAMS, args.runs, time.monotonic() + 600
+                )
+                results[key] = outcome
+                print(
+                    f"  {STREAMS} x {path} {direction}, {count} worker(s): "
+                    f"{report.mbps(outcome.sample)} "
+                    f"(logins per process: {report.spread(outcome.servedBy)})",
+                    flush=True,
+                )
+    return results
 
 
 def plain(value: Any) -> Any:
@@ -135,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             results["idle"] = idleSessions(world, args.stages, 420)
         if "workers" in args.sections:
             results["workers"] = workersAvailable()
+            if results["workers"]:
+                results["parallel"] = parallelWorkers(world, args)
     finally:
         world.stop()
     results["seconds"] = round(time.monotonic() - started)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bench.world import World, cpuSeconds, rssKiB
+from tests.support.proxy import Proxy
 
 MB = 1e6
 
@@ -266,3 +267,52 @@ def slowReader(world: World, seconds: float, rate: int = 1_000_000) -> SlowReade
     return SlowReader(
         time.monotonic() - t0, total["read"], base, peak, backendBase, backendPeak, series
     )
+
+
+@dataclass
+class Parallel:
+    """Aggregate MB/s of several transfers at once, and which proxy processes served them."""
+
+    sample: Sample
+    servedBy: list[int] = field(default_factory=list)
+
+
+def parallelThroughput(
+    world: World, proxy: Proxy, path: str, direction: str, streams: int, runs: int, deadline: float
+) -> Parallel:
+    """
+    C{streams} transfers of the bench file at once over path d or e through
+    C{proxy}: streams x size over the wall time from the first start to the last
+    end, less one login (they log in concurrently).
+    """
+    result = Parallel(Sample())
+    sample = result.sample
+    try:
+        sample.loginSeconds = loginOverhead(world, world.sshArgv(path, ["true"], proxy))
+    except (BenchFailure, subprocess.TimeoutExpired) as e:
+        sample.error = str(e)
+        return result
+    command = ["cat", "bench.bin"] if direction == "down" else ["cat > /dev/null"]
+    argv = world.sshArgv(path, command, proxy)
+    before = len(proxy.accessEvents())
+    for _ in range(runs):
+        if time.monotonic() > deadline and sample.values:
+            break
+        try:
+            with ThreadPoolExecutor(streams) as pool:
+                start = time.perf_counter()
+                stdin = str(world.data) if direction == "up" else None
+                futures = [pool.submit(timed, argv, world.env(), stdin) for _ in range(streams)]
+                for future in futures:
+                    future.result()
+                seconds = time.perf_counter() - start
+        except (BenchFailure, subprocess.TimeoutExpired) as e:
+            sample.error = str(e)
+            break
+        sample.values.append(streams * world.size / max(seconds - sample.loginSeconds, 1e-3) / MB)
+    result.servedBy = [
+        e["pid"]
+        for e in proxy.accessEvents()[before:]
+        if e.get("event") == "login" and e.get("outcome") == "success" and "pid" in e
+    ]
+    return result

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.idle import IdleResult
-from bench.measure import Rate, Sample, SlowReader, percentile
+from bench.measure import Parallel, Rate, Sample, SlowReader, percentile
 from bench.profile import Profile
 
 PATHS = {
@@ -35,6 +35,14 @@ def ms(sample: Sample) -> str:
         f"median {1000 * (sample.median or 0):.0f} ms, "
         f"p95 {1000 * percentile(sample.values, 95):.0f} ms, n={len(sample.values)}"
     )
+
+
+def spread(pids: list[int]) -> str:
+    """How many logins each process served, busiest first: C{3+1}."""
+    counts: dict[int, int] = {}
+    for pid in pids:
+        counts[pid] = counts.get(pid, 0) + 1
+    return "+".join(str(n) for n in sorted(counts.values(), reverse=True)) or "-"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -91,7 +99,7 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
                 "met" if mib <= 16 else "MISSED",
             ]
         )
-    if "workers" in results:
+    if "workers" in results and not results.get("parallel"):
         rows.append(
             [
                 "--workers N",
@@ -100,7 +108,42 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
                 "met" if results["workers"] else "MISSED",
             ]
         )
+    parallel: dict[str, Parallel] = results.get("parallel", {})
+    for key in sorted(parallel):
+        path, direction, count = key.split("-")
+        if count != "2":
+            continue
+        one = parallel.get(f"{path}-{direction}-1")
+        r = _ratio(parallel[key].sample, one.sample if one else None)
+        if r is not None:
+            rows.append(
+                [
+                    f"4 x {path} {direction}load: 2 workers > 1",
+                    f"{r:.2f} x",
+                    f"{r:.2f}",
+                    "met" if r > 1 else "MISSED",
+                ]
+            )
     return rows
+
+
+def _parallelTable(parallel: dict[str, Parallel]) -> str:
+    rows = []
+    for path in "ed":
+        for direction in ("down", "up"):
+            one, two = parallel.get(f"{path}-{direction}-1"), parallel.get(f"{path}-{direction}-2")
+            if one is None or two is None:
+                continue
+            r = _ratio(two.sample, one.sample)
+            rows.append(
+                [
+                    f"{path} {direction}load",
+                    f"{mbps(one.sample)} [{spread(one.servedBy)}]",
+                    f"{mbps(two.sample)} [{spread(two.servedBy)}]",
+                    f"{r:.2f}" if r is not None else "-",
+                ]
+            )
+    return table(["4 at once", "1 worker", "2 workers", "2 / 1"], rows)
 
 
 def render(results: dict[str, Any]) -> str:
@@ -216,6 +259,12 @@ def render(results: dict[str, Any]) -> str:
         rows = [[f"{prof.share(n):.1f}%", name] for name, n in prof.selfByFile.most_common(8)]
         out.append(table(["self", "file"], rows))
         out.append("")
+    parallel: dict[str, Parallel] = results.get("parallel", {})
+    if parallel:
+        out.append(
+            "Proxy --workers: 4 transfers at once, aggregate MB/s [logins served per process]"
+        )
+        out += [_parallelTable(parallel), ""]
     rows = targets(results)
     if rows:
         out.append("Targets")

@@ -17,8 +17,9 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.daemon import Daemon, freePort, startDaemon, waitForPort
 from tests.support.proxy import CREDENTIALS, Proxy, fingerprintOf, lrp, startProxy
@@ -113,6 +114,18 @@ class World:
     stock: StockKeySSHD
     daemon: Daemon
     proxy: Proxy
+    lrps: list[dict[str, Any]] = field(default_factory=list)
+    extraProxies: list[Proxy] = field(default_factory=list)
+
+    def startProxy(self, name: str, args: Sequence[str]) -> Proxy:
+        """
+        Another proxy with the same routes (e.g. C{--workers=2}); stopped with the world.
+        """
+        home = self.tmp / name
+        home.mkdir()
+        proxy = startProxy(home, self.lrps, extraArgs=("--idleConnectionTimeout=1h", *args))
+        self.extraProxies.append(proxy)
+        return proxy
 
     # --- client command lines -------------------------------------------------
     def _ssh(self) -> list[str]:
@@ -124,10 +137,11 @@ class World:
     def _proxyOptions(self, user: str) -> list[str]:
         return ["-o", "BatchMode=no", "-o", "PubkeyAuthentication=no", "-o", f"User={user}"]
 
-    def sshArgv(self, path: str, command: Sequence[str]) -> list[str]:
+    def sshArgv(self, path: str, command: Sequence[str], proxy: Proxy | None = None) -> list[str]:
         """
         ssh for one of the measured paths: a (stock), b (diego-sshd),
-        c (stock via stock ProxyJump), d (proxy -> diego-sshd), e (proxy -> stock).
+        c (stock via stock ProxyJump), d (proxy -> diego-sshd), e (proxy -> stock);
+        d and e through C{proxy} when given, else the world's proxy.
         """
         if path == "a":
             return [*self._ssh(), "-p", str(self.stock.port), f"{USER}@127.0.0.1", *command]
@@ -152,7 +166,7 @@ class World:
                 *self._ssh(),
                 *self._proxyOptions(user),
                 "-p",
-                str(self.proxy.port),
+                str((proxy or self.proxy).port),
                 "127.0.0.1",
                 *command,
             ]
@@ -195,7 +209,7 @@ class World:
             (home / UPLOAD_NAME).unlink(missing_ok=True)
 
     def stop(self) -> None:
-        for server in (self.proxy, self.daemon, self.stock):
+        for server in (*self.extraProxies, self.proxy, self.daemon, self.stock):
             try:
                 server.stop()
             except Exception as e:  # keep stopping the others
@@ -279,7 +293,7 @@ def startWorld(size: int, proxyArgs: Sequence[str] = ()) -> World:
         lrp("stock", "127.0.0.1", stock.port, stockRoute),
     ]
     proxy = startProxy(tmp, lrps, extraArgs=("--idleConnectionTimeout=1h", *proxyArgs))
-    return World(tmp, config, daemon.identity, data, size, stock, daemon, proxy)
+    return World(tmp, config, daemon.identity, data, size, stock, daemon, proxy, lrps)
 
 
 TWISTD_PLUGIN_HELP = [str(Path(sys.executable).with_name("twistd")), "diego-ssh-proxy", "--help"]

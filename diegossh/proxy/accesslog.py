@@ -4,12 +4,14 @@ The proxy's access log: one structured event per login attempt and per
 session end, in the C{diegossh.access} namespace so an operator can route
 them (C{--accessLog FILE} writes them as JSON lines).
 
-Events carry who, where from, to which instance, and why not; never a
-password, one-time code, token or key.
+Events carry who, where from, to which instance, and why not (and which
+proxy process served it, with C{--workers}); never a password, one-time code,
+token or key.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.logger import Logger
@@ -27,6 +29,7 @@ def _targetFields(result: LoginResult) -> dict[str, Any]:
         "index": target.index,
         "instance_guid": target.instance_guid,
         "backend": target.address,
+        "pid": os.getpid(),
         **result.audit,
     }
 

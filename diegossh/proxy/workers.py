@@ -1,0 +1,395 @@
+# -*- test-case-name: tests.test_proxy_workers -*-
+"""
+C{--workers N}: N proxy processes accepting on one listening socket.
+
+One reactor is one core. With N > 1 the process twistd started (the parent)
+binds the listening socket itself, accepts on it like any worker, and starts
+N-1 worker processes that inherit the same socket as file descriptor
+L{WORKER_FD} and adopt it with C{adoptStreamPort}. The kernel hands each new
+connection to whichever process calls C{accept} first, so an idle process
+takes the next login while a busy one is still working.
+
+Why one inherited socket rather than one C{SO_REUSEPORT} socket per process:
+  - the kernel spreads C{SO_REUSEPORT} connections by a hash of the address,
+    blind to load, so four transfers can land on one process while another
+    idles; a shared accept queue goes to whoever is free;
+  - connections waiting in a dead worker's own C{SO_REUSEPORT} queue are
+    reset; in a shared queue they wait for the next process to accept;
+  - the address is bound once, by the parent, before twistd drops privileges;
+    no other process of the same user can join the port.
+
+Each worker is a fresh Python (C{python -c}, not a fork of the running
+reactor) that builds its own portal, realms and directory from the parent's
+options. Those, and the host key (generated or loaded once, so every process
+shows the client the same key), reach it as one JSON line on its stdin, never
+on a command line. The worker keeps reading stdin: when the parent goes away,
+however it goes, the pipe closes and the worker stops; on Linux it also asks
+for SIGTERM at its parent's death (C{PR_SET_PDEATHSIG}). Workers serve no
+health check (the parent does) and log to their stdout, which the parent
+copies into its own log with the worker's pid. A worker that ends while the
+parent runs is logged and started again, after a delay that grows while
+workers keep dying young.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, Service
+from twisted.internet import defer
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from diegossh.addresses import parseAddress, serverEndpoint
+
+WORKER_FD = 3
+STOP_GRACE = 10.0
+RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
+# A worker that lived less than this is "dying young": the next delay doubles.
+YOUNG = 10.0
+_MAX_LINE = 16 * 1024
+_BOOT = "from diegossh.proxy.workers import runWorker; runWorker()"
+
+log = Logger()
+
+
+def listeningService(reactor: Any, config: Any, factory: Any) -> IService:
+    """
+    The service that accepts users' connections for C{factory}: the plain
+    endpoint with one process, a L{WorkerPool} with more, an adopted socket in a
+    worker.
+    """
+    settings = config["settings"]
+    inherited = settings.get("inheritedListenFD")
+    if inherited is not None:
+        return AdoptedPort(reactor, inherited, factory)
+    count = settings.get("workers") or 1
+    if count <= 1:
+        return StreamServerEndpointService(serverEndpoint(reactor, settings["address"]), factory)
+    return WorkerPool(reactor, settings["address"], factory, count - 1, workerOptions(config))
+
+
+def workerOptions(config: Any) -> dict[str, Any]:
+    """
+    What a worker needs to rebuild the parent's options: every option as given
+    (flags, C{config}, C{realms}), JSON-safe values only.
+    """
+    raw: dict[str, Any] = {}
+    for name, value in config.items():
+        if name == "settings":
+            continue
+        if value is None or isinstance(value, str | int | float | bool | list):
+            raw[name] = value
+    return raw
+
+
+def bindListener(address: str, backlog: int = 511) -> socket.socket:
+    """
+    A non-blocking listening TCP socket on C{address} (C{host:port}).
+    """
+    host, port = parseAddress(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))  # noqa: S104
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class AdoptedPort(Service):
+    """
+    A worker's listener: the socket inherited from the parent.
+    """
+
+    def __init__(self, reactor: Any, fd: int, factory: Any) -> None:
+        self._reactor = reactor
+        self._fd = fd
+        self._factory = factory
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        with socket.socket(fileno=os.dup(self._fd)) as probe:
+            family = probe.family
+        # adoptStreamPort takes its own duplicate; ours is no longer needed.
+        self.port = self._reactor.adoptStreamPort(self._fd, family, self._factory)
+        os.close(self._fd)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+        return None
+
+
+class _Worker(ProcessProtocol):
+    """
+    The parent's end of one worker: its stdin (the options, then held open as
+    the worker's lifeline) and its output, copied into the parent's log.
+    """
+
+    def __init__(self, pool: WorkerPool, slot: int, started: float) -> None:
+        self.pool = pool
+        self.slot = slot
+        self.started = started
+        self.pid: int | None = None
+        self.ended: defer.Deferred[None] = defer.Deferred()
+        self._partial = b""
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid  # type: ignore[union-attr]
+        self.transport.write(json.dumps(self.pool.boot).encode() + b"\n")  # type: ignore[union-attr]
+
+    def outReceived(self, data: bytes) -> None:
+        self._lines(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._lines(data)
+
+    def _lines(self, data: bytes) -> None:
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > _MAX_LINE:
+            complete.append(self._partial)
+            self._partial = b""
+        for line in complete:
+            if line.strip():
+                log.info(
+                    "worker {slot} (pid {pid}): {line}",
+                    slot=self.slot,
+                    pid=self.pid,
+                    line=line.decode("utf-8", "replace").rstrip(),
+                )
+
+    def processEnded(self, reason: Failure) -> None:
+        self._lines(b"\n")
+        self.pool._workerEnded(self, reason)
+        self.ended.callback(None)
+
+
+class WorkerPool(Service):
+    """
+    The parent's listener with C{workers} more processes on the same socket.
+    """
+
+    def __init__(self, reactor: Any, address: str, factory: Any, workers: int,
+                 options: dict[str, Any]) -> None:  # fmt: skip
+        self._reactor = reactor
+        self._address = address
+        self._factory = factory
+        self.workers = workers
+        self.boot = {
+            "options": options,
+            "hostKeys": [key.toString("OPENSSH").decode() for key in factory.privateKeys.values()],
+        }
+        self.socket: socket.socket | None = None
+        self.port: Any = None
+        self._running: dict[int, _Worker] = {}
+        self._delays: dict[int, float] = {}
+        self._restarts: dict[int, Any] = {}
+
+    def pids(self) -> list[int]:
+        """
+        The worker processes running now (not the parent).
+        """
+        return [w.pid for w in self._running.values() if w.pid is not None]
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self.socket is None:
+            self.socket = bindListener(self._address)
+
+    def startService(self) -> None:
+        if self.socket is None:
+            self.privilegedStartService()
+        super().startService()
+        assert self.socket is not None
+        self.port = self._reactor.adoptStreamPort(
+            self.socket.fileno(), self.socket.family, self._factory
+        )
+        log.info(
+            "listening on {address} with {n} worker processes besides this one",
+            address=self._address,
+            n=self.workers,
+        )
+        for slot in range(1, self.workers + 1):
+            self._spawn(slot)
+
+    def _spawn(self, slot: int) -> None:
+        self._restarts.pop(slot, None)
+        if not self.running or self.socket is None:
+            return
+        worker = _Worker(self, slot, self._reactor.seconds())
+        self._reactor.spawnProcess(
+            worker,
+            sys.executable,
+            [sys.executable, "-c", _BOOT],
+            env=dict(os.environ),
+            childFDs={0: "w", 1: "r", 2: "r", WORKER_FD: self.socket.fileno()},
+        )
+        self._running[slot] = worker
+        log.info("started worker {slot}: pid {pid}", slot=slot, pid=worker.pid)
+
+    def _workerEnded(self, worker: _Worker, reason: Failure) -> None:
+        if self._running.get(worker.slot) is worker:
+            del self._running[worker.slot]
+        if not self.running:
+            return
+        lived = self._reactor.seconds() - worker.started
+        previous = self._delays.get(worker.slot, RESTART_DELAY / 2)
+        delay = min(previous * 2, MAX_RESTART_DELAY) if lived < YOUNG else RESTART_DELAY
+        self._delays[worker.slot] = delay
+        log.warn(
+            "worker {slot} (pid {pid}) ended: {reason}; starting another in {delay:g}s",
+            slot=worker.slot,
+            pid=worker.pid,
+            reason=reason.getErrorMessage(),
+            delay=delay,
+        )
+        self._restarts[worker.slot] = self._reactor.callLater(delay, self._spawn, worker.slot)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        for call in self._restarts.values():
+            if call.active():
+                call.cancel()
+        self._restarts.clear()
+        waits = []
+        for worker in list(self._running.values()):
+            waits.append(worker.ended)
+            _signal(worker, signal.SIGTERM)
+        killer = self._reactor.callLater(STOP_GRACE, self._killAll)
+        stopped: list[Any] = [defer.DeferredList(waits)]
+        if self.port is not None:
+            stopped.append(defer.maybeDeferred(self.port.stopListening))
+
+        def done(result: Any) -> None:
+            if killer.active():
+                killer.cancel()
+            if self.socket is not None:
+                self.socket.close()
+                self.socket = None
+
+        return defer.DeferredList(stopped).addCallback(done)
+
+    def _killAll(self) -> None:
+        for worker in list(self._running.values()):
+            log.warn("worker {pid} did not stop; killing it", pid=worker.pid)
+            _signal(worker, signal.SIGKILL)
+
+
+def _signal(worker: _Worker, number: int) -> None:
+    try:
+        worker.transport.signalProcess(number)  # type: ignore[union-attr]
+    except Exception:  # noqa: S110 - it ended meanwhile
+        pass
+
+
+# -- the worker process
+
+
+def _dieWithParent() -> None:
+    """
+    Ask Linux for SIGTERM when the parent dies; a parent already gone ends us now.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if parent == 1 or os.getppid() != parent:
+        os._exit(0)
+
+
+def _watchParent(reactor: Any) -> None:
+    """
+    Stop when stdin (the parent's pipe) closes.
+    """
+    from twisted.internet import stdio
+    from twisted.internet.protocol import Protocol
+
+    class Lifeline(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            pass
+
+        def connectionLost(self, reason: Any = None) -> None:
+            if reactor.running:
+                reactor.stop()
+
+    standardIO: Any = stdio.StandardIO
+    standardIO(Lifeline(), stdin=0, stdout=os.open(os.devnull, os.O_WRONLY), reactor=reactor)
+
+
+def _stdoutObserver(event: dict[str, Any]) -> None:
+    from twisted.logger import eventAsText
+
+    text = eventAsText(event, includeTimestamp=False)
+    try:
+        sys.stdout.write(text.replace("\n", "\n\t") + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def buildWorkerOptions(boot: dict[str, Any], fd: int = WORKER_FD) -> Any:
+    """
+    The parent's options rebuilt in a worker, listening on the inherited C{fd}.
+    """
+    from twisted.conch.ssh import keys
+
+    from diegossh.proxy import tap
+
+    options = tap.Options()
+    options.update(boot["options"])
+    options.postOptions()
+    settings = options["settings"]
+    settings["workers"] = 1
+    settings["inheritedListenFD"] = fd
+    settings["disableHealthCheckServer"] = True
+    hostKeys = boot.get("hostKeys") or []
+    if hostKeys:
+        settings["hostKeyObject"] = keys.Key.fromString(hostKeys[0].encode())
+    return options
+
+
+def runWorker() -> None:
+    """
+    The worker's main: read the parent's options from stdin, serve until told to stop.
+    """
+    _dieWithParent()
+    line = sys.stdin.buffer.readline()
+    if not line:
+        sys.exit(0)
+    boot = json.loads(line)
+    from twisted.logger import globalLogBeginner
+
+    observer: Any = _stdoutObserver
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    from twisted.internet import reactor
+
+    from diegossh.proxy import tap
+
+    options = buildWorkerOptions(boot)
+    service = tap.makeService(options)
+    r: Any = reactor
+    _watchParent(r)
+    service.startService()
+    r.addSystemEventTrigger("before", "shutdown", service.stopService)
+    r.run()
