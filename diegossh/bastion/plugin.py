@@ -1,0 +1,101 @@
+# -*- test-case-name: tests.test_bastion_interop -*-
+"""
+The bastion as a realm plugin (C{--realm bastion}): settings, environment
+variables, and the assembly of engine, key cache and realm.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from diegossh.bastion import settings as bastionSettings
+from diegossh.interfaces import IRealmPlugin
+
+IN_CLUSTER_HOST = "KUBERNETES_SERVICE_HOST"
+
+
+def chooseEngine(settings: dict[str, Any], environ: dict[str, str]) -> str:
+    """
+    C{docker}, C{kubernetes} or C{none}. C{auto} means: in a pod (the service
+    account's variables are set) or with a kubeconfig, Kubernetes; else Docker.
+    """
+    if settings["manualAuthFile"]:
+        return "none"
+    engine = str(settings["containerEngine"])
+    if engine != "auto":
+        return engine
+    if environ.get(IN_CLUSTER_HOST) or settings["kubeconfig"]:
+        return "kubernetes"
+    return "docker"
+
+
+def buildEngine(reactor: Any, settings: dict[str, Any], environ: dict[str, str]) -> Any:
+    kind = chooseEngine(settings, environ)
+    labels = bastionSettings.parseLabels(settings["sshTargetLabels"] or "")
+    timeout = settings["communicationTimeout"]
+    if kind == "none":
+        return None
+    if kind == "docker":
+        from diegossh.bastion.docker import DockerEngine
+
+        socketPath = settings["dockerHost"][len("unix://") :]
+        return DockerEngine(reactor, socketPath, labels, timeout, network=settings["dockerNetwork"])
+    from diegossh.bastion.kubernetes import KubernetesEngine
+
+    namespace = settings["kubernetesNamespace"]
+    if settings["kubeconfig"]:
+        return KubernetesEngine.fromKubeconfig(
+            reactor, settings["kubeconfig"], labels, timeout, namespace=namespace
+        )
+    return KubernetesEngine.fromInCluster(reactor, labels, timeout, namespace=namespace)
+
+
+@implementer(IPlugin, IRealmPlugin)
+class BastionRealmPlugin:
+    name = "bastion"
+    description = (
+        "a bastion for Docker or Kubernetes containers: keys the targets publish, "
+        "direct-tcpip tunnels only (ssh -J)"
+    )
+    settings = bastionSettings.SETTINGS
+    environment = bastionSettings.ENVIRONMENT
+    usesDirectory = False
+
+    def check(self, settings: dict[str, Any]) -> None:
+        bastionSettings.validate(settings)
+
+    def build(self, reactor: Any, settings: dict[str, Any], directory: Any) -> Any:
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from diegossh.bastion.keycache import KeyCache
+        from diegossh.bastion.policy import TargetPolicy
+        from diegossh.bastion.publickey import PublicKeyAPI
+        from diegossh.bastion.realm import BastionRealm
+
+        environ = dict(os.environ)
+        engine = buildEngine(reactor, settings, environ)
+        timeout = settings["communicationTimeout"]
+        fetch = None
+        if engine is not None:
+            agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+            port = bastionSettings.parsePort(settings["sshTargetPublickeyApiPort"])
+            fetch = PublicKeyAPI(agent, reactor, port, timeout).fetch
+        cache = KeyCache(
+            reactor,
+            engine,
+            fetch,
+            settings["sshTargetKeyPath"],
+            settings["authorizedKeysCache"],
+            settings["keyRefreshInterval"],
+            settings["keyRefreshMinInterval"],
+        )
+        reactor.callWhenRunning(cache.start)
+        reactor.addSystemEventTrigger("before", "shutdown", cache.stop)
+        policy = TargetPolicy.fromSettings(
+            settings["sshPermitTargetHost"], settings["sshPermitTargetPort"]
+        )
+        return BastionRealm(reactor, cache, policy, timeout)
