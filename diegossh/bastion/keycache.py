@@ -82,6 +82,7 @@ class KeyCache:
         self._fileKeys: dict[bytes, AuthorizedKey] = {}
         self._fileStamp: tuple[float, int] | None = None
         self._inflight: defer.Deferred[None] | None = None
+        self._waiters: list[defer.Deferred[None]] = []
         self._lastKnock = -math.inf
         self._loop: task.LoopingCall | None = None
         self.refreshes = 0
@@ -160,22 +161,21 @@ class KeyCache:
         """
         One refresh at a time: callers during one wait for that one.
         """
-        if self._inflight is None:
-            self._inflight = defer.ensureDeferred(self._refresh())
-
-            def done(result: object) -> object:
-                self._inflight = None
-                return result
-
-            self._inflight.addBoth(done)
         waiter: defer.Deferred[None] = defer.Deferred()
-
-        def release(result: object) -> object:
-            waiter.callback(None)
-            return result
-
-        self._inflight.addBoth(release)
+        if self._inflight is None:
+            self._waiters = [waiter]
+            self._inflight = defer.ensureDeferred(self._refresh())
+            self._inflight.addErrback(lambda f: log.failure("refresh failed", f))
+            self._inflight.addBoth(self._refreshed)
+        else:
+            self._waiters.append(waiter)
         return waiter
+
+    def _refreshed(self, result: object) -> None:
+        self._inflight = None
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     async def _refresh(self) -> None:
         self.refreshes += 1
