@@ -43,7 +43,7 @@ def sha256Fingerprint(key: keys.Key) -> str:
     """
     C{SHA256:...} as C{ssh-keygen -l} prints it, so logs match what users see.
     """
-    return "SHA256:" + key.fingerprint(keys.FingerprintFormats.SHA256_BASE64)
+    return "SHA256:" + key.fingerprint(keys.FingerprintFormats.SHA256_BASE64).rstrip("=")
 
 
 @implementer(ICredentialsChecker)
@@ -92,4 +92,3 @@ class KeyRealmChecker:
         if lastDenial is not None:
             raise lastDenial
         raise Denied(BadCredentials(), "?")
-

@@ -220,7 +220,8 @@ async def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[byt
     A client, off the reactor thread (the stand-in APIs run on the reactor).
     """
     kwargs.setdefault("timeout", 60)
-    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    if "input" not in kwargs:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
 
     def call() -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(argv, capture_output=True, check=False, **kwargs)
