@@ -68,12 +68,21 @@ def fold(text: str, direction: str) -> Profile:
 
 
 def profileProxy(world: World, direction: str, seconds: float, out: Path) -> Profile:
+    return profileServer(world, "d", world.proxy.proc.pid, direction, seconds, out)
+
+
+def profileServer(
+    world: World, path: str, pid: int, direction: str, seconds: float, out: Path
+) -> Profile:
+    """
+    py-spy on process C{pid} while path C{path} moves data in C{direction}.
+    """
     spy = pySpy()
     if spy is None:
         return Profile(direction, error="py-spy not installed (.venv/bin/pip install py-spy)")
     stop = time.monotonic() + seconds + 2
     command = ["cat", "bench.bin"] if direction == "down" else ["cat > /dev/null"]
-    argv = world.sshArgv("d", command)
+    argv = world.sshArgv(path, command)
 
     def load() -> None:
         while time.monotonic() < stop:
@@ -102,7 +111,7 @@ def profileProxy(world: World, direction: str, seconds: float, out: Path) -> Pro
             spy,
             "record",
             "--pid",
-            str(world.proxy.proc.pid),
+            str(pid),
             "--duration",
             str(int(seconds)),
             "--rate",

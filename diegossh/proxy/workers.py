@@ -5,9 +5,10 @@ C{--workers N}: N proxy processes accepting on one listening socket.
 One reactor is one core. With N > 1 the process twistd started (the parent)
 binds the listening socket itself, accepts on it like any worker, and starts
 N-1 worker processes that inherit the same socket as file descriptor
-L{WORKER_FD} and adopt it with C{adoptStreamPort}. The kernel hands each new
-connection to whichever process calls C{accept} first, so an idle process
-takes the next login while a busy one is still working.
+L{WORKER_FD} and adopt it as C{adoptStreamPort} would. The kernel hands each
+new connection to whichever process calls C{accept} first, so an idle process
+takes the next login while a busy one is still working; each process accepts
+one connection per wake-up (L{SharedPort}), so a burst is spread too.
 
 Why one inherited socket rather than one C{SO_REUSEPORT} socket per process:
   - the kernel spreads C{SO_REUSEPORT} connections by a hash of the address,
@@ -42,7 +43,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -91,6 +92,34 @@ def workerOptions(config: Any) -> dict[str, Any]:
     return raw
 
 
+class SharedPort(tcp.Port):
+    """
+    A listening port shared with other processes: one C{accept} per wake-up.
+
+    Twisted's port accepts up to C{numberAccepts} (100 and growing) connections
+    each time the socket is readable, so when four clients connect at once the
+    first process to wake takes all four. Taking one and going back to the
+    reactor lets the other processes, woken by the same readiness, take theirs.
+    """
+
+    @property
+    def numberAccepts(self) -> int:
+        return 1
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:
+        pass
+
+
+def adoptShared(reactor: Any, fd: int, family: int, factory: Any) -> SharedPort:
+    """
+    What C{reactor.adoptStreamPort} does for TCP, with a L{SharedPort}.
+    """
+    port = SharedPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port.startListening()
+    return port
+
+
 def bindListener(address: str, backlog: int = 511) -> socket.socket:
     """
     A non-blocking listening TCP socket on C{address} (C{host:port}).
@@ -125,7 +154,7 @@ class AdoptedPort(Service):
         with socket.socket(fileno=os.dup(self._fd)) as probe:
             family = probe.family
         # adoptStreamPort takes its own duplicate; ours is no longer needed.
-        self.port = self._reactor.adoptStreamPort(self._fd, family, self._factory)
+        self.port = adoptShared(self._reactor, self._fd, family, self._factory)
         os.close(self._fd)
 
     def stopService(self) -> Any:
@@ -216,8 +245,8 @@ class WorkerPool(Service):
             self.privilegedStartService()
         super().startService()
         assert self.socket is not None
-        self.port = self._reactor.adoptStreamPort(
-            self.socket.fileno(), self.socket.family, self._factory
+        self.port = adoptShared(
+            self._reactor, self.socket.fileno(), self.socket.family, self._factory
         )
         log.info(
             "listening on {address} with {n} worker processes besides this one",
