@@ -247,6 +247,13 @@ async def test_logins_and_tunnels_are_in_the_access_log(world: World) -> None:
     assert last["address"] == ALPHA
     assert last["bytes_to_client"] > 1000 and last["bytes_from_client"] > 0
     assert last["duration"] >= 0
+    stranger = fingerprintOf(world.tmp / "stranger" / "stranger_id_ed25519.pub")
+    assert any(
+        e.get("event") == "login"
+        and e.get("outcome") == "denied"
+        and e.get("fingerprint") == stranger
+        for e in events
+    )
     refused = [e for e in events if e.get("event") == "tunnel" and e.get("outcome") == "refused"]
     assert any(e["target"] == "ws-beta" for e in refused)
     assert "PRIVATE KEY" not in world.bastion.accessLog.read_text()

@@ -44,7 +44,10 @@ def loginSucceeded(client: str, result: LoginResult) -> None:
     )
 
 
-def loginFailed(client: str, username: str, realm: str, reason: str) -> None:
+def loginFailed(client: str, username: str, realm: str, reason: str, **audit: str) -> None:
+    """
+    C{audit}: what else identifies the attempt (a key's fingerprint), never a secret.
+    """
     _log.info(
         "Login by {client} as {username} denied: {reason}",
         event="login",
@@ -53,6 +56,7 @@ def loginFailed(client: str, username: str, realm: str, reason: str) -> None:
         username=username,
         realm=realm,
         reason=reason,
+        **audit,
     )
 
 

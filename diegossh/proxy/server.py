@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.conch.error import ValidPublicKey
+from twisted.conch.error import IgnoreAuthentication, ValidPublicKey
 from twisted.conch.interfaces import IConchUser
-from twisted.conch.ssh import common, transport
+from twisted.conch.ssh import common, keys, transport
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -21,7 +21,7 @@ from zope.interface import implementer
 from diegossh.proxy import accesslog
 from diegossh.proxy.backend import BackendTransport
 from diegossh.proxy.errors import LoginDenied
-from diegossh.proxy.keylogin import KeyLogin
+from diegossh.proxy.keylogin import KeyLogin, sha256Fingerprint
 from diegossh.proxy.login import Denied, LoginResult, ProxyCredentials
 from diegossh.proxy.relay import ClientRelayService, Relay
 from diegossh.ssh.algorithms import AlgorithmPolicy
@@ -108,9 +108,13 @@ class ProxyUserAuthServer(UserAuthServer):
 
     def auth_publickey(self, packet: bytes) -> Any:
         d = super().auth_publickey(packet)
-        if packet[:1] != b"\x00":
-            # Only attempts with a signature are logins; probes are not logged.
-            d.addErrback(self._denied)
+        try:
+            fingerprint = sha256Fingerprint(keys.Key.fromString(common.getNS(packet[1:], 2)[1]))
+        except Exception:
+            fingerprint = "unreadable key"
+        # A refused key is logged whether or not the client signed: clients
+        # only sign for keys the server said it would take.
+        d.addErrback(self._denied, fingerprint=fingerprint)
         return d
 
     def auth_password(self, packet: bytes) -> Any:
@@ -120,14 +124,14 @@ class ProxyUserAuthServer(UserAuthServer):
         d.addErrback(self._denied)
         return d
 
-    def _denied(self, failure: Failure) -> Failure:
+    def _denied(self, failure: Failure, **audit: str) -> Failure:
         username = (self.user or b"").decode("utf-8", "replace")
-        if failure.check(ValidPublicKey):
+        if failure.check(ValidPublicKey, IgnoreAuthentication):
             return failure
         if isinstance(failure.value, Denied):
             denied = failure.value
             accesslog.loginFailed(
-                self.transport.peerAddress, username, denied.realm, denied.denial.reason
+                self.transport.peerAddress, username, denied.realm, denied.denial.reason, **audit
             )
             if denied.visible:
                 self.transport.sendPacket(
