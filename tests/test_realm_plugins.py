@@ -24,7 +24,7 @@ EXAMPLES = ROOT / "docs" / "examples"
 
 def test_builtin_realms_are_plugins() -> None:
     realms = installedRealms()
-    assert {"diego", "cf"} <= set(realms)
+    assert {"diego", "cf", "bastion"} <= set(realms)
 
 
 def test_help_lists_installed_realms_and_unknown_realm_is_refused(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_help_lists_installed_realms_and_unknown_realm_is_refused(tmp_path: Path
     helped = subprocess.run([TWISTD, "diego-ssh-proxy", "--help"], capture_output=True,
                             text=True, env=env, cwd=tmp_path, check=False)  # fmt: skip
     assert "Realms installed:" in helped.stdout
-    for name in ("cf (", "diego (", "static ("):
+    for name in ("bastion (", "cf (", "diego (", "static ("):
         assert name in helped.stdout.replace("\n", " ")
     assert "--staticRealmFile" in helped.stdout
     refused = subprocess.run(

@@ -1,0 +1,81 @@
+"""
+The bastion's settings at start-up: flags, environment variables (the names
+ml-tooling's ssh-proxy reads) and the config file, in that order of
+precedence, checked before the proxy starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from twisted.python import usage
+
+from diegossh.bastion.plugin import chooseEngine
+from diegossh.proxy.tap import Options
+
+
+def options(*args: str) -> Options:
+    o = Options()
+    o.parseOptions(list(args))
+    return o
+
+
+def test_bastion_alone_needs_no_lrp_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSH_PERMIT_TARGET_HOST", raising=False)
+    settings = options("--realm", "bastion")["settings"]
+    assert [p.name for p in settings["enabledRealms"]] == ["bastion"]
+    assert settings["sshPermitTargetHost"] == "*"
+    assert settings["sshTargetKeyPath"] == "~/.ssh/id_ed25519.pub"
+    # a relaying realm beside it still needs one
+    with pytest.raises(usage.UsageError, match="bbsAddress"):
+        options("--realm", "bastion", "--realm", "diego", "--diegoCredentials=x")
+
+
+def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "proxy.json"
+    config.write_text(json.dumps({"ssh_permit_target_host": "from-file-*",
+                                  "ssh_permit_target_port": "2222"}))  # fmt: skip
+    monkeypatch.setenv("SSH_PERMIT_TARGET_HOST", "workspace-*")
+    monkeypatch.setenv("MANUAL_AUTH_FILE", "true")
+    monkeypatch.setenv("SSH_KEY_REFRESH_INTERVAL", "2m")
+    settings = options("--realm", "bastion", f"--config={config}")["settings"]
+    assert settings["sshPermitTargetHost"] == "workspace-*"  # the variable beats the file
+    assert settings["sshPermitTargetPort"] == "2222"  # the file beats the default
+    assert settings["manualAuthFile"] is True
+    assert settings["keyRefreshInterval"] == 120.0
+    flagged = options("--realm", "bastion", "--sshPermitTargetHost=db-*")["settings"]
+    assert flagged["sshPermitTargetHost"] == "db-*"  # the flag beats the variable
+    monkeypatch.setenv("MANUAL_AUTH_FILE", "false")
+    assert options("--realm", "bastion")["settings"]["manualAuthFile"] is False
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("SSH_TARGET_LABELS", "team", "label=value"),
+        ("SSH_PERMIT_TARGET_PORT", "ssh", "not a TCP port"),
+        ("SSH_TARGET_PUBLICKEY_API_PORT", "99999", "not a TCP port"),
+        ("MANUAL_AUTH_FILE", "yes", "not true or false"),
+        ("SSH_CONTAINER_ENGINE", "podman", "containerEngine"),
+        ("SSH_KEY_REFRESH_INTERVAL", "often", "not a duration"),
+    ],
+)
+def test_bad_settings_stop_the_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, complaint: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(usage.UsageError, match=complaint):
+        options("--realm", "bastion")
+
+
+def test_engine_choice() -> None:
+    base = {"manualAuthFile": False, "containerEngine": "auto", "kubeconfig": None}
+    assert chooseEngine(base, {}) == "docker"
+    assert chooseEngine(base, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == "kubernetes"
+    assert chooseEngine({**base, "kubeconfig": "/k"}, {}) == "kubernetes"
+    assert chooseEngine(
+        {**base, "containerEngine": "docker"}, {"KUBERNETES_SERVICE_HOST": "x"}
+    ) == ("docker")
+    assert chooseEngine({**base, "manualAuthFile": True}, {}) == "none"
