@@ -11,7 +11,7 @@ import re
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -20,6 +20,7 @@ from diegossh.bastion.targets import EngineError
 __all__ = [
     "MAX_FILE_SIZE",
     "CommandFailed",
+    "EngineClient",
     "ExecOutput",
     "catCommand",
     "printable",
@@ -158,3 +159,45 @@ def withDeadline(
 def jsonObject(value: object) -> Mapping[str, Any]:
     """C{value} if it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
+
+
+class EngineClient:
+    """
+    The part of L{diegossh.interfaces.IContainerEngine} both engines write
+    the same way: each call under one deadline, the path checked first.
+    Subclasses set C{_reactor} and C{_timeout} and write C{_where},
+    C{_list} and C{_read}.
+    """
+
+    _reactor: Any
+    _timeout: float
+
+    def listTargets(self) -> Deferred[list[Any]]:
+        """See L{diegossh.interfaces.IContainerEngine.listTargets}."""
+        return withDeadline(self._reactor, self._timeout, self._where(), self._list())
+
+    def readFile(self, target: object, path: str) -> Deferred[bytes]:
+        """
+        See L{diegossh.interfaces.IContainerEngine.readFile}; C{target} is an
+        L{EngineTarget} from L{listTargets}. A C{path} that is neither
+        absolute nor C{~/...} fails with L{ValueError} (see L{catCommand}).
+        """
+        from diegossh.bastion.targets import EngineTarget
+
+        assert isinstance(target, EngineTarget)
+        try:
+            command = catCommand(path)
+        except ValueError:
+            return fail()
+        return withDeadline(
+            self._reactor, self._timeout, self._where(), self._read(target, path, command)
+        )
+
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    async def _list(self) -> list[Any]:
+        raise NotImplementedError
+
+    async def _read(self, target: Any, path: str, command: list[str]) -> bytes:
+        raise NotImplementedError

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.web.client import URI, Agent
@@ -29,12 +29,11 @@ from zope.interface import implementer
 
 from diegossh.bastion._docker_stream import readExecStream
 from diegossh.bastion._engineapi import (
+    EngineClient,
     ExecOutput,
-    catCommand,
     jsonObject,
     printable,
     reasonText,
-    withDeadline,
 )
 from diegossh.bastion.targets import EngineError, EngineTarget
 from diegossh.interfaces import IContainerEngine
@@ -72,7 +71,7 @@ def _checkLabels(labels: Mapping[str, str]) -> dict[str, str]:
 
 
 @implementer(IContainerEngine)
-class DockerEngine:
+class DockerEngine(EngineClient):
     """
     Finds running containers that carry every label in C{labels} and reads
     files inside them, through the Docker daemon at C{socketPath}.
@@ -106,25 +105,6 @@ class DockerEngine:
 
     def __repr__(self) -> str:
         return f"<DockerEngine {self._socketPath} labels={self._labels!r}>"
-
-    def listTargets(self) -> Deferred[list[EngineTarget]]:
-        """See L{IContainerEngine.listTargets}."""
-        return withDeadline(self._reactor, self._timeout, self._where(), self._list())
-
-    def readFile(self, target: object, path: str) -> Deferred[bytes]:
-        """
-        See L{IContainerEngine.readFile}; C{target} is an L{EngineTarget}
-        from L{listTargets}. A C{path} that is neither absolute nor C{~/...}
-        fails with L{ValueError} (see L{diegossh.bastion._engineapi.catCommand}).
-        """
-        assert isinstance(target, EngineTarget)
-        try:
-            command = catCommand(path)
-        except ValueError:
-            return fail()
-        return withDeadline(
-            self._reactor, self._timeout, self._where(), self._read(target, path, command)
-        )
 
     def _where(self) -> str:
         return f"the Docker engine at {self._socketPath}"

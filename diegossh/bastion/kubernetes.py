@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.client import Agent
@@ -32,12 +32,11 @@ from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from diegossh.bastion._engineapi import (
+    EngineClient,
     ExecOutput,
-    catCommand,
     jsonObject,
     printable,
     reasonText,
-    withDeadline,
 )
 from diegossh.bastion._kubernetes_config import (
     SERVICE_ACCOUNT_DIR,
@@ -79,7 +78,7 @@ def _checkLabels(labels: Mapping[str, str]) -> dict[str, str]:
 
 
 @implementer(IContainerEngine)
-class KubernetesEngine:
+class KubernetesEngine(EngineClient):
     """
     Finds running pods in C{namespace} that carry every label in C{labels}
     and reads files inside them.
@@ -189,25 +188,6 @@ class KubernetesEngine:
     @property
     def namespace(self) -> str:
         return self._namespace
-
-    def listTargets(self) -> Deferred[list[EngineTarget]]:
-        """See L{IContainerEngine.listTargets}."""
-        return withDeadline(self._reactor, self._timeout, self._where(), self._list())
-
-    def readFile(self, target: object, path: str) -> Deferred[bytes]:
-        """
-        See L{IContainerEngine.readFile}; C{target} is an L{EngineTarget}
-        from L{listTargets}. A C{path} that is neither absolute nor C{~/...}
-        fails with L{ValueError}.
-        """
-        assert isinstance(target, EngineTarget)
-        try:
-            command = catCommand(path)
-        except ValueError:
-            return fail()
-        return withDeadline(
-            self._reactor, self._timeout, self._where(), self._read(target, path, command)
-        )
 
     def _where(self) -> str:
         return f"the Kubernetes API at {self._apiURL}"
