@@ -7,7 +7,6 @@ clients going through it with C{-J} or C{ProxyCommand}.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.support.daemon import TWISTD, freePort, waitForPort
+from tests.support.proxy import readAccessLog
 from tests.support.stocksshd import SSHD, USER, ensureUser
 
 BASE_OPTIONS = [
@@ -182,10 +182,7 @@ class Bastion:
         return ["ssh", "-F", str(self.clientConfig(key)), *args, "bastion"]
 
     def accessEvents(self) -> list[dict[str, Any]]:
-        if not self.accessLog.exists():
-            return []
-        text = self.accessLog.read_text().replace("\x1e", "\n")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return readAccessLog(self.accessLog)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

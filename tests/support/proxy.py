@@ -43,6 +43,16 @@ def lrp(
     }
 
 
+def readAccessLog(path: Path) -> list[dict[str, Any]]:
+    """
+    The events of a C{--accessLog} file (JSON records, RS-separated).
+    """
+    if not path.exists():
+        return []
+    text = path.read_text().replace("\x1e", "\n")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 @dataclass
 class Proxy:
     port: int
@@ -82,10 +92,7 @@ class Proxy:
         raise RuntimeError("no VmRSS")
 
     def accessEvents(self) -> list[dict[str, Any]]:
-        if not self.accessLog.exists():
-            return []
-        text = self.accessLog.read_text().replace("\x1e", "\n")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return readAccessLog(self.accessLog)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
