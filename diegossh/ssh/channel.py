@@ -38,6 +38,8 @@ class BufferedChannel(FlowControlledChannel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queue: deque[tuple[int | None, bytes]] = deque()
+        # How much of the chunk at the head of the queue has gone out already.
+        self._headSent = 0
         self.bufferedBytes = 0
         self._producer: Any = None
         self._producerPaused = False
@@ -82,13 +84,21 @@ class BufferedChannel(FlowControlledChannel):
         conn = self.conn
         while queue and self.remoteWindowLeft > 0:
             dataType, data = queue[0]
-            size = min(len(data), self.remoteWindowLeft, self.remoteMaxPacket)
-            if size == len(data):
-                queue.popleft()
+            start = self._headSent
+            left = len(data) - start
+            size = min(left, self.remoteWindowLeft, self.remoteMaxPacket)
+            chunk: bytes | memoryview
+            if start == 0 and size == left:
                 chunk = data
             else:
-                chunk = data[:size]
-                queue[0] = (dataType, data[size:])
+                # A view, not a copy: a large chunk goes out as several
+                # packets without re-slicing what is left each time.
+                chunk = memoryview(data)[start : start + size]
+            if size == left:
+                queue.popleft()
+                self._headSent = 0
+            else:
+                self._headSent = start + size
             if dataType is None:
                 conn.sendData(self, chunk)
             else:
@@ -156,6 +166,7 @@ class BufferedChannel(FlowControlledChannel):
         Close now, dropping whatever is queued.
         """
         self._queue.clear()
+        self._headSent = 0
         self.bufferedBytes = 0
         self.closing = 1
         if not self.localClosed:

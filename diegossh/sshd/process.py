@@ -6,12 +6,14 @@ Twisted's stock process support reads pipes and ptys 8 KiB at a time (each
 read becomes its own SSH packet) and, with pipes, leaves the child in the
 daemon's process group, so a C{signal} request or a vanished client could not
 reach the child's own children. Here the child leads a new session (so
-C{killpg} reaches everything it started) and output is read 64 KiB at a time.
+C{killpg} reaches everything it started), its pipes hold 1 MiB, and output
+is read 256 KiB at a time.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +21,24 @@ from typing import Any
 from twisted.internet import process
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024
+# Pipes to and from the child: 1 MiB (Linux's default limit for a user) instead
+# of 64 KiB, so the child and the daemon each move more per wake-up of the other.
+PIPE_SIZE = 1024 * 1024
+
+
+def widenPipe(fd: int, size: int = PIPE_SIZE) -> None:
+    """
+    Ask for a larger pipe buffer where Linux allows it; keep the old size if not
+    (past the user's pipe quota, F_SETPIPE_SZ fails with EPERM).
+    """
+    setSize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setSize is None:
+        return
+    try:
+        fcntl.fcntl(fd, setSize, size)
+    except OSError:
+        pass
 
 
 def _readInto(fd: int, deliver: Any) -> Any:
@@ -46,6 +65,11 @@ class PipeProcess(process.Process):
     """
 
     processReaderFactory = _WideReader
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for pipe in self.pipes.values():
+            widenPipe(pipe.fileno())
 
     def _trySpawnInsteadOfFork(self, *args: Any, **kwargs: Any) -> bool:
         # posix_spawn cannot call setsid() in the child as Twisted invokes it;
