@@ -369,3 +369,38 @@ def test_chacha_known_answer() -> None:
     assert opener.need(seq, wire) == len(wire)
     with memoryview(wire) as view:
         assert opener.open(seq, view) == payload
+
+
+# -- messages sealed from pieces
+
+
+@pytest.mark.parametrize(("cipher", "mac"), COMBINATIONS, ids=IDS)
+def test_seal_message_equals_seal(cipher: str, mac: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    sealMessage(type, head, body) writes the same bytes as seal(type + head + body),
+    whether the body is bytes or a view into a larger buffer.
+    """
+    monkeypatch.setattr(packets._padding, "take", lambda n: b"\x5a" * n)
+    keys = Keys(cipher, mac)
+    joined, pieces = keys.sealer(), keys.sealer()
+    big = os.urandom(70000)
+    for seq, (head, body) in enumerate(
+        [(b"", b""), (b"\0\0\0\1", b"x"), (b"\0\0\0\2\0\0\x80\0", memoryview(big)[5 : 5 + 32768]),
+         (b"h" * 12, big), (b"", memoryview(big)[:0])]
+    ):  # fmt: skip
+        expected = joined.seal(seq, bytes((94,)) + head + bytes(body))
+        assert b"".join(pieces.sealMessage(seq, 94, head, body)) == expected
+
+
+@pytest.mark.parametrize(("cipher", "mac"), COMBINATIONS, ids=IDS)
+def test_seal_message_round_trip(cipher: str, mac: str) -> None:
+    keys = Keys(cipher, mac)
+    sealer, opener = keys.sealer(), keys.opener()
+    data = os.urandom(100000)
+    wire = b"".join(
+        b"".join(sealer.sealMessage(seq, 94, b"\0\0\0\7", memoryview(data)[seq * 32768 :][:32768]))
+        for seq in range(4)
+    )
+    opened = readAll(opener, wire)
+    assert [p[:5] for p in opened] == [b"\x5e\0\0\0\7"] * 4
+    assert b"".join(p[5:] for p in opened) == data

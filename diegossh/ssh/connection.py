@@ -141,6 +141,29 @@ class SSHConnection(conch.SSHConnection):
             struct.pack(">4L", localChannel, remoteChannel, windowSize, clamped) + packet[16:]
         )
 
+    def sendData(self, channel: Any, data: bytes | memoryview) -> None:
+        """
+        As Conch's, but C{data} (which may be a memoryview of a larger
+        buffer) is copied once, into the packet.
+        """
+        if channel.localClosed:
+            return
+        head = struct.pack(">2L", self.channelsToRemoteChannel[channel], len(data))
+        self._sendMessage(conch.MSG_CHANNEL_DATA, head, data)
+
+    def sendExtendedData(self, channel: Any, dataType: int, data: bytes | memoryview) -> None:
+        if channel.localClosed:
+            return
+        head = struct.pack(">3L", self.channelsToRemoteChannel[channel], dataType, len(data))
+        self._sendMessage(conch.MSG_CHANNEL_EXTENDED_DATA, head, data)
+
+    def _sendMessage(self, messageType: int, head: bytes, data: bytes | memoryview) -> None:
+        send = getattr(self.transport, "sendMessage", None)
+        if send is None:
+            self.transport.sendPacket(messageType, head + bytes(data))
+        else:
+            send(messageType, head, data)
+
     def ssh_CHANNEL_WINDOW_ADJUST(self, packet: bytes) -> None:
         localChannel, bytesToAdd = struct.unpack(">2L", packet[:8])
         channel = self.channels.get(localChannel)

@@ -105,6 +105,19 @@ class Sealer(Protocol):
 
     def seal(self, seq: int, payload: bytes) -> bytes: ...
 
+    def sealMessage(
+        self, seq: int, messageType: int, head: bytes, body: bytes | memoryview
+    ) -> list[bytes]:
+        """
+        The packet for message C{messageType} with payload C{head + body}, in
+        pieces to be written in order.
+        """
+        ...
+
+
+def _joinedMessage(messageType: int, head: bytes, body: bytes | memoryview) -> bytes:
+    return b"".join((bytes((messageType,)), head, body))
+
 
 class Opener(Protocol):
     """
@@ -131,6 +144,11 @@ class PlainSealer:
         pad = _padLength(5 + len(payload), self.blockSize)
         header = _UINT32.pack(1 + len(payload) + pad) + bytes((pad,))
         return header + payload + _padding.take(pad)
+
+    def sealMessage(
+        self, seq: int, messageType: int, head: bytes, body: bytes | memoryview
+    ) -> list[bytes]:
+        return [self.seal(seq, _joinedMessage(messageType, head, body))]
 
 
 class PlainOpener:
@@ -219,6 +237,11 @@ class CTRSealer:
         plain = _UINT32.pack(1 + len(payload) + pad) + bytes((pad,)) + payload + _padding.take(pad)
         return encrypt(plain) + self._mac.compute(seq, plain)
 
+    def sealMessage(
+        self, seq: int, messageType: int, head: bytes, body: bytes | memoryview
+    ) -> list[bytes]:
+        return [self.seal(seq, _joinedMessage(messageType, head, body))]
+
 
 class CTROpener:
     """
@@ -294,10 +317,25 @@ class GCMSealer:
         self._nonce = _GCMNonce(iv)
 
     def seal(self, seq: int, payload: bytes) -> bytes:
-        pad = _padLength(1 + len(payload), self.blockSize)
-        length = _UINT32.pack(1 + len(payload) + pad)
-        body = bytes((pad,)) + payload + _padding.take(pad)
-        return length + self._aead.encrypt(self._nonce.next(), body, length)
+        return b"".join(self.sealMessage(seq, payload[0], b"", memoryview(payload)[1:]))
+
+    def sealMessage(
+        self, seq: int, messageType: int, head: bytes, body: bytes | memoryview
+    ) -> list[bytes]:
+        # The plaintext is built once, in place: padding length, message type,
+        # head, body, padding; then one encryption. The clear length goes
+        # out as a piece of its own rather than copied in front.
+        headEnd = 2 + len(head)
+        bodyEnd = headEnd + len(body)
+        pad = _padLength(bodyEnd, self.blockSize)
+        plain = bytearray(bodyEnd + pad)
+        plain[0] = pad
+        plain[1] = messageType
+        plain[2:headEnd] = head
+        plain[headEnd:bodyEnd] = body
+        plain[bodyEnd:] = _padding.take(pad)
+        length = _UINT32.pack(len(plain))
+        return [length, self._aead.encrypt(self._nonce.next(), plain, length)]
 
 
 class GCMOpener:
@@ -367,6 +405,11 @@ class ChaChaSealer:
         encBody = _chachaStream(keys.main, seq, 1).encryptor().update(body)
         covered = encLength + encBody
         return covered + poly1305.Poly1305.generate_tag(keys.polyKey(seq), covered)
+
+    def sealMessage(
+        self, seq: int, messageType: int, head: bytes, body: bytes | memoryview
+    ) -> list[bytes]:
+        return [self.seal(seq, _joinedMessage(messageType, head, body))]
 
 
 class ChaChaOpener:

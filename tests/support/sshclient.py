@@ -35,6 +35,12 @@ class _RecordingSealer:
         self.log.append((seq, payload[0]))
         return self.inner.seal(seq, payload)
 
+    def sealMessage(
+        self, seq: int, messageType: int, head: bytes, body: bytes | memoryview
+    ) -> list[bytes]:
+        self.log.append((seq, messageType))
+        return self.inner.sealMessage(seq, messageType, head, body)
+
 
 class _RecordingOpener:
     def __init__(self, inner: Opener, log: list[tuple[int, int]]) -> None:
