@@ -7,7 +7,10 @@ global requests, channel opens, data, window adjustments, EOF, close) is
 passed to the other leg unchanged. Channel numbers need no mapping: each end
 chose its own, and the proxy opens no channels of its own. Window adjustments
 travel end to end, so the user's window paces the container and the proxy
-keeps no channel buffers at all.
+keeps no channel buffers at all. One change is made on the way: the backend
+is told a larger maximum packet than the user's (L{BACKEND_MAX_PACKET}), and
+its channel data is cut back to the user's maximum, so the leg between the
+proxy and the container carries fewer, larger packets.
 
 What the proxy does hold is bounded at the socket level: when one leg's socket
 cannot take more, the other leg's socket is not read. Messages for a leg in key
@@ -29,8 +32,19 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 MSG_GLOBAL_REQUEST = 80
+MSG_CHANNEL_OPEN = 90
+MSG_CHANNEL_OPEN_CONFIRMATION = 91
+MSG_CHANNEL_OPEN_FAILURE = 92
 MSG_CHANNEL_DATA = 94
 MSG_CHANNEL_EXTENDED_DATA = 95
+MSG_CHANNEL_CLOSE = 97
+# The maximum packet the proxy announces to the backend for the user's
+# channels: larger than OpenSSH clients' 32 KiB, so the container sends half
+# as many packets; the relay cuts them to the user's own maximum.
+BACKEND_MAX_PACKET = 64 * 1024
+# Channels whose user maximum the relay remembers; past this, opens pass unchanged.
+MAX_TRACKED_CHANNELS = 4096
+_UINT32 = struct.Struct(">L")
 # OpenSSH's sshd announces its host keys after login; relayed, a client with
 # UpdateHostKeys would learn the container's keys as the proxy's.
 _DROPPED_FROM_BACKEND = {b"hostkeys-00@openssh.com"}
@@ -82,6 +96,8 @@ class Relay:
         self.bytesFromClient = 0
         self.bytesFromBackend = 0
         self._onActivity = onActivity
+        # the user's maximum packet per channel (by the user's channel number)
+        self._clientMaxPacket: dict[int, int] = {}
 
     def start(self) -> None:
         clientGate = ReadGate(self.client.transport)
@@ -94,6 +110,8 @@ class Relay:
     def fromClient(self, messageNum: int, payload: bytes) -> None:
         if messageNum == MSG_CHANNEL_DATA or messageNum == MSG_CHANNEL_EXTENDED_DATA:
             self.bytesFromClient += len(payload)
+        elif messageNum == MSG_CHANNEL_OPEN or messageNum == MSG_CHANNEL_OPEN_CONFIRMATION:
+            payload = self._widenMaxPacket(messageNum, payload)
         if self._onActivity is not None:
             self._onActivity()
         self.backend.sendPacket(messageNum, payload)
@@ -101,11 +119,71 @@ class Relay:
     def fromBackend(self, messageNum: int, payload: bytes) -> None:
         if messageNum == MSG_CHANNEL_DATA or messageNum == MSG_CHANNEL_EXTENDED_DATA:
             self.bytesFromBackend += len(payload)
-        elif messageNum == MSG_GLOBAL_REQUEST and _dropped(payload):
+            if self._onActivity is not None:
+                self._onActivity()
+            self._dataToClient(messageNum, payload)
             return
+        if messageNum == MSG_GLOBAL_REQUEST and _dropped(payload):
+            return
+        if messageNum == MSG_CHANNEL_CLOSE or messageNum == MSG_CHANNEL_OPEN_FAILURE:
+            if len(payload) >= 4:
+                self._clientMaxPacket.pop(_UINT32.unpack_from(payload)[0], None)
         if self._onActivity is not None:
             self._onActivity()
         self.client.sendPacket(messageNum, payload)
+
+    # -- larger packets on the backend leg
+
+    def _widenMaxPacket(self, messageNum: int, payload: bytes) -> bytes:
+        """
+        Remember the user's maximum packet for the channel and announce
+        L{BACKEND_MAX_PACKET} to the backend instead. A message too short to
+        parse passes unchanged, for the backend to refuse.
+        """
+        if messageNum == MSG_CHANNEL_OPEN:
+            if len(payload) < 4:
+                return payload
+            at = 4 + _UINT32.unpack_from(payload)[0]  # after the channel type
+        else:
+            at = 4  # after the recipient channel
+        if len(payload) < at + 12:
+            return payload
+        if len(self._clientMaxPacket) >= MAX_TRACKED_CHANNELS:
+            return payload
+        channel = _UINT32.unpack_from(payload, at)[0]
+        maxPacket = _UINT32.unpack_from(payload, at + 8)[0]
+        if maxPacket == 0 or maxPacket >= BACKEND_MAX_PACKET:
+            return payload
+        self._clientMaxPacket[channel] = maxPacket
+        return payload[: at + 8] + _UINT32.pack(BACKEND_MAX_PACKET) + payload[at + 12 :]
+
+    def _dataToClient(self, messageNum: int, payload: bytes) -> None:
+        """
+        Channel data from the backend, cut to the user's maximum packet. The
+        bytes, and so the windows, are the same either way.
+        """
+        headSize = 8 if messageNum == MSG_CHANNEL_DATA else 12
+        limit = None
+        if len(payload) >= headSize:
+            limit = self._clientMaxPacket.get(_UINT32.unpack_from(payload)[0])
+        dataSize = len(payload) - headSize
+        if (
+            limit is None
+            or dataSize <= limit
+            or _UINT32.unpack_from(payload, headSize - 4)[0] != dataSize
+        ):
+            self.client.sendPacket(messageNum, payload)
+            return
+        fixed = payload[: headSize - 4]
+        view = memoryview(payload)
+        send = getattr(self.client, "sendMessage", None)
+        for start in range(headSize, len(payload), limit):
+            piece = view[start : start + limit]
+            head = fixed + _UINT32.pack(len(piece))
+            if send is None:
+                self.client.sendPacket(messageNum, head + bytes(piece))
+            else:
+                send(messageNum, head, piece)
 
     def stop(self) -> None:
         for leg in (self.client, self.backend):
