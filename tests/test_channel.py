@@ -77,7 +77,7 @@ def test_order_kept_across_kinds_and_partial_heads() -> None:
 
 
 def test_producer_paused_above_high_water_resumed_below_low_water() -> None:
-    chan, conn = channel(window=0, maxPacket=32768)
+    chan, _conn = channel(window=0, maxPacket=32768)
     producer = Producer()
     chan.registerProducer(producer, True)
     chan.write(b"x" * (chan.highWater + 1))
