@@ -224,7 +224,7 @@ async def _hangOneWhileAnotherProceeds(make: Make, uaa: FakeUAA, fake: Any, expe
     # busy with the rest of the suite) ample time; what is checked is that the
     # hung login is cut off with the timeout's reason, not how fast.
     fake.setBehaviour(Behaviour("hang", times=1))
-    authenticator = make(communicationTimeout=3.0)
+    authenticator = make(communicationTimeout=6.0)
     hung = authenticator.authenticate(APP, 0, uaa.issueCode("hung"))
     login = await authenticator.authenticate(APP, 1, uaa.issueCode("bob"))
     assert login.user_name == "bob" and not hung.called
