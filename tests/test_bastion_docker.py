@@ -33,11 +33,11 @@ from diegossh.bastion._engineapi import MAX_FILE_SIZE, CommandFailed, ExecOutput
 from diegossh.bastion.docker import DockerEngine
 from diegossh.bastion.targets import EngineError, EngineTarget
 from diegossh.interfaces import IContainerEngine
+from tests.engine_contract import EngineContract, EngineUnderTest, failure
 from tests.fakes.docker import FakeDockerEngine, frame
 
 LABELS = {"diegossh.bastion": "true", "team": "blue"}
 KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0p0cvRrVZ0c3OvnjDJHoTjp7dNE4RBh0DTt1dGjtnO web\n"
-HOSTILE = ["'; rm -rf / #", "$(id)", "`id`", '"; id; "', "a b\nc", "-n"]
 
 
 def _reactor() -> Any:
@@ -70,10 +70,17 @@ def engine(docker: FakeDockerEngine) -> Callable[..., DockerEngine]:
     return make
 
 
-async def failure(d: Deferred[Any]) -> EngineError:
-    with pytest.raises(EngineError) as info:
-        await d
-    return info.value
+@pytest.fixture
+def contract(docker: FakeDockerEngine, engine: Callable[..., DockerEngine]) -> EngineUnderTest:
+    return EngineUnderTest(
+        add=lambda name, files: docker.add(name, "172.17.0.2", LABELS, files=files),
+        engine=engine,
+        commands=lambda: docker.execCommands,
+    )
+
+
+class TestDockerContract(EngineContract):
+    pass
 
 
 def test_provides_interface(engine: Callable[..., DockerEngine]) -> None:
@@ -172,32 +179,6 @@ async def test_read_from_home(
 
 
 @pytest_twisted.ensureDeferred
-async def test_read_absolute(docker: FakeDockerEngine, engine: Callable[..., DockerEngine]) -> None:
-    hostKey = b"ecdsa-sha2-nistp256 AAAA host\n"
-    docker.add("web-1", "172.17.0.2", LABELS, files={"/etc/ssh/ssh_host_ecdsa_key.pub": hostKey})
-    e = engine()
-    [target] = await e.listTargets()
-    assert await e.readFile(target, "/etc/ssh/ssh_host_ecdsa_key.pub") == hostKey
-    assert docker.execCommands == [["cat", "--", "/etc/ssh/ssh_host_ecdsa_key.pub"]]
-
-
-@pytest.mark.parametrize("name", HOSTILE)
-@pytest_twisted.ensureDeferred
-async def test_hostile_path_is_an_argument(
-    docker: FakeDockerEngine, engine: Callable[..., DockerEngine], name: str
-) -> None:
-    docker.add("web-1", "172.17.0.2", LABELS, files={"~/" + name: b"home", "/srv/" + name: b"abs"})
-    e = engine()
-    [target] = await e.listTargets()
-    assert await e.readFile(target, "~/" + name) == b"home"
-    assert await e.readFile(target, "/srv/" + name) == b"abs"
-    assert docker.execCommands == [
-        ["sh", "-c", 'exec cat -- "$HOME/$1"', "sh", name],
-        ["cat", "--", "/srv/" + name],
-    ]
-
-
-@pytest_twisted.ensureDeferred
 async def test_missing_file(docker: FakeDockerEngine, engine: Callable[..., DockerEngine]) -> None:
     docker.add("web-1", "172.17.0.2", LABELS)
     e = engine()
@@ -244,30 +225,6 @@ async def test_stopped_container(
     [target] = await e.listTargets()
     docker.containers["web-1"].state = "exited"
     assert "not running" in str(await failure(e.readFile(target, "/k")))
-
-
-@pytest_twisted.ensureDeferred
-async def test_output_limit(docker: FakeDockerEngine, engine: Callable[..., DockerEngine]) -> None:
-    exact = bytes(range(256)) * (MAX_FILE_SIZE // 256)
-    docker.add("web-1", "172.17.0.2", LABELS, files={"/exact": exact, "/big": exact + b"x"})
-    e = engine()
-    [target] = await e.listTargets()
-    assert await e.readFile(target, "/exact") == exact
-    error = await failure(e.readFile(target, "/big"))
-    assert f"more than {MAX_FILE_SIZE} bytes" in str(error)
-
-
-@pytest_twisted.ensureDeferred
-async def test_relative_path_refused(
-    docker: FakeDockerEngine, engine: Callable[..., DockerEngine]
-) -> None:
-    docker.add("web-1", "172.17.0.2", LABELS)
-    e = engine()
-    [target] = await e.listTargets()
-    for path in ("id.pub", "~", "~/", "~user/x", "/a\x00b"):
-        with pytest.raises(ValueError):
-            await e.readFile(target, path)
-    assert docker.execs == {}
 
 
 @pytest_twisted.ensureDeferred

@@ -44,12 +44,12 @@ from diegossh.bastion._kubernetes_exec import (
 from diegossh.bastion.kubernetes import KubernetesEngine
 from diegossh.bastion.targets import EngineError, EngineTarget
 from diegossh.interfaces import IContainerEngine
+from tests.engine_contract import EngineContract, EngineUnderTest, failure
 from tests.fakes.kubernetes import FakeKubernetesAPI
 from tests.fakes.tls import CertificateAuthority
 
 LABELS = {"diegossh.io/bastion": "true", "team": "blue"}
 KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0p0cvRrVZ0c3OvnjDJHoTjp7dNE4RBh0DTt1dGjtnO pod\n"
-HOSTILE = ["'; rm -rf / #", "$(id)", "`id`", '"; id; "', "a&b=c d+e%20", "-n"]
 NAMESPACE = "apps"
 
 
@@ -92,10 +92,17 @@ def engine(kube: FakeKubernetesAPI, tmp_path: Path) -> Callable[..., KubernetesE
     return make
 
 
-async def failure(d: Deferred[Any]) -> EngineError:
-    with pytest.raises(EngineError) as info:
-        await d
-    return info.value
+@pytest.fixture
+def contract(kube: FakeKubernetesAPI, engine: Callable[..., KubernetesEngine]) -> EngineUnderTest:
+    return EngineUnderTest(
+        add=lambda name, files: kube.add(name, "10.1.2.3", LABELS, files=files),
+        engine=engine,
+        commands=lambda: [command for _, command in kube.execs],
+    )
+
+
+class TestKubernetesContract(EngineContract):
+    pass
 
 
 def test_provides_interface(engine: Callable[..., KubernetesEngine]) -> None:
@@ -188,33 +195,6 @@ async def test_read_from_home(
 
 
 @pytest_twisted.ensureDeferred
-async def test_read_absolute(
-    kube: FakeKubernetesAPI, engine: Callable[..., KubernetesEngine]
-) -> None:
-    kube.add("web-0", "10.1.2.3", LABELS, files={"/etc/ssh/ssh_host_ed25519_key.pub": KEY})
-    e = engine()
-    [target] = await e.listTargets()
-    assert await e.readFile(target, "/etc/ssh/ssh_host_ed25519_key.pub") == KEY
-    assert kube.execs == [("web-0", ["cat", "--", "/etc/ssh/ssh_host_ed25519_key.pub"])]
-
-
-@pytest.mark.parametrize("name", HOSTILE)
-@pytest_twisted.ensureDeferred
-async def test_hostile_path_is_an_argument(
-    kube: FakeKubernetesAPI, engine: Callable[..., KubernetesEngine], name: str
-) -> None:
-    kube.add("web-0", "10.1.2.3", LABELS, files={"~/" + name: b"home", "/srv/" + name: b"abs"})
-    e = engine()
-    [target] = await e.listTargets()
-    assert await e.readFile(target, "~/" + name) == b"home"
-    assert await e.readFile(target, "/srv/" + name) == b"abs"
-    assert [command for _, command in kube.execs] == [
-        ["sh", "-c", 'exec cat -- "$HOME/$1"', "sh", name],
-        ["cat", "--", "/srv/" + name],
-    ]
-
-
-@pytest_twisted.ensureDeferred
 async def test_missing_file(
     kube: FakeKubernetesAPI, engine: Callable[..., KubernetesEngine]
 ) -> None:
@@ -241,19 +221,6 @@ async def test_vanished_pod(
 
 
 @pytest_twisted.ensureDeferred
-async def test_output_limit(
-    kube: FakeKubernetesAPI, engine: Callable[..., KubernetesEngine]
-) -> None:
-    exact = bytes(range(256)) * (MAX_FILE_SIZE // 256)
-    kube.add("web-0", "10.1.2.3", LABELS, files={"/exact": exact, "/big": exact + b"x"})
-    e = engine()
-    [target] = await e.listTargets()
-    assert await e.readFile(target, "/exact") == exact
-    error = await failure(e.readFile(target, "/big"))
-    assert f"more than {MAX_FILE_SIZE} bytes" in str(error)
-
-
-@pytest_twisted.ensureDeferred
 async def test_container_of_a_pod_with_sidecars(
     kube: FakeKubernetesAPI, engine: Callable[..., KubernetesEngine]
 ) -> None:
@@ -265,19 +232,6 @@ async def test_container_of_a_pod_with_sidecars(
     chosen = engine(container="sshd")
     assert await chosen.readFile(target, "/k") == b"key"
     assert kube.requests[-1].query["container"] == ["sshd"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_relative_path_refused(
-    kube: FakeKubernetesAPI, engine: Callable[..., KubernetesEngine]
-) -> None:
-    kube.add("web-0", "10.1.2.3", LABELS)
-    e = engine()
-    [target] = await e.listTargets()
-    for path in ("id.pub", "~", "~/", "~user/x"):
-        with pytest.raises(ValueError):
-            await e.readFile(target, path)
-    assert kube.execs == []
 
 
 @pytest_twisted.ensureDeferred
