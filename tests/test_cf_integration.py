@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import pytest_twisted
+from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
 from twisted.web.client import HTTPConnectionPool
@@ -225,7 +226,15 @@ async def _hangOneWhileAnotherProceeds(make: Make, uaa: FakeUAA, fake: Any, expe
     # hung login is cut off with the timeout's reason, not how fast.
     fake.setBehaviour(Behaviour("hang", times=1))
     authenticator = make(communicationTimeout=6.0)
+    before = len(fake.requests)
     hung = authenticator.authenticate(APP, 0, uaa.issueCode("hung"))
+    # The hang takes the first request to reach the fake: let it be the hung
+    # login's, or the two logins could race for it.
+    for _ in range(500):
+        if len(fake.requests) > before or hung.called:
+            break
+        await task.deferLater(_reactor(), 0.01, lambda: None)
+    assert len(fake.requests) == before + 1 and not hung.called
     login = await authenticator.authenticate(APP, 1, uaa.issueCode("bob"))
     assert login.user_name == "bob" and not hung.called
     assert await denied(hung) == expected
