@@ -37,7 +37,7 @@ from diegossh.sshd.forwarding_direct import (
     DirectTCPIPChannel,
     makeDirectTCPIPChannel,
 )
-from diegossh.sshd.forwarding_relay import RelayChannel
+from diegossh.sshd.forwarding_relay import DRAIN_TIMEOUT, RelayChannel, SocketSet
 from diegossh.sshd.forwarding_remote import (
     MAX_LISTENERS,
     ForwardedTCPIPChannel,
@@ -47,6 +47,7 @@ from diegossh.sshd.forwarding_remote import (
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "DRAIN_TIMEOUT",
     "MAX_LISTENERS",
     "REFUSED_CHANNELS",
     "DirectTCPIPChannel",
@@ -54,6 +55,7 @@ __all__ = [
     "ForwardingAvatarMixin",
     "RelayChannel",
     "RemoteForwards",
+    "SocketSet",
     "bindAddress",
     "makeDirectTCPIPChannel",
     "refusedChannel",
@@ -93,6 +95,9 @@ class ForwardingAvatarMixin:
     _forwardingReactor: IReactorTCP | None = None
     _remoteForwards: RemoteForwards | None = None
     _forwardingOptions: dict[str, Any]
+    #: every forwarded socket of this connection still open (direct-tcpip
+    #: and forwarded-tcpip alike): L{stopForwarding} aborts them
+    forwardingSockets: SocketSet
 
     def installForwarding(
         self,
@@ -110,10 +115,12 @@ class ForwardingAvatarMixin:
         enable C{tcpip-forward}.
         """
         self._forwardingReactor = reactor
+        self.forwardingSockets = SocketSet()
         self._forwardingOptions = {
             "gatewayPorts": gatewayPorts,
             "maxListeners": maxListeners,
             "channelClass": forwardedChannelClass,
+            "sockets": self.forwardingSockets,
         }
         self.channelLookup[b"direct-tcpip"] = directFactory or makeDirectTCPIPChannel(
             reactor, connectTimeout=connectTimeout, permit=permitConnect
@@ -146,9 +153,14 @@ class ForwardingAvatarMixin:
 
     def stopForwarding(self) -> defer.Deferred[None]:
         """
-        Close every listener; no more C{tcpip-forward} for this avatar.
+        Close every listener and abort every forwarded socket still open
+        (even one still passing on what the client sent: the client is
+        gone); no more C{tcpip-forward} for this avatar.
         """
         self._forwardingReactor = None
+        sockets = getattr(self, "forwardingSockets", None)
+        if sockets is not None:
+            sockets.abortAll()
         forwards, self._remoteForwards = self._remoteForwards, None
         if forwards is None:
             return defer.succeed(None)

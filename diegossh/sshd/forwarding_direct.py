@@ -106,6 +106,10 @@ def makeDirectTCPIPChannel(
             remoteWindow=remoteWindow, remoteMaxPacket=remoteMaxPacket, data=data, avatar=avatar
         )
         channel.host, channel.port = host, port
+        channel.clock = clock
+        # The avatar's open sockets (ForwardingAvatarMixin): aborted when the
+        # SSH connection ends, whatever state their channel is in.
+        channel.sockets = getattr(avatar, "forwardingSockets", None)
         endpoint = endpointFor(host, port) if endpointFor else HostnameEndpoint(reactor, host, port)
         connecting = endpoint.connect(SocketFactory(channel))
         timedOut = False

@@ -18,23 +18,62 @@ Ending follows OpenSSH's sshd: the client's EOF shuts down the socket's write
 side once its buffer drains, the socket's EOF becomes channel EOF after the
 last queued byte, and the channel closes once both directions are done or
 either end goes away.
+
+Unlike OpenSSH, a socket never outlives its channel for long: once the channel
+is closed, what the client sent still has L{DRAIN_TIMEOUT} seconds to reach a
+socket peer that reads, then the socket is aborted (a peer that never reads
+would otherwise hold the descriptor for ever). When the SSH connection ends,
+every socket is aborted at once through the connection's L{SocketSet}.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from diegossh.ssh.channel import BufferedChannel
 
-__all__ = ["RelayChannel", "SocketFactory", "SocketProtocol"]
+__all__ = ["DRAIN_TIMEOUT", "RelayChannel", "SocketFactory", "SocketProtocol", "SocketSet"]
 
 WINDOW = 2 * 1024 * 1024
 PACKET = 32 * 1024
+#: seconds a closed channel's socket may take to pass on what the client sent
+#: (its write buffer: at most one window plus the transport's own buffer)
+#: before it is aborted
+DRAIN_TIMEOUT = 10.0
+
+
+class SocketSet:
+    """
+    The forwarded sockets of one SSH connection that are still open, so that
+    the connection's end can abort every one of them, draining or not.
+    """
+
+    def __init__(self) -> None:
+        self._sockets: set[Any] = set()
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+    def add(self, socket: Any) -> None:
+        self._sockets.add(socket)
+
+    def discard(self, socket: Any) -> None:
+        self._sockets.discard(socket)
+
+    def abortAll(self) -> None:
+        sockets, self._sockets = self._sockets, set()
+        for socket in sockets:
+            socket.abortConnection()
 
 
 @implementer(IPushProducer)
@@ -45,6 +84,12 @@ class RelayChannel(BufferedChannel):
 
     highWater = 256 * 1024
     lowWater = 64 * 1024
+    drainTimeout = DRAIN_TIMEOUT
+    #: set by whoever makes the channel: arms the drain deadline (without a
+    #: clock, a closed channel's socket is aborted at once if still open)
+    clock: IReactorTime | None = None
+    #: the connection's open sockets, when it keeps track (see L{SocketSet})
+    sockets: SocketSet | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("localWindow", WINDOW)
@@ -61,13 +106,20 @@ class RelayChannel(BufferedChannel):
         self._socketEOF = False
         self._socketGone = False
         self._early: list[bytes] = []
+        self._closed = False
+        self._drainTimer: IDelayedCall | None = None
 
     # -- the socket side (called by SocketProtocol)
 
     def socketConnected(self, transport: Any) -> None:
         self.socket = transport
+        if self.sockets is not None:
+            self.sockets.add(transport)
         transport.pauseProducing()
-        if self._opened:
+        if self._closed:
+            # The channel ended while the socket was being connected.
+            self._closeSocket(deadline=True)
+        elif self._opened:
             self._startRelay()
 
     def socketData(self, data: bytes) -> None:
@@ -84,8 +136,13 @@ class RelayChannel(BufferedChannel):
             self._maybeFinish()
 
     def socketLost(self, reason: Failure) -> None:
+        if self.sockets is not None and self.socket is not None:
+            self.sockets.discard(self.socket)
         self._socketGone = True
         self.socket = None
+        if self._drainTimer is not None and self._drainTimer.active():
+            self._drainTimer.cancel()
+        self._drainTimer = None
         self.unregisterProducer()
         if self._opened and not self.localClosed:
             self.loseConnection()
@@ -106,7 +163,8 @@ class RelayChannel(BufferedChannel):
             self._startRelay()
 
     def openFailed(self, reason: Any) -> None:
-        self._closeSocket()
+        self._closed = True
+        self._closeSocket(deadline=True)
 
     def _startRelay(self) -> None:
         socket = self.socket
@@ -142,19 +200,38 @@ class RelayChannel(BufferedChannel):
         self.abortConnection()
 
     def closed(self) -> None:
+        self._closed = True
         self.unregisterProducer()
-        self._closeSocket()
+        self._closeSocket(deadline=True)
 
     def _maybeFinish(self) -> None:
         if self._peerEOF and self._socketEOF:
             self._closeSocket()
             self.loseConnection()
 
-    def _closeSocket(self) -> None:
+    def _closeSocket(self, deadline: bool = False) -> None:
+        """
+        Close the socket after its write buffer drains; with C{deadline}
+        (the channel is gone), abort it if that takes longer than
+        L{drainTimeout}: a paused peer with data queued for it would
+        otherwise keep the descriptor for ever.
+        """
         socket = self.socket
-        if socket is not None:
-            socket.unregisterProducer()
-            socket.loseConnection()
+        if socket is None:
+            return
+        socket.unregisterProducer()
+        socket.loseConnection()
+        if not deadline or self.socket is None or self._drainTimer is not None:
+            return
+        if self.clock is None:
+            socket.abortConnection()
+            return
+        self._drainTimer = self.clock.callLater(self.drainTimeout, self._drainExpired)
+
+    def _drainExpired(self) -> None:
+        self._drainTimer = None
+        if self.socket is not None:
+            self.socket.abortConnection()
 
     # -- IPushProducer, for the socket's transport
 

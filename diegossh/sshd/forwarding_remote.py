@@ -2,7 +2,8 @@
 """
 C{tcpip-forward} / C{cancel-tcpip-forward} (C{ssh -R}): a listener per request,
 a C{forwarded-tcpip} channel to the client per accepted connection, relayed by
-L{RelayChannel}; every listener closes when the SSH connection ends.
+L{RelayChannel}; every listener closes when the SSH connection ends, and at
+most L{MAX_LISTENERS} are open at once per connection.
 
 Bind addresses follow OpenSSH's sshd with C{GatewayPorts no}: whatever the
 client asks for, the listener is on loopback (C{::1} if that is what was asked,
@@ -23,7 +24,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
-from diegossh.sshd.forwarding_relay import RelayChannel, SocketProtocol
+from diegossh.sshd.forwarding_relay import RelayChannel, SocketProtocol, SocketSet
 from diegossh.sshd.forwarding_wire import (
     MalformedRequest,
     packForwardedTCPIP,
@@ -33,7 +34,11 @@ from diegossh.sshd.forwarding_wire import (
 
 __all__ = ["MAX_LISTENERS", "ForwardedTCPIPChannel", "RemoteForwards", "bindAddress"]
 
-MAX_LISTENERS = 64
+#: listeners per SSH connection. OpenSSH's sshd has no such limit (only
+#: MaxSessions, for channels); each listener is a descriptor, so one
+#: connection could otherwise hold the process's descriptors. Sixteen is more
+#: remote forwards than a person sets up by hand; a request beyond it fails.
+MAX_LISTENERS = 16
 _ANY = "0.0.0.0"  # noqa: S104 -- only with gatewayPorts, when the client asks for it
 
 _log = Logger()
@@ -87,8 +92,10 @@ class RemoteForwards:
         gatewayPorts: bool = False,
         maxListeners: int = MAX_LISTENERS,
         channelClass: type[RelayChannel] = ForwardedTCPIPChannel,
+        sockets: SocketSet | None = None,
     ) -> None:
         self.reactor = reactor
+        self.sockets = sockets
         self.conn = conn
         self.gatewayPorts = gatewayPorts
         self.maxListeners = maxListeners
@@ -109,6 +116,10 @@ class RemoteForwards:
         interface = bindAddress(address, self.gatewayPorts)
         if self._stopped or interface is None or len(self.listeners) >= self.maxListeners:
             return 0
+        if (address, port) in self.listeners:
+            # Already forwarded (a fixed port asked for twice): refused, and the
+            # listener we have is not replaced, so it can still be cancelled.
+            return 0
         factory = _ListenerFactory(self, address, port)
         try:
             listening = self.reactor.listenTCP(port, factory, interface=interface)
@@ -116,6 +127,11 @@ class RemoteForwards:
             _log.info("tcpip-forward {a}:{p} refused: {e}", a=address, p=port, e=e)
             return 0
         bound = listening.getHost().port  # type: ignore[attr-defined]
+        if (address, bound) in self.listeners:
+            # Only a reactor that let two sockets bind one port gets here;
+            # keep the listener we know of rather than orphan it.
+            listening.stopListening()
+            return 0
         factory.port = bound
         self.listeners[(address, bound)] = listening
         _log.info("tcpip-forward listening on {i}:{p}", i=interface, p=bound)
@@ -152,6 +168,8 @@ class RemoteForwards:
         if self._stopped:
             return None
         channel = self.channelClass(conn=self.conn)
+        channel.clock = self.reactor  # type: ignore[assignment]
+        channel.sockets = self.sockets
         origHost = getattr(peer, "host", "")
         origPort = getattr(peer, "port", 0)
         self.conn.openChannel(channel, packForwardedTCPIP(address, port, origHost, origPort))
