@@ -77,16 +77,60 @@ def test_order_kept_across_kinds_and_partial_heads() -> None:
 
 
 def test_producer_paused_above_high_water_resumed_below_low_water() -> None:
-    chan, _conn = channel(window=0, maxPacket=32768)
+    chan, _conn = channel(window=10**9, maxPacket=32768)
+    chan.remoteWindowLeft = 0
     producer = Producer()
     chan.registerProducer(producer, True)
     chan.write(b"x" * (chan.highWater + 1))
     assert producer.paused == 1
     chan.addWindowBytes(chan.highWater + 1 - chan.lowWater - 1)
     assert producer.resumed == 0
-    chan.addWindowBytes(2)
+    chan.addWindowBytes(chan.lowWater + 10)
+    assert chan.bufferedBytes == 0
     assert producer.resumed == 1
-    assert chan.bufferedBytes <= chan.lowWater
+
+
+def test_producer_paused_while_the_window_is_used_up_whatever_the_queue() -> None:
+    """
+    A peer that grants a window and stops adjusting it holds about one read
+    of the producer here, not a high-water mark's worth per channel.
+    """
+    chan, conn = channel(window=1000, maxPacket=32768)
+    producer = Producer()
+    chan.registerProducer(producer, True)
+    chan.write(b"x" * 1500)
+    assert producer.paused == 1
+    assert chan.bufferedBytes == 500
+    chan.addWindowBytes(500)
+    assert chan.bufferedBytes == 0
+    # the queue is empty but the window is used up: still paused
+    assert producer.resumed == 0
+    chan.addWindowBytes(1)
+    assert producer.resumed == 1
+    assert b"".join(d for _, d in conn.sent) == b"x" * 1500
+
+
+class BlockingConn(FakeConn):
+    writeBlocked = False
+
+
+def test_transport_blocked_stops_sending_and_pauses_the_producer_at_once() -> None:
+    conn = BlockingConn()
+    chan = BufferedChannel(conn=conn)
+    chan.remoteWindowLeft = 2**32 - 1
+    chan.remoteMaxPacket = 32768
+    producer = Producer()
+    chan.registerProducer(producer, True)
+    conn.writeBlocked = True
+    chan.transportBlocked(True)
+    assert producer.paused == 1
+    chan.write(b"y" * 100_000)
+    assert conn.sent == []
+    assert chan.bufferedBytes == 100_000
+    conn.writeBlocked = False
+    chan.transportBlocked(False)
+    assert b"".join(d for _, d in conn.sent) == b"y" * 100_000
+    assert producer.resumed == 1
 
 
 def test_eof_follows_the_last_byte() -> None:

@@ -129,16 +129,18 @@ def test_full_socket_buffer_withholds_window() -> None:
 
 def test_closed_client_window_pauses_socket_reading() -> None:
     """
-    With the client's window shut, the channel queues up to its high-water
-    mark, then stops reading the socket; window from the client resumes it.
+    With the client's window shut, the channel stops reading the socket after
+    the first read it cannot send; window from the client resumes it.
     """
     channel, conn, tcp, protocol = relay(remoteWindow=0)
     chunk = b"z" * 65536
     while tcp.producerState == "producing":
         protocol.dataReceived(chunk)
-    assert channel.highWater < channel.bufferedBytes <= channel.highWater + len(chunk)
+    assert channel.bufferedBytes == len(chunk)
     assert conn.data == []
     channel.addWindowBytes(channel.bufferedBytes)
+    assert tcp.producerState == "paused"  # sent, but the window is used up again
+    channel.addWindowBytes(1)
     assert tcp.producerState == "producing"
     assert channel.bufferedBytes == 0
     assert len(conn.received()) % len(chunk) == 0

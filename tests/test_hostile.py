@@ -25,7 +25,7 @@ from twisted.internet import defer, protocol, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from diegossh.ssh.algorithms import CIPHERS, AlgorithmPolicy
-from diegossh.ssh.connection import MAX_SEND_PACKET
+from diegossh.ssh.connection import MAX_SEND_PACKET, MIN_PEER_MAX_PACKET
 from diegossh.ssh.transport import SSHServerTransport
 from tests.support.keys import key, writePrivateKey
 from tests.support.memoryserver import WINDOW, memoryServerFactory
@@ -501,16 +501,17 @@ async def test_unknown_channel_type_refused(server: Server) -> None:
     await alongsideNormalClient(server, hostile)
 
 
+@pytest.mark.parametrize("maxPacket", [0, 1, MIN_PEER_MAX_PACKET - 1])
 @pytest_twisted.ensureDeferred
-async def test_max_packet_zero_refused(server: Server) -> None:
+async def test_max_packet_under_the_floor_refused(server: Server, maxPacket: int) -> None:
     async def hostile() -> None:
         client, conn = await login(server)
-        conn.send(OPEN, channelOpen(sender=3, maxPacket=0))
+        conn.send(OPEN, channelOpen(sender=3, maxPacket=maxPacket))
         failure = await withTimeout(conn.waitFor(OPEN_FAILED))
         sender, reason = struct.unpack(">2L", failure[:8])
         assert sender == 3
         assert reason == conchConnection.OPEN_ADMINISTRATIVELY_PROHIBITED
-        assert common.getNS(failure[8:])[0] == b"maximum packet size 0 is not usable"
+        assert common.getNS(failure[8:])[0] == b"maximum packet size under 8192"
         # The connection itself is fine.
         theirs, _, _ = await openChannel(conn, sender=4)
         await ping(conn, theirs)

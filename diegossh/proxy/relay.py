@@ -12,12 +12,17 @@ is told a larger maximum packet than the user's (L{BACKEND_MAX_PACKET}), and
 its channel data is cut back to the user's maximum, so the leg between the
 proxy and the container carries fewer, larger packets.
 
-What the proxy does hold is bounded at the socket level: when one leg's socket
-cannot take more, the other leg's socket is not read. Messages for a leg in key
-exchange wait in its transport; they are bounded by the channel windows, which
-the far end grants. (Pausing the other leg during a key exchange instead would
-deadlock when both legs re-key at once: each would wait on reads the other
-holds back.)
+What the proxy does hold is bounded whatever either peer does: when one leg
+cannot take more (its socket's write buffer is full, or more than
+L{diegossh.ssh.transport.KEX_QUEUE_LIMIT} waits for its key exchange), the other
+leg's socket is not read (L{diegossh.ssh.backpressure}). The window a peer
+grants is a promise about its own buffer, never a reason to buffer here.
+
+Channel parameters that turn bytes into many messages are refused: a user's
+channel open with a maximum packet under L{MIN_PEER_MAX_PACKET} is answered
+with a failure, and a confirmation or an open from either side with one ends
+the connection. After login, user authentication messages from the user are
+ignored (RFC 4252 section 5.1), never passed on.
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.common import NS, getNS
+from twisted.conch.ssh.connection import OPEN_ADMINISTRATIVELY_PROHIBITED
 from twisted.conch.ssh.service import SSHService
-from twisted.internet.interfaces import IPushProducer
-from zope.interface import implementer
+from twisted.conch.ssh.transport import DISCONNECT_BY_APPLICATION, DISCONNECT_PROTOCOL_ERROR
 
+from diegossh.ssh.backpressure import KEY_EXCHANGE, ReadGate, WriteListener
+from diegossh.ssh.connection import MIN_PEER_MAX_PACKET
+
+MSG_UNIMPLEMENTED = 3
 MSG_GLOBAL_REQUEST = 80
 MSG_CHANNEL_OPEN = 90
 MSG_CHANNEL_OPEN_CONFIRMATION = 91
@@ -45,41 +54,12 @@ BACKEND_MAX_PACKET = 64 * 1024
 # Channels whose user maximum the relay remembers; past this, opens pass unchanged.
 MAX_TRACKED_CHANNELS = 4096
 _UINT32 = struct.Struct(">L")
+_MASK32 = 0xFFFFFFFF
+# The connection protocol's message numbers end here (RFC 4250 4.1.2).
+_LAST_CONNECTION_MESSAGE = 127
 # OpenSSH's sshd announces its host keys after login; relayed, a client with
 # UpdateHostKeys would learn the container's keys as the proxy's.
 _DROPPED_FROM_BACKEND = {b"hostkeys-00@openssh.com"}
-
-
-@implementer(IPushProducer)
-class ReadGate:
-    """
-    Pauses reading one socket for as long as any reason holds.
-    """
-
-    def __init__(self, tcp: Any) -> None:
-        self._tcp = tcp
-        self._reasons: set[str] = set()
-
-    def pause(self, reason: str) -> None:
-        if not self._reasons:
-            self._tcp.pauseProducing()
-        self._reasons.add(reason)
-
-    def resume(self, reason: str) -> None:
-        if reason not in self._reasons:
-            return
-        self._reasons.discard(reason)
-        if not self._reasons:
-            self._tcp.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        self.pause("peer buffer full")
-
-    def resumeProducing(self) -> None:
-        self.resume("peer buffer full")
-
-    def stopProducing(self) -> None:
-        self._tcp.loseConnection()
 
 
 class Relay:
@@ -100,18 +80,29 @@ class Relay:
         self._clientMaxPacket: dict[int, int] = {}
 
     def start(self) -> None:
-        clientGate = ReadGate(self.client.transport)
-        backendGate = ReadGate(self.backend.transport)
-        # A full socket on one side stops reads on the other.
-        self.client.transport.registerProducer(backendGate, True)
-        self.backend.transport.registerProducer(clientGate, True)
+        # A leg that cannot take more stops reads on the other.
+        self._holdBackend = _holder(self.backend.readGate, "user leg")
+        self._holdClient = _holder(self.client.readGate, "container leg")
+        self.client.writePressure.listen(self._holdBackend)
+        self.backend.writePressure.listen(self._holdClient)
         self.backend.service.relay = self.fromBackend
 
     def fromClient(self, messageNum: int, payload: bytes) -> None:
         if messageNum == MSG_CHANNEL_DATA or messageNum == MSG_CHANNEL_EXTENDED_DATA:
             self.bytesFromClient += len(payload)
         elif messageNum == MSG_CHANNEL_OPEN or messageNum == MSG_CHANNEL_OPEN_CONFIRMATION:
+            if _maxPacketBelowFloor(messageNum, payload):
+                self._refuseSmallPacket(messageNum, payload)
+                return
             payload = self._widenMaxPacket(messageNum, payload)
+        elif messageNum < MSG_GLOBAL_REQUEST:
+            # user authentication messages after login: ignored (RFC 4252 5.1)
+            return
+        elif messageNum > _LAST_CONNECTION_MESSAGE:
+            self.client.sendPacket(
+                MSG_UNIMPLEMENTED, _UINT32.pack((self.client.incomingPacketSequence - 1) & _MASK32)
+            )
+            return
         if self._onActivity is not None:
             self._onActivity()
         self.backend.sendPacket(messageNum, payload)
@@ -125,12 +116,43 @@ class Relay:
             return
         if messageNum == MSG_GLOBAL_REQUEST and _dropped(payload):
             return
+        if (
+            messageNum == MSG_CHANNEL_OPEN or messageNum == MSG_CHANNEL_OPEN_CONFIRMATION
+        ) and _maxPacketBelowFloor(messageNum, payload):
+            self.client.sendDisconnect(
+                DISCONNECT_BY_APPLICATION,
+                b"the instance asked for a maximum packet size under %d" % MIN_PEER_MAX_PACKET,
+            )
+            return
         if messageNum == MSG_CHANNEL_CLOSE or messageNum == MSG_CHANNEL_OPEN_FAILURE:
             if len(payload) >= 4:
                 self._clientMaxPacket.pop(_UINT32.unpack_from(payload)[0], None)
         if self._onActivity is not None:
             self._onActivity()
         self.client.sendPacket(messageNum, payload)
+
+    def _refuseSmallPacket(self, messageNum: int, payload: bytes) -> None:
+        """
+        A channel whose maximum packet would turn each byte into many
+        messages: the user's open is refused, a confirmation of the
+        container's open ends the connection (the container already holds the
+        channel, so there is nothing to refuse).
+        """
+        if messageNum == MSG_CHANNEL_OPEN:
+            at = 4 + _UINT32.unpack_from(payload)[0]
+            sender = _UINT32.unpack_from(payload, at)[0]
+            self.client.sendPacket(
+                MSG_CHANNEL_OPEN_FAILURE,
+                _UINT32.pack(sender)
+                + _UINT32.pack(OPEN_ADMINISTRATIVELY_PROHIBITED)
+                + NS(b"maximum packet size under %d" % MIN_PEER_MAX_PACKET)
+                + NS(b""),
+            )
+            return
+        self.client.sendDisconnect(
+            DISCONNECT_PROTOCOL_ERROR,
+            b"maximum packet size under %d" % MIN_PEER_MAX_PACKET,
+        )
 
     # -- larger packets on the backend leg
 
@@ -186,11 +208,43 @@ class Relay:
                 send(messageNum, head, piece)
 
     def stop(self) -> None:
-        for leg in (self.client, self.backend):
-            try:
-                leg.transport.unregisterProducer()
-            except Exception:  # noqa: S110 - the socket may already be gone
-                pass
+        self.client.writePressure.unlisten(self._holdBackend)
+        self.backend.writePressure.unlisten(self._holdClient)
+        self.client.readGate.resume("container leg")
+        self.backend.readGate.resume("user leg")
+
+
+def _holder(gate: ReadGate, leg: str) -> WriteListener:
+    """
+    A listener on one leg's write pressure that holds reads of the other leg.
+    A hold for a key exchange yields while the held leg is in one itself.
+    """
+
+    def listener(reason: str, blocked: bool) -> None:
+        name = f"{leg}: {reason}"
+        if blocked:
+            gate.pause(name, yieldsToKeyExchange=(reason == KEY_EXCHANGE))
+        else:
+            gate.resume(name)
+
+    return listener
+
+
+def _maxPacketBelowFloor(messageNum: int, payload: bytes) -> bool:
+    """
+    Whether a channel open or confirmation announces a maximum packet under
+    L{MIN_PEER_MAX_PACKET}. A message too short to parse passes, for the far
+    end to refuse.
+    """
+    if messageNum == MSG_CHANNEL_OPEN:
+        if len(payload) < 4:
+            return False
+        at = 4 + _UINT32.unpack_from(payload)[0] + 8
+    else:
+        at = 12
+    if len(payload) < at + 4:
+        return False
+    return bool(_UINT32.unpack_from(payload, at)[0] < MIN_PEER_MAX_PACKET)
 
 
 def _dropped(payload: bytes) -> bool:

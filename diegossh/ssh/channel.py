@@ -5,9 +5,18 @@ A channel with a bounded outgoing buffer and producer flow control.
 Conch's L{twisted.conch.ssh.channel.SSHChannel} keeps unsent data in a C{bytes}
 it grows by concatenation and never tells a producer to stop, so a fast source
 behind a slow client grows without limit. L{BufferedChannel} queues chunks,
-sends them as the peer's window allows, pauses a registered producer above a
-high-water mark and resumes it below a low-water mark, and sends EOF and close
-only after the last queued byte.
+sends them as the peer's window allows, and sends EOF and close only after
+the last queued byte.
+
+The registered producer (a program's pipes, a forwarded socket, a file being
+sent) is paused whenever what it gives cannot go out now: the queue is over
+the high-water mark, the peer's window is used up, or the transport cannot
+take more (L{diegossh.ssh.connection.SSHConnection.writeBlocked}: the socket
+is not being read, or a key exchange holds messages back). It resumes once the
+window is open, the transport can send and the queue is under the low-water
+mark. A channel therefore holds at most about one read of its producer beyond
+what it can send, whatever window the peer granted: the window is a promise
+about the peer's buffer, not a licence to buffer here.
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ from zope.interface import implementer
 
 from diegossh.ssh.connection import FlowControlledChannel
 
-HIGH_WATER = 1 << 20
-LOW_WATER = 256 * 1024
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
 
 
 @implementer(IConsumer)
@@ -82,7 +91,7 @@ class BufferedChannel(FlowControlledChannel):
     def _flush(self) -> None:
         queue = self._queue
         conn = self.conn
-        while queue and self.remoteWindowLeft > 0:
+        while queue and self.remoteWindowLeft > 0 and not getattr(conn, "writeBlocked", False):
             dataType, data = queue[0]
             start = self._headSent
             left = len(data) - start
@@ -114,20 +123,38 @@ class BufferedChannel(FlowControlledChannel):
             if self._closeWhenDrained and not self.localClosed:
                 conn.sendClose(self)
 
+    def _cannotSend(self) -> bool:
+        return self.remoteWindowLeft <= 0 or bool(getattr(self.conn, "writeBlocked", False))
+
     def _checkHighWater(self) -> None:
         if self._producer is not None and not self._producerPaused:
-            if self.bufferedBytes > self.highWater:
+            if self.bufferedBytes > self.highWater or (self.bufferedBytes and self._cannotSend()):
                 self._producerPaused = True
                 self._producer.pauseProducing()
 
-    def addWindowBytes(self, data: int) -> None:
-        self.remoteWindowLeft += data
-        self._flush()
-        if self.bufferedBytes <= self.lowWater:
+    def _maybeResume(self) -> None:
+        if self.bufferedBytes <= self.lowWater and not self._cannotSend():
             if self._producer is not None and self._producerPaused:
                 self._producerPaused = False
                 self._producer.resumeProducing()
             self.bufferDrained()
+
+    def addWindowBytes(self, data: int) -> None:
+        self.remoteWindowLeft += data
+        self._flush()
+        self._maybeResume()
+
+    def transportBlocked(self, blocked: bool) -> None:
+        """
+        The connection's transport cannot take more (or can again).
+        """
+        if blocked:
+            if self._producer is not None and not self._producerPaused:
+                self._producerPaused = True
+                self._producer.pauseProducing()
+            return
+        self._flush()
+        self._maybeResume()
 
     def bufferDrained(self) -> None:
         """

@@ -13,6 +13,20 @@ whether or not anything consumed the data. A channel that sets C{manualWindow}
 refills its own window (see L{FlowControlledChannel}), which is what lets a
 slow consumer slow down the peer instead of piling data up in memory.
 
+A peer's maximum packet under L{MIN_PEER_MAX_PACKET} is refused: it would make
+every byte sent on the channel a message of its own (a 1-byte maximum made
+1 MiB cost a million messages and seconds of CPU). No client we know of asks
+for less than 16 KiB (PuTTY, JSch); OpenSSH, Go and paramiko ask for 32 KiB.
+
+Each connection holds at most C{maxChannels} channels, of which at most
+C{maxSessions} are sessions (OpenSSH's C{MaxSessions}); the factory may set
+both. Opens past them are refused with a reason. When the transport cannot
+take more (its socket or its key exchange queue is over the bound), every
+channel stops sending and pauses its producer (L{diegossh.ssh.channel}), so
+a peer that does not read costs a bounded amount however large the window it
+granted. User authentication messages after login are ignored (RFC 4252
+section 5.1), and no message is ever logged with its payload.
+
 A channel factory (the avatar's C{lookupChannel}) may return a L{Deferred}
 firing with the channel: the open is confirmed only then, or refused with the
 code and text of the L{ConchError} it fails with. That is how a forwarding
@@ -37,19 +51,93 @@ MAX_WINDOW = 0xFFFFFFFF
 # The largest data packet we send, whatever the peer allows: far under the
 # 256 KiB that OpenSSH and our own packet layer accept.
 MAX_SEND_PACKET = 64 * 1024
+# The smallest maximum packet we accept from a peer (see the module docstring).
+MIN_PEER_MAX_PACKET = 8 * 1024
+# Channels per connection, and sessions (programs) among them.
+MAX_CHANNELS = 64
+MAX_SESSIONS = 10
 
 
-class SSHConnection(conch.SSHConnection):
+class QuietServiceMixin:
+    """
+    Conch's C{SSHService.packetReceived} logs a message it cannot handle with
+    its payload (a password, for a user authentication request sent after
+    login). Here user authentication messages are ignored and other unknown
+    ones answered with UNIMPLEMENTED, with only their number logged.
+    """
+
+    transport: Any
+    protocolMessages: Any
+    _quietLog = Logger()
+
+    def packetReceived(self, messageNum: int, packet: bytes) -> Any:
+        name = self.protocolMessages.get(messageNum)
+        if name is not None:
+            handler = getattr(self, "ssh_" + str(name)[4:], None)
+            if handler is not None:
+                return handler(packet)
+        if 50 <= messageNum <= 79:
+            return None
+        self._quietLog.debug("unimplemented message {num}", num=messageNum)
+        self.transport.sendUnimplemented()
+        return None
+
+
+class SSHConnection(QuietServiceMixin, conch.SSHConnection):
     """
     The C{ssh-connection} service with peer input validated.
     """
 
     _log = Logger()
     transport: Any
+    maxChannels = MAX_CHANNELS
+    maxSessions = MAX_SESSIONS
 
     def __init__(self) -> None:
         super().__init__()
         self._pendingOpens: set[defer.Deferred[Any]] = set()
+        self._pendingSessions = 0
+        self.writeBlocked = False
+
+    def serviceStarted(self) -> None:
+        super().serviceStarted()
+        factory = getattr(self.transport, "factory", None)
+        self.maxChannels = getattr(factory, "maxChannels", self.maxChannels)
+        self.maxSessions = getattr(factory, "maxSessions", self.maxSessions)
+        pressure = getattr(self.transport, "writePressure", None)
+        if pressure is not None:
+            pressure.listen(self._writePressure)
+
+    def _writePressure(self, reason: str, blocked: bool) -> None:
+        """
+        The transport can take more, or cannot: tell every channel.
+        """
+        pressure = self.transport.writePressure
+        if pressure.blocked == self.writeBlocked:
+            return
+        blocked = self.writeBlocked = pressure.blocked
+        channels = list(self.channels.values())
+        if not blocked and channels:
+            # Start with a different channel each time, so none is always last.
+            self._nextFirst = (getattr(self, "_nextFirst", 0) + 1) % len(channels)
+            channels = channels[self._nextFirst :] + channels[: self._nextFirst]
+        for channel in channels:
+            if self.writeBlocked != blocked:
+                break  # a channel's sending filled the transport again
+            hook = getattr(channel, "transportBlocked", None)
+            if hook is not None:
+                hook(blocked)
+
+    def _limitReached(self, channelType: bytes) -> bytes | None:
+        if len(self.channels) + len(self._pendingOpens) >= self.maxChannels:
+            return b"too many channels (at most %d)" % self.maxChannels
+        if channelType == b"session":
+            sessions = self._pendingSessions + sum(
+                1 for c in self.channels.values() if getattr(c, "name", None) == b"session"
+            )
+            if sessions >= self.maxSessions:
+                return b"too many sessions (at most %d)" % self.maxSessions
+        return None
 
     def _protocolError(self, message: bytes) -> None:
         self.transport.sendDisconnect(conchTransport.DISCONNECT_PROTOCOL_ERROR, message)
@@ -57,13 +145,16 @@ class SSHConnection(conch.SSHConnection):
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
         channelType, rest = common.getNS(packet)
         senderChannel, windowSize, maxPacket = struct.unpack(">3L", rest[:12])
-        if maxPacket == 0:
-            self.transport.sendPacket(
-                conch.MSG_CHANNEL_OPEN_FAILURE,
-                struct.pack(">2L", senderChannel, conch.OPEN_ADMINISTRATIVELY_PROHIBITED)
-                + common.NS(b"maximum packet size 0 is not usable")
-                + common.NS(b""),
+        if maxPacket < MIN_PEER_MAX_PACKET:
+            self._refuse(
+                senderChannel,
+                conch.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                b"maximum packet size under %d" % MIN_PEER_MAX_PACKET,
             )
+            return
+        refusal = self._limitReached(channelType)
+        if refusal is not None:
+            self._refuse(senderChannel, conch.OPEN_RESOURCE_SHORTAGE, refusal)
             return
         clamped = min(maxPacket, MAX_SEND_PACKET)
         extra = rest[12:]
@@ -76,9 +167,12 @@ class SSHConnection(conch.SSHConnection):
             # The channel factory confirms later (a forwarding channel once its
             # socket is connected) or refuses with a ConchError(text, code).
             self._pendingOpens.add(channel)
+            session = channelType == b"session"
+            self._pendingSessions += session
 
             def settled(result: Any) -> None:
                 self._pendingOpens.discard(channel)
+                self._pendingSessions -= session
                 if isinstance(result, Failure):
                     self._refuseOpen(senderChannel, result.value or Exception())
                 else:
@@ -105,6 +199,12 @@ class SSHConnection(conch.SSHConnection):
         )
         channel.channelOpen(extra)
 
+    def _refuse(self, senderChannel: int, code: int, text: bytes) -> None:
+        self.transport.sendPacket(
+            conch.MSG_CHANNEL_OPEN_FAILURE,
+            struct.pack(">2L", senderChannel, code) + common.NS(text) + common.NS(b""),
+        )
+
     def _refuseOpen(self, senderChannel: int, reason: BaseException) -> None:
         if isinstance(reason, defer.CancelledError):
             return
@@ -123,6 +223,9 @@ class SSHConnection(conch.SSHConnection):
         )
 
     def serviceStopped(self) -> None:
+        pressure = getattr(self.transport, "writePressure", None)
+        if pressure is not None:
+            pressure.unlisten(self._writePressure)
         pending, self._pendingOpens = self._pendingOpens, set()
         for d in pending:
             d.cancel()
@@ -130,8 +233,10 @@ class SSHConnection(conch.SSHConnection):
 
     def ssh_CHANNEL_OPEN_CONFIRMATION(self, packet: bytes) -> None:
         localChannel, remoteChannel, windowSize, maxPacket = struct.unpack(">4L", packet[:16])
-        if maxPacket == 0:
-            self._protocolError(b"channel open confirmation with maximum packet size 0")
+        if maxPacket < MIN_PEER_MAX_PACKET:
+            self._protocolError(
+                b"channel open confirmation with maximum packet size under %d" % MIN_PEER_MAX_PACKET
+            )
             return
         if localChannel not in self.channels:
             self._protocolError(b"open confirmation for unknown channel")

@@ -6,21 +6,39 @@ version string and clock in one place, passed in rather than reached for.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from twisted.conch.ssh import factory as conchFactory
-from twisted.conch.ssh import keys, userauth
+from twisted.conch.ssh import keys, transport, userauth
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
 
 from diegossh.ssh.algorithms import AlgorithmPolicy
-from diegossh.ssh.connection import SSHConnection
+from diegossh.ssh.connection import (
+    MAX_CHANNELS,
+    MAX_SESSIONS,
+    QuietServiceMixin,
+    SSHConnection,
+)
 from diegossh.ssh.transport import SSHServerTransport
 
+# User authentication requests a client may send ahead of the answer to the
+# one being checked (RFC 4252 section 5 allows several); past this, the
+# connection ends.
+MAX_QUEUED_AUTH_REQUESTS = 8
 
-class UserAuthServer(userauth.SSHUserAuthServer):
+
+class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):
     """
-    Conch's userauth with the transport's clock instead of the global reactor.
+    Conch's userauth with the transport's clock instead of the global reactor,
+    one request checked at a time, and none after success.
+
+    Conch checks every request as it arrives: two sent back to back are
+    checked at once, and both may succeed, each starting the next service (for
+    the proxy, each dialling the container). Here a request waits until the
+    one before it is answered, and after success every further request is
+    ignored (RFC 4252 section 5.1).
     """
 
     loginTimeout = 120
@@ -28,7 +46,44 @@ class UserAuthServer(userauth.SSHUserAuthServer):
 
     def serviceStarted(self) -> None:
         self.clock = self.transport.clock
+        self._checking = False
+        self._succeeded = False
+        self._waiting: deque[bytes] = deque()
         super().serviceStarted()
+
+    def ssh_USERAUTH_REQUEST(self, packet: bytes) -> Any:
+        if self._succeeded:
+            return None
+        if self._checking:
+            if len(self._waiting) >= MAX_QUEUED_AUTH_REQUESTS:
+                self.transport.sendDisconnect(
+                    transport.DISCONNECT_PROTOCOL_ERROR, b"too many authentication requests"
+                )
+                return None
+            self._waiting.append(packet)
+            return None
+        self._checking = True
+        d = super().ssh_USERAUTH_REQUEST(packet)
+        if d is None:
+            self._answered()
+            return None
+        d.addBoth(self._answered)
+        return d
+
+    def _answered(self, result: Any = None) -> Any:
+        self._checking = False
+        if self._waiting and not self._succeeded and self.transport is not None:
+            self.ssh_USERAUTH_REQUEST(self._waiting.popleft())
+        return result
+
+    def _cbFinishedAuth(self, result: Any) -> None:
+        self._succeeded = True
+        self._waiting.clear()
+        super()._cbFinishedAuth(result)
+
+    def serviceStopped(self) -> None:
+        self._waiting.clear()
+        super().serviceStopped()
 
 
 class SSHServerFactory(conchFactory.SSHFactory):
@@ -37,6 +92,9 @@ class SSHServerFactory(conchFactory.SSHFactory):
     """
 
     protocol = SSHServerTransport
+    # Read by each connection's SSHConnection; tap assembly may override them.
+    maxChannels = MAX_CHANNELS
+    maxSessions = MAX_SESSIONS
     services = {
         b"ssh-userauth": UserAuthServer,
         b"ssh-connection": SSHConnection,

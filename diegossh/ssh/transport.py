@@ -11,7 +11,17 @@ What this adds to L{twisted.conch.ssh.transport}:
   - rekeying started by us after L{REKEY_BYTES} or L{REKEY_SECONDS};
   - a receive buffer that does not grow quadratically, and hostile input
     (garbage version lines, absurd lengths, bad padding, bad MACs, malformed
-    messages) ending the connection with a reason and no traceback.
+    messages) ending the connection with a reason and no traceback;
+  - bounded memory whatever the peer does: messages held back by a key
+    exchange are counted, and past L{KEX_QUEUE_LIMIT} the transport's feeders
+    are told to stop (L{diegossh.ssh.backpressure}), as they are while the
+    socket's write buffer is full; past L{KEX_QUEUE_HARD_LIMIT}, or when a key
+    exchange takes longer than L{KEX_TIMEOUT}, the connection ends with a
+    reason. A peer that sends anything but key exchange messages between its
+    KEXINIT and its NEWKEYS (RFC 4253 section 7.1) is disconnected;
+  - one service request per connection (a second could restart user
+    authentication, with fresh attempts and a second login);
+  - no log line carrying a peer's raw message payload.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from twisted.python import randbytes
 
 from diegossh.ssh import kex
 from diegossh.ssh.algorithms import HOST_KEY_ALGORITHMS, AlgorithmPolicy
+from diegossh.ssh.backpressure import KEY_EXCHANGE, ReadGate, SocketWatch, WritePressure
 from diegossh.ssh.packets import (
     AEAD_CIPHERS,
     Opener,
@@ -44,6 +55,15 @@ kex.install()
 REKEY_BYTES = 1 << 30
 SOCKET_IO_SIZE = 256 * 1024
 REKEY_SECONDS = 3600.0
+# Bytes of messages held back by a key exchange before the transport's feeders
+# are told to stop: the same as one socket write buffer.
+KEX_QUEUE_LIMIT = SOCKET_IO_SIZE
+# Past this the connection ends: feeders were told to stop at the limit above,
+# so only a peer that keeps sending (other than key exchange messages) while
+# the other leg of a relay stalls its own exchange gets here.
+KEX_QUEUE_HARD_LIMIT = 16 * KEX_QUEUE_LIMIT
+# A key exchange (the first or a later one) must finish within this long.
+KEX_TIMEOUT = 60.0
 _MASK32 = 0xFFFFFFFF
 _MAX_VERSION_LINE = 255
 _MAX_PRE_VERSION = 8192
@@ -131,6 +151,9 @@ class TransportMixin:
     clock: IReactorTime | None = None
     rekeyBytes = REKEY_BYTES
     rekeySeconds = REKEY_SECONDS
+    kexTimeout = KEX_TIMEOUT
+    kexQueueLimit = KEX_QUEUE_LIMIT
+    kexQueueHardLimit = KEX_QUEUE_HARD_LIMIT
     supportedCompressions = [b"none"]
 
     # Conch attributes we rely on (set by Conch or by us).
@@ -181,7 +204,13 @@ class TransportMixin:
         self._pendingNewKeys = False
         self._bytesSinceKex = 0
         self._rekeyTimer: IDelayedCall | None = None
+        self._kexTimer: IDelayedCall | None = None
+        self._kexQueued = 0
+        self._serviceRequested = False
         self._gotNewKeys = 0
+        self.writePressure = WritePressure()
+        self.readGate = ReadGate(self.transport)
+        self.transport.registerProducer(SocketWatch(self.writePressure), True)
         self.outgoingPacketSequence = 0
         self.incomingPacketSequence = 0
         self._setUpAlgorithms()
@@ -191,10 +220,14 @@ class TransportMixin:
 
     def connectionLost(self, reason: Any = None) -> None:
         self._closing = True
-        if self._rekeyTimer is not None and self._rekeyTimer.active():
-            self._rekeyTimer.cancel()
-        self._rekeyTimer = None
+        for timer in (self._rekeyTimer, self._kexTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._rekeyTimer = self._kexTimer = None
+        self._blockedByKeyExchange = None
+        self._kexQueued = 0
         super().connectionLost(reason)  # type: ignore[misc]
+        self.writePressure.clear()
 
     def _clock(self) -> IReactorTime:
         if self.clock is None:
@@ -297,6 +330,16 @@ class TransportMixin:
             if messageNum == conch.MSG_NEWKEYS:
                 self._receiveNewKeys(payload[1:])
                 continue
+            if (
+                self._peerKexInitThisRound
+                and not self._receivedNewKeys
+                and not _allowedDuringKex(messageNum)
+            ):
+                self.sendDisconnect(
+                    conch.DISCONNECT_PROTOCOL_ERROR,
+                    b"message %d during key exchange" % messageNum,
+                )
+                return
             self._dispatchSafely(messageNum, payload[1:])
         self._maybeRekey()
 
@@ -336,9 +379,24 @@ class TransportMixin:
         )
         return False
 
+    def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
+        """
+        As Conch's, without logging the payload of a message nobody handles.
+        """
+        if messageNum < 50 and messageNum in conch.messages:
+            handler = getattr(self, "ssh_" + conch.messages[messageNum][4:], None)
+            if handler is not None:
+                handler(payload)
+                return
+        elif messageNum >= 50 and self.service is not None:  # type: ignore[attr-defined]
+            self.service.packetReceived(messageNum, payload)  # type: ignore[attr-defined]
+            return
+        self._log.debug("unimplemented message {num}", num=messageNum)
+        self.sendUnimplemented()  # type: ignore[attr-defined]
+
     def _dispatchSafely(self, messageNum: int, payload: bytes) -> None:
         try:
-            self.dispatchMessage(messageNum, payload)  # type: ignore[attr-defined]
+            self.dispatchMessage(messageNum, payload)
         except _MALFORMED as e:
             self._log.info(
                 "malformed message {num} from {peer}: {error}",
@@ -368,7 +426,7 @@ class TransportMixin:
         if self._keyExchangeState != conch.SSHTransportBase._KEY_EXCHANGE_NONE:
             if not self._allowedKeyExchangeMessageType(messageType):  # type: ignore[attr-defined]
                 assert self._blockedByKeyExchange is not None
-                self._blockedByKeyExchange.append((messageType, head + body if body else head))
+                self._holdForKeyExchange(messageType, head + body if body else head)
                 return
         seq = self.outgoingPacketSequence
         pieces = self._sealer.sealMessage(seq, messageType, head, body)
@@ -397,6 +455,48 @@ class TransportMixin:
         self.transport.loseConnection()
 
     # -- key exchange
+
+    def _holdForKeyExchange(self, messageType: int, payload: bytes) -> None:
+        """
+        Queue a message until the key exchange ends, and tell the feeders to
+        stop once the queue passes its bound.
+        """
+        assert self._blockedByKeyExchange is not None
+        self._blockedByKeyExchange.append((messageType, payload))
+        self._kexQueued += len(payload)
+        if self._kexQueued > self.kexQueueHardLimit:
+            self.sendDisconnect(
+                conch.DISCONNECT_BY_APPLICATION,
+                b"too much data waiting for the key exchange to finish",
+            )
+        elif self._kexQueued > self.kexQueueLimit:
+            self.writePressure.set(KEY_EXCHANGE, True)
+
+    def _keyExchangeStarted(self) -> None:
+        self.readGate.keyExchange(True)
+        if self.kexTimeout > 0 and self._kexTimer is None:
+            self._kexTimer = self._clock().callLater(self.kexTimeout, self._kexTimedOut)
+
+    def _kexTimedOut(self) -> None:
+        self._kexTimer = None
+        self.sendDisconnect(
+            conch.DISCONNECT_KEY_EXCHANGE_FAILED,
+            b"key exchange not completed within %d seconds" % int(self.kexTimeout),
+        )
+
+    def ssh_SERVICE_REQUEST(self, packet: bytes) -> None:
+        """
+        One service per connection: a second request could restart user
+        authentication (fresh attempts, a second login).
+        """
+        if self.isClient:
+            self.sendUnimplemented()  # type: ignore[attr-defined]
+            return
+        if self._serviceRequested:
+            self.sendDisconnect(conch.DISCONNECT_PROTOCOL_ERROR, b"service already requested")
+            return
+        self._serviceRequested = True
+        super().ssh_SERVICE_REQUEST(packet)  # type: ignore[misc]
 
     def sendKexInit(self) -> None:
         if self._keyExchangeState != conch.SSHTransportBase._KEY_EXCHANGE_NONE:
@@ -429,6 +529,8 @@ class TransportMixin:
         self.sendPacket(conch.MSG_KEXINIT, self.ourKexInitPayload[1:])
         self._keyExchangeState = conch.SSHTransportBase._KEY_EXCHANGE_REQUESTED
         self._blockedByKeyExchange = []
+        self._kexQueued = 0
+        self._keyExchangeStarted()
 
     def ssh_KEXINIT(self, packet: bytes) -> None:
         if self._peerKexInitThisRound:
@@ -509,9 +611,15 @@ class TransportMixin:
             algorithms=self.currentEncryptions.describe(),
         )
         self._scheduleTimedRekey()
+        if self._kexTimer is not None and self._kexTimer.active():
+            self._kexTimer.cancel()
+        self._kexTimer = None
         blocked, self._blockedByKeyExchange = self._blockedByKeyExchange or [], None
+        self._kexQueued = 0
         for messageType, payload in blocked:
             self.sendPacket(messageType, payload)
+        self.readGate.keyExchange(False)
+        self.writePressure.set(KEY_EXCHANGE, False)
         if not self._firstKexDone:
             self._firstKexDone = True
             self.firstKeyExchangeDone()
@@ -551,6 +659,18 @@ class TransportMixin:
         Whether strict key exchange is in force on this connection.
         """
         return self._strict
+
+
+def _allowedDuringKex(messageNum: int) -> bool:
+    """
+    What a peer may send between its KEXINIT and its NEWKEYS (RFC 4253
+    section 7.1): transport generic messages other than the service messages,
+    and key exchange messages.
+    """
+    if 1 <= messageNum <= 19:
+        return messageNum not in (conch.MSG_SERVICE_REQUEST, conch.MSG_SERVICE_ACCEPT)
+    # (a second KEXINIT is refused by ssh_KEXINIT, with its own reason)
+    return 20 <= messageNum <= 49
 
 
 def _widenSocketIO(transport: Any) -> None:
