@@ -127,3 +127,24 @@ def test_generated_host_key_is_logged(tmp_path: Path) -> None:
         assert result.stdout == b"anonymous\n", result.stderr
     finally:
         daemon.stop()
+
+
+def test_session_and_channel_limits_reach_the_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diegossh.sshd.tap import makeService
+
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    options = Options()
+    options.parseOptions(["--allowUnauthenticatedClients", "--maxSessions=3", "--maxChannels=7"])
+    service = makeService(options)
+    factory = service.factory  # type: ignore[attr-defined]
+    assert (factory.maxSessions, factory.maxChannels) == (3, 7)
+    defaults = Options()
+    defaults.parseOptions(["--allowUnauthenticatedClients"])
+    assert (defaults["maxSessions"], defaults["maxChannels"]) == (10, 64)
+
+
+@pytest.mark.parametrize("flag", ["--maxSessions=0", "--maxChannels=0", "--maxSessions=x"])
+def test_unusable_limits_stop_startup(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    with pytest.raises(usage.UsageError):
+        Options().parseOptions(["--allowUnauthenticatedClients", flag])

@@ -22,6 +22,7 @@ from twisted.python import usage
 
 from diegossh.addresses import parseAddress, serverEndpoint
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
+from diegossh.ssh.connection import MAX_CHANNELS, MAX_SESSIONS
 from diegossh.ssh.factory import SSHServerFactory
 from diegossh.sshd import hostkeys
 from diegossh.sshd.auth import AuthorizedKeyChecker, DaemonUserAuthServer
@@ -46,6 +47,14 @@ class Options(usage.Options):
         ["allowedCiphers", None, None, "Comma list of ciphers (default: upstream's)."],
         ["allowedMACs", None, None, "Comma list of MACs (default: upstream's)."],
         ["allowedKeyExchanges", None, None, "Comma list of key exchanges (default: upstream's)."],
+        [
+            "maxSessions",
+            None,
+            MAX_SESSIONS,
+            "Sessions (programs) per connection (OpenSSH's MaxSessions).",
+            int,
+        ],
+        ["maxChannels", None, MAX_CHANNELS, "Open channels of any kind per connection.", int],
     ]
     optFlags = [
         ["allowUnauthenticatedClients", None, "Let anyone in without a key."],
@@ -72,6 +81,9 @@ class Options(usage.Options):
             )
         except (ValueError, UnknownAlgorithm) as e:
             raise usage.UsageError(str(e)) from None
+        for limit in ("maxSessions", "maxChannels"):
+            if self[limit] < 1:
+                raise usage.UsageError(f"--{limit} must be at least 1")
         if self["authorized"] is None and not self["allowUnauthenticatedClients"]:
             raise usage.UsageError(
                 "no authorized key: give --authorizedKey (or SSHD_AUTHKEY), "
@@ -147,4 +159,6 @@ def makeService(config: Options) -> IService:
     portal = Portal(DaemonRealm(sessionConfig, reactor), checkers)
     factory = SSHServerFactory(portal, [hostKey], config["policy"], reactor, VERSION)
     factory.services = {**factory.services, b"ssh-userauth": DaemonUserAuthServer}
+    factory.maxSessions = config["maxSessions"]
+    factory.maxChannels = config["maxChannels"]
     return StreamServerEndpointService(serverEndpoint(reactor, config["address"]), factory)
