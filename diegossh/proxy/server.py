@@ -6,6 +6,7 @@ that dials the container before it succeeds, and the idle timeout.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from diegossh.proxy import accesslog
 from diegossh.proxy.backend import BackendTransport
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.keylogin import KeyLogin, sha256Fingerprint
-from diegossh.proxy.login import Denied, LoginResult, ProxyCredentials
+from diegossh.proxy.login import BadCredentials, Denied, LoginResult, ProxyCredentials
 from diegossh.proxy.relay import ClientRelayService, Relay
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.connection import SSHConnection
@@ -107,18 +108,25 @@ class ProxyUserAuthServer(UserAuthServer):
         self.portal = _AddressedPortal(self.portal, self.transport.peerAddress)
 
     def auth_publickey(self, packet: bytes) -> Any:
-        d = super().auth_publickey(packet)
         try:
             fingerprint = sha256Fingerprint(keys.Key.fromString(common.getNS(packet[1:], 2)[1]))
         except Exception:
             fingerprint = "unreadable key"
+        if _unreadablePublicKeyRequest(packet):
+            # Conch's method raises on some of these and logs others as errors.
+            d: defer.Deferred[Any] = defer.fail(Denied(BadCredentials(), "?"))
+        else:
+            d = super().auth_publickey(packet)
         # A refused key is logged whether or not the client signed: clients
         # only sign for keys the server said it would take.
         d.addErrback(self._denied, fingerprint=fingerprint)
         return d
 
     def auth_password(self, packet: bytes) -> Any:
-        password = common.getNS(packet[1:])[0]
+        try:
+            password = common.getNS(packet[1:])[0]
+        except struct.error:
+            return defer.fail(Denied(BadCredentials(), "?")).addErrback(self._denied)
         credentials = ProxyCredentials(self.user or b"", password, self.transport.peerAddress)
         d = self.portal.login(credentials, None, IConchUser)
         d.addErrback(self._denied)
@@ -240,6 +248,23 @@ class ProxyFactory(SSHServerFactory):
         if service == b"ssh-connection" and getattr(transport, "avatar", None) is not None:
             return SSHConnection  # a key realm's user: channels end here
         return None
+
+
+def _unreadablePublicKeyRequest(packet: bytes) -> bool:
+    """
+    Whether the method-specific part of a C{publickey} request is too short
+    to parse, names its algorithm in other than ASCII, or carries no key.
+    """
+    try:
+        hasSignature = packet[0]
+        algorithm, blob, rest = common.getNS(packet[1:], 2)
+        if hasSignature:
+            common.getNS(rest)
+        algorithm.decode("ascii")
+        keys.Key.fromString(blob)
+    except Exception:
+        return True
+    return False
 
 
 def _address(peer: Any) -> str:

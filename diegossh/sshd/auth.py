@@ -2,16 +2,22 @@
 """
 Who may log into the daemon: the holder of the one authorized key, whatever
 user name they give; or, with C{--allowUnauthenticatedClients}, anyone.
+
+A C{publickey} request that does not parse (no signature flag, a key blob
+that is not a key) is an ordinary failed attempt here. Conch's own method
+raises on an empty request and logs an unreadable key as an error, both on
+input any client can send.
 """
 
 from __future__ import annotations
 
 import hmac
+import struct
 from typing import Any
 
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.interfaces import IConchUser
-from twisted.conch.ssh import keys
+from twisted.conch.ssh import common, keys
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import Anonymous, IAnonymous, ISSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
@@ -48,12 +54,40 @@ class AuthorizedKeyChecker:
         return defer.succeed(credentials.username)
 
 
+def unreadablePublicKeyRequest(packet: bytes) -> str | None:
+    """
+    Why the method-specific part of a C{publickey} request cannot be checked
+    (a short message, a non-ASCII algorithm name, a blob that is no key), or
+    L{None} if it can.
+    """
+    try:
+        hasSignature = packet[0]
+        algorithm, blob, rest = common.getNS(packet[1:], 2)
+        if hasSignature:
+            common.getNS(rest)
+        algorithm.decode("ascii")
+    except (IndexError, struct.error, UnicodeDecodeError):
+        return "malformed publickey request"
+    try:
+        keys.Key.fromString(blob)
+    except Exception:
+        return "unreadable public key"
+    return None
+
+
 class DaemonUserAuthServer(UserAuthServer):
     """
-    Adds the C{none} method, offered only when the portal has an anonymous checker.
+    Adds the C{none} method, offered only when the portal has an anonymous
+    checker, and refuses an unreadable C{publickey} request quietly.
     """
 
     interfaceToMethod = {**UserAuthServer.interfaceToMethod, IAnonymous: b"none"}
+
+    def auth_publickey(self, packet: bytes) -> Any:
+        problem = unreadablePublicKeyRequest(packet)
+        if problem is not None:
+            return defer.fail(UnauthorizedLogin(problem))
+        return super().auth_publickey(packet)
 
     def auth_none(self, packet: bytes) -> Any:
         return self.portal.login(Anonymous(), None, IConchUser)

@@ -28,6 +28,15 @@ class DaemonUser(ForwardingAvatarMixin, ConchUser):
         self.channelLookup[b"session"] = partial(SessionChannel, config, reactor)
         self.installForwarding(reactor)
 
+    def gotGlobalRequest(self, requestType: bytes, data: bytes) -> Any:
+        """
+        Conch's dispatch to C{global_*} methods; a name that is not ASCII
+        (Conch would raise decoding it) is simply refused.
+        """
+        if not requestType.isascii():
+            return 0
+        return super().gotGlobalRequest(requestType, data)
+
     def logout(self) -> None:
         self.stopForwarding()
 

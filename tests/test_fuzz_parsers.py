@@ -1,0 +1,242 @@
+"""
+Properties of the parsers of peer data, in memory, with hypothesis: whatever
+bytes arrive, each parser returns a value or raises its own documented
+refusal (L{Malformed}, L{ProtocolError}, L{MalformedRequest}), never another
+exception. The socket-level fuzzer (test_fuzz.py) reaches the same parsers
+through real sessions; these reach far more inputs per second.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import struct
+import tempfile
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from diegossh.sshd import forwarding_wire
+from diegossh.sshd.pty import WindowSize, parseModes
+from diegossh.sshd.scp._input import EndOfInput, InputBuffer
+from diegossh.sshd.scp._records import (
+    MAX_SIZE,
+    Entry,
+    ProtocolError,
+    formatEntry,
+    formatTimes,
+    parseRecord,
+)
+from diegossh.sshd.sftp._attrs import decodeAttrs
+from diegossh.sshd.sftp._errors import SFTPError
+from diegossh.sshd.sftp._requests import EXTENDED, REQUESTS, Job
+from diegossh.sshd.sftp._wire import FrameBuffer, Malformed, PacketTooLarge, Reader
+
+# Nothing written into the working tree: no example database, and
+# hypothesis's other caches in a temporary directory.
+_HOME = tempfile.mkdtemp(prefix="hypothesis-")
+set_hypothesis_home_dir(_HOME)
+atexit.register(shutil.rmtree, _HOME, True)
+FAST = settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+u32s = st.integers(0, 0xFFFFFFFF)
+
+
+def ns(value: bytes) -> bytes:
+    return struct.pack(">L", len(value)) + value
+
+
+@st.composite
+def lengthy(draw: Any) -> bytes:
+    """
+    Bytes made of plausible fields: strings with right or wrong lengths,
+    uint32s near the edges, raw bytes.
+    """
+    parts = draw(
+        st.lists(
+            st.one_of(
+                st.binary(max_size=12).map(ns),
+                st.sampled_from([0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]).map(
+                    lambda v: struct.pack(">L", v)
+                ),
+                st.binary(max_size=8),
+            ),
+            max_size=8,
+        )
+    )
+    return b"".join(parts)
+
+
+anyBytes = st.one_of(st.binary(max_size=64), lengthy())
+
+
+# -- SFTP
+
+
+class _FS:
+    """
+    Parsers only read fields and bind methods; nothing here may run.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        def untouchable(*args: Any) -> None:
+            raise AssertionError(f"a parser ran {name}")
+
+        return untouchable
+
+
+@FAST
+@given(st.lists(st.binary(max_size=40), max_size=10), st.integers(8, 64))
+def test_sftp_frames_never_exceed_the_limit(chunks: list[bytes], limit: int) -> None:
+    frames = FrameBuffer(limit)
+    for chunk in chunks:
+        frames.feed(chunk)
+        try:
+            while (packet := frames.next()) is not None:
+                assert len(packet) <= limit
+        except PacketTooLarge:
+            return
+
+
+@FAST
+@given(st.sampled_from(sorted(REQUESTS)), anyBytes)
+def test_sftp_request_parsers_refuse_cleanly(msgType: int, body: bytes) -> None:
+    try:
+        job = REQUESTS[msgType](_FS(), Reader(body))  # type: ignore[arg-type]
+    except (Malformed, SFTPError):
+        return
+    assert isinstance(job, Job)
+
+
+@FAST
+@given(st.sampled_from(sorted(EXTENDED)), anyBytes)
+def test_sftp_extended_parsers_refuse_cleanly(name: bytes, body: bytes) -> None:
+    try:
+        job = EXTENDED[name](_FS(), Reader(body))  # type: ignore[arg-type]
+    except (Malformed, SFTPError):
+        return
+    assert isinstance(job, Job)
+
+
+@FAST
+@given(anyBytes)
+def test_sftp_attrs_refuse_cleanly(body: bytes) -> None:
+    try:
+        decodeAttrs(Reader(body))
+    except Malformed:
+        pass
+
+
+# -- scp
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=80), st.from_regex(rb"\A[CDTE][0-9 ]{0,30}[ -~]{0,10}\Z")))
+def test_scp_records_refuse_cleanly(line: bytes) -> None:
+    try:
+        parseRecord(line)
+    except ProtocolError:
+        pass
+
+
+@FAST
+@given(
+    st.booleans(),
+    st.integers(0, 0o7777),
+    st.integers(0, MAX_SIZE),
+    st.text(st.characters(blacklist_characters="/\n\0", codec="utf-8"), min_size=1, max_size=20),
+)
+def test_scp_entry_round_trip(isDirectory: bool, mode: int, size: int, name: str) -> None:
+    if name in (".", ".."):
+        return
+    line = formatEntry(isDirectory, mode, size, name)
+    assert parseRecord(line[:-1]) == Entry(isDirectory, mode & 0o6777, size, name.encode())
+
+
+@FAST
+@given(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_scp_times_round_trip(mtime: float, atime: float) -> None:
+    parseRecord(formatTimes(min(mtime, 1e18), min(atime, 1e18))[:-1])
+
+
+@FAST
+@given(st.lists(st.binary(max_size=30), max_size=8), st.lists(st.sampled_from("lbs"), max_size=8))
+def test_scp_input_reads_fail_only_with_end_or_protocol_error(
+    chunks: list[bytes], reads: list[str]
+) -> None:
+    buffer = InputBuffer(lambda: None, lambda: None, highWater=16)
+    results: list[Any] = []
+    for chunk, read in zip(chunks, reads, strict=False):
+        buffer.feed(chunk)
+        reader = {"l": lambda: buffer.readLine(10), "b": buffer.readByte}
+        d = reader.get(read, lambda: buffer.readSome(5))()
+        d.addBoth(results.append)
+        if not d.called:
+            break
+    buffer.close()
+    for result in results:
+        if hasattr(result, "check"):
+            assert result.check(EndOfInput, ProtocolError), result
+
+
+# -- pty
+
+
+@FAST
+@given(anyBytes)
+def test_pty_modes_never_raise(encoded: bytes) -> None:
+    for opcode, value in parseModes(encoded):
+        assert 0 < opcode < 160
+        assert 0 <= value <= 0xFFFFFFFF
+
+
+@FAST
+@given(u32s, u32s, u32s, u32s)
+def test_window_size_fits_a_winsize(cols: int, rows: int, x: int, y: int) -> None:
+    size = WindowSize.fromWire(cols, rows, x, y)
+    struct.pack("4H", size.rows, size.cols, size.xpixel, size.ypixel)
+
+
+# -- forwarding
+
+
+@FAST
+@given(anyBytes)
+def test_forwarding_requests_refuse_cleanly(data: bytes) -> None:
+    for parse in (forwarding_wire.parseDirectTCPIP, forwarding_wire.parseTCPIPForward):
+        try:
+            result = parse(data)
+        except forwarding_wire.MalformedRequest:
+            continue
+        host, port = result[0], result[1]
+        assert isinstance(host, str) and "\0" not in host
+        assert 0 <= port <= 0xFFFF
+
+
+@FAST
+@given(
+    st.text(st.characters(blacklist_characters="\0", codec="utf-8"), max_size=20),
+    st.integers(1, 0xFFFF),
+    st.text(st.characters(blacklist_characters="\0", codec="utf-8"), max_size=20),
+    st.integers(0, 0xFFFF),
+)
+def test_forwarded_tcpip_round_trip(host: str, port: int, origHost: str, origPort: int) -> None:
+    packed = forwarding_wire.packForwardedTCPIP(host, port, origHost, origPort)
+    assert forwarding_wire.parseDirectTCPIP(packed) == (host, port, origHost, origPort)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\0\0", ns(b"127.0.0.1"), ns(b"127.0.0.1") + b"\0\0", ns(b"\xff") + b"\0\0\0\1"],
+)
+def test_forwarding_truncations_refused(data: bytes) -> None:
+    with pytest.raises(forwarding_wire.MalformedRequest):
+        forwarding_wire.parseTCPIPForward(data)
