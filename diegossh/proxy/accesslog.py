@@ -7,6 +7,10 @@ them (C{--accessLog FILE} writes them as JSON lines).
 Events carry who, where from, to which instance, and why not (and which
 proxy process served it, with C{--workers}); never a password, one-time code,
 token or key.
+
+A relayed session's pair of events goes through a L{SessionRecord}: one
+C{session_end} for every C{success}, and none without one, whatever the
+order in which the user, the container and the proxy end it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,38 @@ def loginSucceeded(client: str, result: LoginResult) -> None:
         client=client,
         **_targetFields(result),
     )
+
+
+class SessionRecord:
+    """
+    The access-log events of one relayed session: L{succeeded} logs the
+    login's success once; L{ended} logs the end once, and only after a success.
+    """
+
+    def __init__(self, client: str, result: LoginResult, clock: Any) -> None:
+        self.client = client
+        self.result = result
+        self._clock = clock
+        self._started: float | None = None
+        self._ended = False
+
+    def succeeded(self) -> None:
+        if self._started is not None:
+            return
+        self._started = self._clock.seconds()
+        loginSucceeded(self.client, self.result)
+
+    def ended(self, fromClient: int, fromBackend: int) -> None:
+        if self._started is None or self._ended:
+            return
+        self._ended = True
+        sessionEnded(
+            self.client,
+            self.result,
+            fromClient,
+            fromBackend,
+            self._clock.seconds() - self._started,
+        )
 
 
 def loginFailed(client: str, username: str, realm: str, reason: str, **audit: str) -> None:

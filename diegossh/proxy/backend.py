@@ -6,6 +6,18 @@ the route's fingerprint, login with the route's credentials.
 The whole leg must succeed before the user's login does, so a user never gets
 a half-open session to a container that cannot be reached. Every way it fails
 becomes a L{LoginDenied} with a reason the user may read.
+
+Whatever the order of endings, the leg gives back what it took:
+
+- L{connectBackend}'s Deferred can be cancelled (the user left while it was
+  dialling, in the key exchange or logging in): the connect attempt or the
+  connection is aborted and the timer cancelled;
+- L{BackendTransport.release} says goodbye and closes, but never waits for
+  ever on a container that stopped reading: after L{CLOSE_TIMEOUT} the socket
+  is aborted;
+- L{BackendSlot} is the one backend a user connection may have: set up at
+  most once (a second login on the same connection is refused, it does not
+  dial again), and released by the user connection's end in any phase.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from twisted.conch.ssh import keys, userauth
 from twisted.conch.ssh.service import SSHService
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,6 +41,11 @@ from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.transport import SSHClientTransport
 
 log = Logger()
+
+#: seconds the backend connection may take to close after the proxy said
+#: goodbye (its write buffer to drain) before it is aborted
+CLOSE_TIMEOUT = 10.0
+DISCONNECT_BY_APPLICATION = 11
 
 
 class BackendService(SSHService):
@@ -101,6 +119,8 @@ class BackendTransport(SSHClientTransport):
         self.ourVersionString = b"SSH-2.0-diego-ssh-proxy"
         self.denial: LoginDenied | None = None
         self.onLost: Callable[[], None] | None = None
+        self.lost = False
+        self._closeTimer: IDelayedCall | None = None
 
     def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred[bool]:
         if hostfingerprint.matches(self.target.route.host_fingerprint, hostKey):
@@ -126,7 +146,29 @@ class BackendTransport(SSHClientTransport):
         if not self.login.called:
             self.login.callback(self)
 
+    def release(self, reason: bytes = b"user logged out") -> None:
+        """
+        The user is gone: say goodbye and close. A container that does not
+        read what is still queued for it gets L{CLOSE_TIMEOUT} seconds, then
+        the socket is aborted. Safe to call in any phase, and more than once.
+        """
+        self.onLost = None
+        if self.lost or self.transport is None:
+            return
+        self.sendDisconnect(DISCONNECT_BY_APPLICATION, reason)
+        if not self.lost and self._closeTimer is None:
+            self._closeTimer = self._clock().callLater(CLOSE_TIMEOUT, self._closeTimedOut)
+
+    def _closeTimedOut(self) -> None:
+        self._closeTimer = None
+        if not self.lost and self.transport is not None:
+            self.transport.abortConnection()
+
     def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+        if self._closeTimer is not None and self._closeTimer.active():
+            self._closeTimer.cancel()
+        self._closeTimer = None
         super().connectionLost(reason)
         if not self.login.called:
             self.login.errback(
@@ -152,9 +194,27 @@ def connectBackend(
 ) -> defer.Deferred[BackendTransport]:
     """
     Dial C{target} and log in; fail with L{LoginDenied} within C{timeout}.
+
+    Cancelling the result (the user's connection ended) aborts whatever is
+    under way: the connect attempt, or the connection in its key exchange or
+    login. The timer goes with it.
     """
-    login: defer.Deferred[BackendTransport] = defer.Deferred()
     holder: dict[str, BackendTransport] = {}
+    connecting: defer.Deferred[Any] | None = None
+    cancelled = False
+
+    def cancel(_: defer.Deferred[BackendTransport]) -> None:
+        nonlocal cancelled
+        cancelled = True  # the caller gets CancelledError, not a denial
+        if timer.active():
+            timer.cancel()
+        transport = holder.get("t")
+        if transport is not None and transport.transport is not None and not transport.lost:
+            transport.transport.abortConnection()
+        if connecting is not None:
+            connecting.cancel()
+
+    login: defer.Deferred[BackendTransport] = defer.Deferred(cancel)
 
     def build() -> BackendTransport:
         transport = BackendTransport(target, login, policy, reactor)
@@ -171,18 +231,11 @@ def connectBackend(
     else:
         endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
 
-    connecting = endpoint.connect(Factory.forProtocol(build))
-
-    def connectFailed(failure: Failure) -> None:
-        if not login.called:
-            login.errback(LoginDenied(f"could not connect to the instance: {_short(failure)}"))
-
-    connecting.addErrback(connectFailed)
-
     def timedOut() -> None:
         if login.called:
             return
-        connecting.cancel()
+        if connecting is not None:
+            connecting.cancel()
         transport = holder.get("t")
         if transport is not None and transport.transport is not None:
             transport.denial = LoginDenied(
@@ -200,7 +253,83 @@ def connectBackend(
         return result
 
     login.addBoth(done)
+
+    connecting = endpoint.connect(Factory.forProtocol(build))
+
+    def connectFailed(failure: Failure) -> None:
+        if not login.called and not cancelled:
+            login.errback(LoginDenied(f"could not connect to the instance: {_short(failure)}"))
+
+    connecting.addErrback(connectFailed)
     return login
+
+
+class BackendSlot:
+    """
+    The backend leg of one user connection: set up at most once, released
+    whatever the order of endings.
+
+    A second login on the same connection, while the first is setting up its
+    backend or after it succeeded, is refused with L{LoginDenied}: it never
+    dials a second backend (which nothing would ever close) and never logs a
+    second success. A login whose backend failed frees the slot for another
+    attempt. L{release} (the user's connection ended) cancels a setup in
+    flight and closes an established backend; a setup that finishes after
+    that is closed at once.
+
+    C{client} is the user's address, for realms that log who they serve.
+    """
+
+    def __init__(self, client: str = "?") -> None:
+        self.client = client
+        self.backend: BackendTransport | None = None
+        self._pending: defer.Deferred[BackendTransport] | None = None
+        self.released = False
+
+    def connect(
+        self, target: LRPTarget, connect: Callable[[LRPTarget], defer.Deferred[BackendTransport]]
+    ) -> defer.Deferred[BackendTransport]:
+        """
+        Set up the backend with C{connect(target)}, unless this connection has
+        (or is setting up) one already.
+        """
+        if self.released:
+            return defer.fail(LoginDenied("the connection is closing"))
+        if self._pending is not None or self.backend is not None:
+            return defer.fail(LoginDenied("this connection is already logged in"))
+        pending = connect(target)
+        self._pending = pending
+
+        def settled(result: Any) -> Any:
+            if self._pending is pending:
+                self._pending = None
+            if isinstance(result, Failure):
+                return result
+            if self.released:
+                result.release(b"the user left")
+                raise defer.CancelledError()
+            self.backend = result
+            return result
+
+        # Cancelling what the caller holds cancels the setup itself.
+        result: defer.Deferred[BackendTransport] = defer.Deferred(lambda _: pending.cancel())
+        pending.addBoth(settled).chainDeferred(result)
+        return result
+
+    def release(self, reason: bytes = b"user logged out") -> None:
+        """
+        The user's connection ended: nothing more is set up, a setup in
+        flight is cancelled, an established backend is closed.
+        """
+        self.released = True
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        if self.backend is not None:
+            self.backend.release(reason)
+
+    def __str__(self) -> str:
+        return self.client
 
 
 def _short(failure: Failure) -> str:
