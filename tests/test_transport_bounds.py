@@ -24,9 +24,9 @@ from twisted.logger import globalLogPublisher
 
 from diegossh.ssh import transport
 from diegossh.ssh.backpressure import KEY_EXCHANGE, SOCKET_FULL
-from diegossh.ssh.connection import MAX_CHANNELS, MAX_SESSIONS
+from diegossh.ssh.connection import MAX_CHANNELS, MAX_SESSIONS, MIN_WINDOW, WINDOW_POOL
 from diegossh.ssh.factory import MAX_QUEUED_AUTH_REQUESTS, UserAuthServer
-from tests.support.memoryserver import MemorySession
+from tests.support.memoryserver import WINDOW, MemorySession
 from tests.support.sshclient import (
     ClientConnection,
     FailureCollector,
@@ -339,3 +339,30 @@ def test_write_pressure_pauses_every_channel_and_resumes_them(reason: str) -> No
     server.writePressure.set(reason, False)
     pair.flush()
     assert len(channel.received) == size
+
+
+def test_windows_of_a_connection_share_one_pool() -> None:
+    """
+    Each session asks for a 2 MiB window; past the pool a channel gets the
+    minimum, so what a peer may send ahead of our reading is bounded per
+    connection, not per channel.
+    """
+    conn = ClientConnection()
+    pair = Pair(connection=conn)
+    for _ in range(MAX_SESSIONS):
+        conn.openChannel(HeldSession(b"echo", localWindow=1 << 20))
+    pair.flush()
+    windows = [c.localWindowSize for c in pair.server.service.channels.values()]
+    assert windows[:2] == [WINDOW, WINDOW]
+    assert windows[2:] == [MIN_WINDOW] * (MAX_SESSIONS - 2)
+    assert sum(windows) <= WINDOW_POOL + MAX_SESSIONS * MIN_WINDOW
+    # the client was told those windows
+    assert [c.remoteWindowLeft for c in conn.channels.values()] == windows
+    # a channel closing gives its share back
+    first = next(iter(conn.channels.values()))
+    conn.sendClose(first)
+    pair.flush()
+    conn.openChannel(HeldSession(b"echo", localWindow=1 << 20))
+    pair.flush()
+    windows = [c.localWindowSize for c in pair.server.service.channels.values()]
+    assert windows[-1] == WINDOW_POOL - sum(windows[:-1]) > MIN_WINDOW

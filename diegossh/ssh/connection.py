@@ -56,6 +56,13 @@ MIN_PEER_MAX_PACKET = 8 * 1024
 # Channels per connection, and sessions (programs) among them.
 MAX_CHANNELS = 64
 MAX_SESSIONS = 10
+# What the peer may send us ahead of our consuming it is bounded per
+# connection, not only per channel: the windows of a connection's channels
+# add up to at most WINDOW_POOL, except that a channel opened when the pool is
+# used up still gets MIN_WINDOW (so at most WINDOW_POOL + MAX_CHANNELS *
+# MIN_WINDOW in all: 8 MiB with the defaults).
+WINDOW_POOL = 4 * 1024 * 1024
+MIN_WINDOW = 64 * 1024
 
 
 class QuietServiceMixin:
@@ -183,7 +190,35 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
             return
         self._confirmOpen(senderChannel, channel, extra)
 
+    def _fitWindow(self, channel: Any) -> None:
+        """
+        Give a new channel what is left of the connection's window pool (at
+        least L{MIN_WINDOW}), if that is less than it asked for.
+        """
+        granted = sum(c.localWindowSize for c in self.channels.values())
+        room = max(MIN_WINDOW, WINDOW_POOL - granted)
+        if channel.localWindowSize > room:
+            channel.localWindowSize = channel.localWindowLeft = room
+
+    def openChannel(self, channel: Any, extra: bytes = b"") -> None:
+        """
+        Open a channel of ours (a remote forward's connection): within the
+        channel limit and the window pool too, or refused at once.
+        """
+        if len(self.channels) + len(self._pendingOpens) >= self.maxChannels:
+            channel.conn = self
+            channel.openFailed(
+                error.ConchError(
+                    f"too many channels (at most {self.maxChannels})",
+                    conch.OPEN_RESOURCE_SHORTAGE,
+                )
+            )
+            return
+        self._fitWindow(channel)
+        super().openChannel(channel, extra)
+
     def _confirmOpen(self, senderChannel: int, channel: Any, extra: bytes) -> None:
+        self._fitWindow(channel)
         localChannel = self.localChannelID
         self.localChannelID += 1
         channel.id = localChannel
