@@ -366,3 +366,29 @@ def test_windows_of_a_connection_share_one_pool() -> None:
     pair.flush()
     windows = [c.localWindowSize for c in pair.server.service.channels.values()]
     assert windows[-1] == WINDOW_POOL - sum(windows[:-1]) > MIN_WINDOW
+
+
+def test_a_peer_that_sends_requests_and_never_reads_is_no_longer_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    Channels stop when the socket is full, but answers to the peer's own
+    requests do not: past a backlog written while full, the peer's socket is
+    not read, so it cannot make us buffer answers without limit. Reading
+    resumes when the socket drains.
+    """
+    monkeypatch.setattr(transport, "SOCKET_BACKLOG_LIMIT", 4096)
+    pair, channel, _serverChannel = sourcing(b"echo")
+    server = pair.server
+    server.writePressure.set(SOCKET_FULL, True)
+    answers: list[Any] = []
+    for _ in range(200):
+        d = channel.conn.sendGlobalRequest(b"keepalive@openssh.com", b"", wantReply=True)
+        d.addBoth(answers.append)
+    pair.flush()
+    assert server.readGate.paused
+    assert not pair.server.lost.called
+    server.writePressure.set(SOCKET_FULL, False)
+    assert not server.readGate.paused
+    pair.flush()
+    assert len(answers) == 200

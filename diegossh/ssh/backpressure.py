@@ -46,6 +46,9 @@ class WritePressure:
     def blocked(self) -> bool:
         return bool(self._reasons)
 
+    def holds(self, reason: str) -> bool:
+        return reason in self._reasons
+
     def set(self, reason: str, blocked: bool) -> None:
         if blocked == (reason in self._reasons):
             return

@@ -38,7 +38,13 @@ from twisted.python import randbytes
 
 from diegossh.ssh import kex
 from diegossh.ssh.algorithms import HOST_KEY_ALGORITHMS, AlgorithmPolicy
-from diegossh.ssh.backpressure import KEY_EXCHANGE, ReadGate, SocketWatch, WritePressure
+from diegossh.ssh.backpressure import (
+    KEY_EXCHANGE,
+    SOCKET_FULL,
+    ReadGate,
+    SocketWatch,
+    WritePressure,
+)
 from diegossh.ssh.packets import (
     AEAD_CIPHERS,
     Opener,
@@ -64,6 +70,12 @@ KEX_QUEUE_LIMIT = SOCKET_IO_SIZE
 KEX_QUEUE_HARD_LIMIT = 16 * KEX_QUEUE_LIMIT
 # A key exchange (the first or a later one) must finish within this long.
 KEX_TIMEOUT = 60.0
+# Bytes written while the socket's buffer is already full (feeders have
+# stopped; what still comes is answers to the peer's own requests) before we
+# stop reading the peer: a peer that sends requests and never reads the
+# answers cannot grow our buffer without limit.
+SOCKET_BACKLOG_LIMIT = 4 * SOCKET_IO_SIZE
+_SOCKET_BACKLOG = "peer not reading"
 _MASK32 = 0xFFFFFFFF
 _MAX_VERSION_LINE = 255
 _MAX_PRE_VERSION = 8192
@@ -210,6 +222,8 @@ class TransportMixin:
         self._gotNewKeys = 0
         self.writePressure = WritePressure()
         self.readGate = ReadGate(self.transport)
+        self._writtenWhileFull = 0
+        self.writePressure.listen(self._socketState)
         self.transport.registerProducer(SocketWatch(self.writePressure), True)
         self.outgoingPacketSequence = 0
         self.incomingPacketSequence = 0
@@ -431,9 +445,16 @@ class TransportMixin:
         seq = self.outgoingPacketSequence
         pieces = self._sealer.sealMessage(seq, messageType, head, body)
         self.outgoingPacketSequence = (seq + 1) & _MASK32
+        size = 0
         for piece in pieces:
-            self._bytesSinceKex += len(piece)
+            size += len(piece)
+        self._bytesSinceKex += size
         self.transport.writeSequence(pieces)
+        if self._writtenWhileFull >= 0 and self.writePressure.holds(SOCKET_FULL):
+            self._writtenWhileFull += size
+            if self._writtenWhileFull > SOCKET_BACKLOG_LIMIT:
+                self._writtenWhileFull = -1
+                self.readGate.pause(_SOCKET_BACKLOG)
         if messageType == conch.MSG_NEWKEYS:
             self._sendNewKeysDone()
         elif messageType != conch.MSG_KEXINIT:
@@ -455,6 +476,11 @@ class TransportMixin:
         self.transport.loseConnection()
 
     # -- key exchange
+
+    def _socketState(self, reason: str, blocked: bool) -> None:
+        if reason == SOCKET_FULL and not blocked:
+            self._writtenWhileFull = 0
+            self.readGate.resume(_SOCKET_BACKLOG)
 
     def _holdForKeyExchange(self, messageType: int, payload: bytes) -> None:
         """
