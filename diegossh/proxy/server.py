@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from diegossh.proxy import accesslog
-from diegossh.proxy.backend import BackendTransport
+from diegossh.proxy.backend import CLOSE_TIMEOUT, BackendSlot, BackendTransport
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.keylogin import KeyLogin, sha256Fingerprint
 from diegossh.proxy.login import BadCredentials, Denied, LoginResult, ProxyCredentials
@@ -44,11 +44,16 @@ class ProxyServerTransport(SSHServerTransport):
 
     idleTimeout: float = 300.0
     _idleTimer: Any = None
+    _closeTimer: Any = None
     _lastActivity = 0.0
+    backendSlot: BackendSlot | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.peerAddress = _address(self.transport.getPeer())
+        # The one backend this connection may have (issue 11): set up once,
+        # released by this connection's end whatever the phase.
+        self.backendSlot = BackendSlot(self.peerAddress)
         self.activity()
         if self.idleTimeout > 0:
             self._idleTimer = self._clock().callLater(self.idleTimeout, self._checkIdle)
@@ -65,15 +70,30 @@ class ProxyServerTransport(SSHServerTransport):
         idle = self._clock().seconds() - self._lastActivity
         if idle >= self.idleTimeout:
             log.info("closing idle connection from {client}", client=self.peerAddress)
-            self.sendDisconnect(transport.DISCONNECT_BY_APPLICATION, b"idle timeout")
+            self.closeSoon(b"idle timeout")
             return
         self._idleTimer = self._clock().callLater(self.idleTimeout - idle, self._checkIdle)
 
+    def closeSoon(self, reason: bytes) -> None:
+        """
+        Say goodbye and close; a user who does not read what is still queued
+        gets L{CLOSE_TIMEOUT} seconds, then the socket is aborted.
+        """
+        self.sendDisconnect(transport.DISCONNECT_BY_APPLICATION, reason)
+        if self.transport is not None and self.transport.connected and self._closeTimer is None:
+            self._closeTimer = self._clock().callLater(
+                CLOSE_TIMEOUT, self.transport.abortConnection
+            )
+
     def connectionLost(self, reason: Any = None) -> None:
-        if self._idleTimer is not None and self._idleTimer.active():
-            self._idleTimer.cancel()
-        self._idleTimer = None
+        for name in ("_idleTimer", "_closeTimer"):
+            timer = getattr(self, name)
+            if timer is not None and timer.active():
+                timer.cancel()
+            setattr(self, name, None)
         super().connectionLost(reason)
+        if self.backendSlot is not None:
+            self.backendSlot.release()
 
 
 class _AddressedPortal:
@@ -82,7 +102,7 @@ class _AddressedPortal:
     sessions end here (L{diegossh.interfaces.IKeyRealm}) log who they serve.
     """
 
-    def __init__(self, portal: Portal, client: str) -> None:
+    def __init__(self, portal: Portal, client: Any) -> None:
         self._portal = portal
         self._client = client
 
@@ -105,7 +125,28 @@ class ProxyUserAuthServer(UserAuthServer):
 
     def serviceStarted(self) -> None:
         super().serviceStarted()
-        self.portal = _AddressedPortal(self.portal, self.transport.peerAddress)
+        self._pendingLogins: set[defer.Deferred[Any]] = set()
+        slot = getattr(self.transport, "backendSlot", None)
+        self.portal = _AddressedPortal(self.portal, slot or self.transport.peerAddress)
+
+    def tryAuth(self, kind: bytes, user: bytes, data: bytes) -> Any:
+        d = super().tryAuth(kind, user, data)
+        self._pendingLogins.add(d)
+
+        def settled(result: Any) -> Any:
+            self._pendingLogins.discard(d)
+            return result
+
+        return d.addBoth(settled)
+
+    def serviceStopped(self) -> None:
+        # The connection ended (or the service was replaced) with logins in
+        # flight: cancel them, so no directory lookup or backend setup goes on
+        # for a user who is gone.
+        super().serviceStopped()
+        pending, self._pendingLogins = self._pendingLogins, set()
+        for d in pending:
+            d.cancel()
 
     def auth_publickey(self, packet: bytes) -> Any:
         try:
@@ -136,6 +177,8 @@ class ProxyUserAuthServer(UserAuthServer):
         username = (self.user or b"").decode("utf-8", "replace")
         if failure.check(ValidPublicKey, IgnoreAuthentication):
             return failure
+        if failure.check(defer.CancelledError):
+            return Failure(IgnoreAuthentication())  # the user left: nothing to say
         if isinstance(failure.value, Denied):
             denied = failure.value
             accesslog.loginFailed(
@@ -163,33 +206,24 @@ class ProxyAvatar:
         self.clock = clock
         self.relay: Relay | None = None
         self.client: Any = None
-        self.started = clock.seconds()
+        self.record: accesslog.SessionRecord | None = None
 
     def makeService(self, client: Any) -> ClientRelayService:
         self.client = client
         self.relay = Relay(client, self.backend, onActivity=client.activity)
         self.backend.onLost = self._backendLost
-        accesslog.loginSucceeded(client.peerAddress, self.result)
+        self.record = accesslog.SessionRecord(client.peerAddress, self.result, self.clock)
+        self.record.succeeded()
         return ClientRelayService(self.relay)
 
     def _backendLost(self) -> None:
         if self.client is not None:
-            self.client.sendDisconnect(
-                transport.DISCONNECT_BY_APPLICATION, b"the instance closed the connection"
-            )
+            self.client.closeSoon(b"the instance closed the connection")
 
     def logout(self) -> None:
-        if self.relay is not None and self.client is not None:
-            accesslog.sessionEnded(
-                self.client.peerAddress,
-                self.result,
-                self.relay.bytesFromClient,
-                self.relay.bytesFromBackend,
-                self.clock.seconds() - self.started,
-            )
-        self.backend.onLost = None
-        if self.backend.transport is not None:
-            self.backend.sendDisconnect(transport.DISCONNECT_BY_APPLICATION, b"user logged out")
+        if self.relay is not None and self.record is not None:
+            self.record.ended(self.relay.bytesFromClient, self.relay.bytesFromBackend)
+        self.backend.release(b"user logged out")
 
 
 @implementer(IRealm)
@@ -204,7 +238,8 @@ class ProxyRealm:
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
         if isinstance(avatarId, KeyLogin):
-            user: Any = avatarId.realm.avatarFor(avatarId, mind or "?")
+            client = mind.client if isinstance(mind, BackendSlot) else mind
+            user: Any = avatarId.realm.avatarFor(avatarId, client or "?")
             return defer.succeed((IConchUser, user, user.logout))
         result: LoginResult = avatarId
 
@@ -217,7 +252,11 @@ class ProxyRealm:
                 return Failure(Denied(failure.value, result.realm))
             return failure
 
-        d = self._connect(result.target)
+        if isinstance(mind, BackendSlot):
+            # At most one backend per user connection, whatever the user asks.
+            d = mind.connect(result.target, self._connect)
+        else:
+            d = self._connect(result.target)
         return d.addCallbacks(connected, failed)
 
 
