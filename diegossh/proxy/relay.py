@@ -208,6 +208,8 @@ class Relay:
                 send(messageNum, head, piece)
 
     def stop(self) -> None:
+        if not hasattr(self, "_holdBackend"):
+            return  # never started
         self.client.writePressure.unlisten(self._holdBackend)
         self.backend.writePressure.unlisten(self._holdClient)
         self.client.readGate.resume("container leg")
