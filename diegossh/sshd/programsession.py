@@ -38,12 +38,20 @@ class ProgramTransport:
         self._pending: deque[bytes] = deque()
         self._eofPending = False
         self._exited = False
+        self._discarding = False
 
     # -- program -> client
 
     def write(self, data: bytes) -> None:
-        if not self._exited:
+        if not self._exited and not self._discarding:
             self._channel.write(data)
+
+    def discardOutput(self) -> None:
+        """
+        The client no longer reads the output (C{eow@openssh.com}): what the
+        program writes from now on is dropped; its exit status still goes out.
+        """
+        self._discarding = True
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))

@@ -8,6 +8,16 @@ only PATH and sends EOF while output still waits for window; none of that
 holds here. Output reaches the client in order and complete: EOF and
 exit-status follow the last byte, and a slow client pauses the process
 instead of growing our memory.
+
+A session that ends before its program does (the client closed the channel,
+or the connection went away) hangs the program up: SIGHUP to its process
+group, every descriptor to it closed at once, and SIGKILL to what is left of
+the group after L{KILL_GRACE} seconds. That holds in whatever order the end
+arrives relative to the fork, the child's C{setsid}, its output and its exit.
+
+Every request's payload is parsed strictly (L{_fields}): a truncated,
+overlong or otherwise malformed payload is a refused request, never an
+exception.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ import os
 import shlex
 import signal
 import struct
+import termios
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +49,9 @@ from diegossh.sshd.pty import WindowSize, applyModes, parseModes
 
 SESSION_WINDOW = 2 * 1024 * 1024
 SESSION_MAX_PACKET = 64 * 1024
+# Seconds between the SIGHUP of a session's program and the SIGKILL of
+# whatever is left of its process group.
+KILL_GRACE = 2.0
 
 # Names a client may send in a signal request (RFC 4254 6.10), without SIG.
 SIGNALS = {
@@ -68,19 +83,62 @@ def defaultShell() -> str:
     return "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 
 
+class _Malformed(Exception):
+    pass
+
+
+def _fields(data: bytes, spec: str) -> list[Any]:
+    """
+    Parse a request payload made of exactly the fields C{spec} names: C{s} a
+    string, C{L} a uint32, C{b} a boolean. Anything short, long or otherwise
+    off raises L{_Malformed}.
+    """
+    values: list[Any] = []
+    at = 0
+    end = len(data)
+    for code in spec:
+        if code == "b":
+            if at + 1 > end:
+                raise _Malformed()
+            values.append(data[at] != 0)
+            at += 1
+            continue
+        if at + 4 > end:
+            raise _Malformed()
+        (number,) = struct.unpack(">L", data[at : at + 4])
+        at += 4
+        if code == "L":
+            values.append(number)
+        elif code == "s":
+            if at + number > end:
+                raise _Malformed()
+            values.append(data[at : at + number])
+            at += number
+        else:
+            raise ValueError(f"unknown field code {code!r}")
+    if at != end:
+        raise _Malformed()
+    return values
+
+
 class _ChildProtocol(ProcessProtocol):
     def __init__(self, session: SessionChannel) -> None:
         self.session = session
 
+    def connectionMade(self) -> None:
+        # Called inside the process's constructor, right after the fork: the
+        # session knows its child before anything else can happen to either.
+        self.session.childStarted(self.transport)
+
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == 2:
-            self.session.writeExtended(EXTENDED_DATA_STDERR, data)
-        else:
-            self.session.write(data)
+        self.session.childDataReceived(childFD, data)
 
     def childConnectionLost(self, childFD: int) -> None:
         if childFD in (1, 2):
             self.session.outputClosed(childFD)
+
+    def processExited(self, reason: Failure) -> None:
+        self.session.childExited()
 
     def processEnded(self, reason: Failure) -> None:
         self.session.processEnded(reason)
@@ -114,35 +172,80 @@ class SessionChannel(BufferedChannel):
         self._stdinPaused = False
         self._stdinOwed = 0
         self._finished = False
+        # The client still reads the program's output (no eow@openssh.com yet).
+        self._outputWanted = True
+        # The child's leader was reaped / Twisted reported the whole end.
+        self._leaderExited = False
+        self._childEnded = False
+        # The channel is closed (by either side, or with the connection).
+        self._ended = False
+        self._killTimer: Any = None
 
-    # -- requests (Conch calls request_<name>; a true return is success)
+    # -- requests (a true return is success; a malformed payload is refused)
+
+    def requestReceived(self, requestType: bytes, data: bytes) -> int:
+        handler = self._handlerFor(requestType)
+        if handler is None:
+            self._log.info("unhandled request {requestType!r}", requestType=requestType)
+            return 0
+        try:
+            return 1 if handler(data) else 0
+        except Exception as e:
+            # Never a traceback for what a client sent: refuse, log one line.
+            self._log.warn(
+                "request {requestType!r} refused: {error!r}", requestType=requestType, error=e
+            )
+            return 0
+
+    def _handlerFor(self, requestType: bytes) -> Callable[[bytes], int] | None:
+        special = {
+            b"auth-agent-req@openssh.com": self.request_auth_agent_req_openssh_com,
+            b"eow@openssh.com": self.request_eow_openssh_com,
+        }
+        if requestType in special:
+            return special[requestType]
+        try:
+            name = requestType.decode("ascii").replace("-", "_")
+        except UnicodeDecodeError:
+            return None
+        if not name.isidentifier():
+            return None
+        handler: Callable[[bytes], int] | None = getattr(self, "request_" + name, None)
+        return handler
 
     def request_pty_req(self, data: bytes) -> int:
-        if self.started or self.term is not None:
+        try:
+            term, cols, rows, xpixel, ypixel, modes = _fields(data, "sLLLLs")
+        except _Malformed:
             return 0
-        term, rest = common.getNS(data)
-        cols, rows, xpixel, ypixel = struct.unpack(">4L", rest[:16])
-        modes, _ = common.getNS(rest[16:])
+        if self.started or self.term is not None or b"\0" in term:
+            return 0
         self.term = term.decode("utf-8", "replace") or "dumb"
         self.windowSize = WindowSize.fromWire(cols, rows, xpixel, ypixel)
         self.ptyModes = parseModes(modes)
         return 1
 
     def request_window_change(self, data: bytes) -> int:
-        cols, rows, xpixel, ypixel = struct.unpack(">4L", data[:16])
+        try:
+            cols, rows, xpixel, ypixel = _fields(data, "LLLL")
+        except _Malformed:
+            return 0
         if self.term is None:
             return 0
         self.windowSize = WindowSize.fromWire(cols, rows, xpixel, ypixel)
-        if self.child is not None and self.child.pid is not None:
+        fd = self.child.terminalFD() if self.child is not None else None
+        if fd is not None:
             try:
-                self.windowSize.apply(self.child.fd)
+                self.windowSize.apply(fd)
             except OSError:
                 return 0
         return 1
 
     def request_env(self, data: bytes) -> int:
-        name, rest = common.getNS(data)
-        value, _ = common.getNS(rest)
+        try:
+            name, value = _fields(data, "ss")
+        except _Malformed:
+            return 0
         if self.started:
             return 0
         try:
@@ -152,8 +255,11 @@ class SessionChannel(BufferedChannel):
         return 1 if ok else 0
 
     def request_exec(self, data: bytes) -> int:
-        command, _ = common.getNS(data)
-        if self.started:
+        try:
+            (command,) = _fields(data, "s")
+        except _Malformed:
+            return 0
+        if self.started or b"\0" in command:
             return 0
         try:
             text = command.decode("utf-8")
@@ -164,27 +270,46 @@ class SessionChannel(BufferedChannel):
         return self._startProcess([self.config.shell, "-c", text])
 
     def request_shell(self, data: bytes) -> int:
-        if self.started:
+        if data or self.started:
             return 0
         shell = self.config.shell
         # A login shell, as sshd starts one: argv[0] begins with '-'.
         return self._startProcess([shell, "-" + os.path.basename(shell)], executable=shell)
 
     def request_subsystem(self, data: bytes) -> int:
-        name, _ = common.getNS(data)
-        if self.started:
+        try:
+            (name,) = _fields(data, "s")
+        except _Malformed:
+            return 0
+        if self.started or b"\0" in name:
             return 0
         return 1 if self._startProgram([name.decode("utf-8", "replace")]) else 0
 
     def request_signal(self, data: bytes) -> int:
-        name, _ = common.getNS(data)
-        number = SIGNALS.get(name.decode("ascii", "replace"))
-        if number is None or self.child is None or self.child.pid is None:
-            return 0
         try:
-            os.killpg(self.child.pid, number)
-        except OSError:
+            (name,) = _fields(data, "s")
+        except _Malformed:
             return 0
+        number = SIGNALS.get(name.decode("ascii", "replace"))
+        if number is None or self.child is None or self._childEnded:
+            return 0
+        return 1 if self.child.signalGroup(number) else 0
+
+    def request_eow_openssh_com(self, data: bytes) -> int:
+        """
+        OpenSSH's "end of write": the client's stdout is gone (C{ssh host yes
+        | head -n 1}). As sshd, stop taking the program's output: its stdout
+        pipe is closed (its next write fails with EPIPE, or SIGPIPE ends it)
+        and what is queued for the client is dropped. Stderr still reaches the
+        client, whose own stderr still works. On a pty, whose output is both,
+        the pty is no longer read: the program blocks once the terminal's
+        buffer is full, until the session ends (as under sshd).
+        """
+        if data:
+            return 0
+        if self._outputWanted:
+            self._outputWanted = False
+            self._stopOutput()
         return 1
 
     def request_x11_req(self, data: bytes) -> int:
@@ -192,11 +317,6 @@ class SessionChannel(BufferedChannel):
 
     def request_auth_agent_req_openssh_com(self, data: bytes) -> int:
         return 0
-
-    def requestReceived(self, requestType: bytes, data: bytes) -> int:
-        if requestType == b"auth-agent-req@openssh.com":
-            return self.request_auth_agent_req_openssh_com(data)
-        return int(super().requestReceived(requestType, data))
 
     # -- starting
 
@@ -211,48 +331,134 @@ class SessionChannel(BufferedChannel):
     def _startProgram(self, argv: list[str] | None) -> bool:
         if argv is None:
             return False
-        program = self.config.buildProgram(argv, self.env.build(self.term))
+        try:
+            program = self.config.buildProgram(argv, self.env.build(self.term))
+        except Exception as e:
+            self._cannotStart(argv[0], e)
+            return True
         if program is None:
             return False
         self.started = True
         self.program = ProgramTransport(self, program)
-        program.makeConnection(self.program)
+        try:
+            program.makeConnection(self.program)
+        except Exception as e:
+            self.program = None
+            self._cannotStart(argv[0], e)
+            return True
+        if not self._outputWanted:
+            self.program.discardOutput()
         return True
 
     def _startProcess(self, argv: list[str], executable: str | None = None) -> int:
         """
         Start the child; C{executable} differs from C{argv[0]} for a login shell.
         """
+        if self._ended:
+            return 0
         self.started = True
         usePTY = self.term is not None
+        executable = executable or argv[0]
         try:
             child = process.spawn(
                 self.reactor,
                 _ChildProtocol(self),
-                executable or argv[0],
+                executable,
                 argv,
                 self.env.build(self.term),
                 self.config.home,
                 usePTY,
                 self._preparePTY,
             )
-        except OSError as e:
-            self._log.info("could not start {argv}: {error}", argv=argv[0], error=e)
-            return 0
+        except Exception as e:
+            self._cannotStart(executable, e)
+            return 1
         self.child = child
         if usePTY:
             self._openOutputs = {1}
         self.registerProducer(child, True)
         child.registerProducer(self, True)
+        if not self._outputWanted:
+            self._stopOutput()
         return 1
+
+    def _cannotStart(self, executable: str, error: BaseException) -> None:
+        """
+        The program could not start: the client gets one line on stderr and
+        an exit status, after the reply to its request.
+        """
+        line, status = process.startFailure(executable, error)
+        self._log.info("session could not start: {line}", line=line.rstrip())
+        self.started = True
+        self.child = None
+
+        def report() -> None:
+            self.writeExtended(EXTENDED_DATA_STDERR, line.encode("utf-8", "surrogateescape"))
+            self.finishWithStatus(status)
+
+        self.reactor.callLater(0, report)
 
     def _preparePTY(self, fd: int) -> None:
         try:
             if self.windowSize is not None:
                 self.windowSize.apply(fd)
             applyModes(fd, self.ptyModes)
-        except OSError as e:
+        except (OSError, termios.error) as e:
             self._log.info("could not apply terminal settings: {error}", error=e)
+
+    # -- the child's side
+
+    def childStarted(self, child: Any) -> None:
+        self.child = child
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if self._ended or (not self._outputWanted and (childFD == 1 or self.term is not None)):
+            return
+        if childFD == 2:
+            self.writeExtended(EXTENDED_DATA_STDERR, data)
+        else:
+            self.write(data)
+
+    def _stopOutput(self) -> None:
+        if self.program is not None:
+            self.program.discardOutput()
+        self._discardQueued(stderrToo=self.term is not None)
+        child = self.child
+        if child is None or self._childEnded:
+            return
+        if self.term is None:
+            child.closeOutput(1)
+            return
+        # One pty carries both streams: stop reading it, and keep it unread
+        # (the channel would resume a producer it still knew).
+        self.unregisterProducer()
+        child.pauseProducing()
+        if self._leaderExited:
+            child.closeDescriptors()
+
+    def _discardQueued(self, stderrToo: bool) -> None:
+        """
+        Drop the output queued for the client (stdout, or everything).
+        """
+        # BufferedChannel has no public way to drop part of its queue; this
+        # reaches into it, keeping its invariants (bufferedBytes, _headSent).
+        queue: deque[tuple[int | None, bytes]] | None = getattr(self, "_queue", None)
+        if not queue:
+            return
+        kept: deque[tuple[int | None, bytes]] = deque()
+        dropped = 0
+        for index, (dataType, chunk) in enumerate(queue):
+            if dataType is None or stderrToo:
+                dropped += len(chunk) - (self._headSent if index == 0 else 0)
+                if index == 0:
+                    self._headSent = 0
+            else:
+                kept.append((dataType, chunk))
+        queue.clear()
+        queue.extend(kept)
+        self.bufferedBytes -= dropped
+        # Send what is left, resume a producer paused for the dropped bytes.
+        self.addWindowBytes(0)
 
     # -- stdin: the client's data, with backpressure from the child
 
@@ -299,14 +505,24 @@ class SessionChannel(BufferedChannel):
         self._openOutputs.discard(childFD)
         self._maybeFinish()
 
+    def childExited(self) -> None:
+        """
+        The child's leader was reaped (its descendants may still hold the
+        output). A pty nobody reads any more would never report its end.
+        """
+        self._leaderExited = True
+        if not self._outputWanted and self.term is not None and not self._ended:
+            self.child.closeDescriptors()
+
     def processEnded(self, reason: Failure) -> None:
+        self._childEnded = True
         self._exitReason = reason
         self._openOutputs.clear()
         self.unregisterProducer()
         self._maybeFinish()
 
     def _maybeFinish(self) -> None:
-        if self._exitReason is None or self._openOutputs:
+        if self._exitReason is None or self._openOutputs or self._ended:
             return
         value = self._exitReason.value
         signalNumber = getattr(value, "signal", None)
@@ -327,7 +543,7 @@ class SessionChannel(BufferedChannel):
         self._finish(lambda: self._sendExitStatus(status))
 
     def _finish(self, sendStatus: Callable[[], None]) -> None:
-        if self._finished:
+        if self._finished or self._ended:
             return
         self._finished = True
 
@@ -354,15 +570,33 @@ class SessionChannel(BufferedChannel):
         )
         self.conn.sendRequest(self, b"exit-signal", payload)
 
+    def closeReceived(self) -> None:
+        """
+        The client closed the channel: it reads nothing more, so whatever is
+        queued is dropped and our close goes out now (not after the queue
+        drains into a window that will never open again).
+        """
+        self.abortConnection()
+
     def closed(self) -> None:
         """
-        Both sides closed, or the connection vanished: a child still running
-        gets SIGHUP, as a terminal hang-up would send it.
+        Both sides closed, or the connection vanished. A program that has not
+        ended is hung up: SIGHUP to its process group, every descriptor to it
+        closed now (a paused reader would never see EOF), and after
+        L{KILL_GRACE} seconds SIGKILL to whatever is left of the group.
         """
-        if self.child is not None and self._exitReason is None and self.child.pid:
-            try:
-                os.killpg(self.child.pid, signal.SIGHUP)
-            except OSError:
-                pass
+        self._ended = True
+        self.abortConnection()
+        self.unregisterProducer()
+        child = self.child
+        if child is not None and not self._childEnded:
+            signalled = child.hangUp()
+            child.closeDescriptors()
+            if signalled:
+                self._killTimer = self.reactor.callLater(KILL_GRACE, self._killLeftovers)
         if self.program is not None:
             self.program.closed(Failure(netError.ConnectionDone("channel closed")))
+
+    def _killLeftovers(self) -> None:
+        self._killTimer = None
+        self.child.killGroup()

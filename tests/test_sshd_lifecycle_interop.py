@@ -1,0 +1,258 @@
+"""
+How daemon sessions end, end to end with OpenSSH's ssh: programs do not
+outlive sessions dropped right after they start, a backed-up session's
+descriptors are closed when its connection dies, C{ssh host yes | head -n 1}
+ends, and a program that cannot start is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.cred.portal import Portal
+from twisted.internet import threads
+
+from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.factory import SSHServerFactory
+from diegossh.sshd import hostkeys
+from diegossh.sshd.auth import AuthorizedKeyChecker, DaemonUserAuthServer
+from diegossh.sshd.avatar import DaemonRealm
+from diegossh.sshd.environment import baseEnvironment
+from diegossh.sshd.programs import buildProgram
+from diegossh.sshd.session import SessionConfig, defaultShell
+from tests.support.daemon import Daemon, runClient, startDaemon
+from tests.support.keys import authorizedKeyLine, key, writePrivateKey
+from tests.support.openssh import BASE_OPTIONS
+
+pytestmark = pytest.mark.interop
+
+SESSIONS = 20
+# How long the daemon may take to clean up after a client vanished
+# (KILL_GRACE plus reaping); a bound on a wait, not an expected duration.
+CLEANUP_BOUND = 20.0
+
+
+def marked(tag: str) -> list[int]:
+    """Processes whose environment holds MARK=tag."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"MARK={tag}".encode() in environ:
+            found.append(int(entry))
+    return found
+
+
+def zombieChildren(pid: int) -> list[int]:
+    zombies = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z" and int(fields[1]) == pid:
+            zombies.append(int(entry))
+    return zombies
+
+
+def waitFor(predicate: Any, bound: float = CLEANUP_BOUND) -> None:
+    deadline = time.monotonic() + bound
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def fdCount(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def dropRightAfterStart(argv: list[str], command: str, waitForOutput: bool) -> None:
+    """
+    Run C{command} and kill the client as soon as the exec request is on the
+    wire (or, with C{waitForOutput}, once the command said something).
+    """
+    proc = subprocess.Popen(
+        [*argv[:-1], "-v", argv[-1], command],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        if waitForOutput:
+            proc.stdout.readline()
+        else:
+            for line in proc.stderr:
+                if b"Sending command" in line:
+                    break
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("pty", [False, True], ids=["pipes", "pty"])
+def test_programs_do_not_outlive_dropped_sessions(daemon: Daemon, pty: bool) -> None:
+    tag = uuid.uuid4().hex
+    options = ("RequestTTY=force",) if pty else ()
+    argv = daemon.ssh(options=options)
+    for i in range(SESSIONS):
+        if i % 2:
+            # The leader leaves at once; its child holds the session's output.
+            dropRightAfterStart(argv, f"MARK={tag} sleep 1000 & echo started", True)
+        else:
+            dropRightAfterStart(argv, f"MARK={tag} exec sleep 1000", False)
+    waitFor(lambda: not marked(tag))
+    assert marked(tag) == []
+    assert zombieChildren(daemon.proc.pid) == []
+
+
+def test_backed_up_session_gives_back_its_descriptors(daemon: Daemon) -> None:
+    waitFor(lambda: False, 0.5)
+    baseline = fdCount(daemon.proc.pid)
+    tag = uuid.uuid4().hex
+    # Nobody reads the client's stdout: its window closes, the daemon's
+    # queue fills and the program's pipes are paused.
+    proc = subprocess.Popen(
+        daemon.ssh(f"MARK={tag} exec head -c 2000000000 /dev/zero"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def blocked() -> bool:
+            for pid in marked(tag):
+                try:
+                    return Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_write")
+                except OSError:
+                    return False
+            return False
+
+        waitFor(blocked, 60)
+        assert blocked()
+        assert fdCount(daemon.proc.pid) > baseline
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    waitFor(lambda: fdCount(daemon.proc.pid) <= baseline and not marked(tag))
+    assert marked(tag) == []
+    assert fdCount(daemon.proc.pid) <= baseline
+
+
+def test_a_missing_home_directory_is_one_line(tmp_path: Path) -> None:
+    d = startDaemon(tmp_path, env={"HOME": str(tmp_path / "no-such-home")})
+    try:
+        result = runClient(d.ssh("pwd"), timeout=60)
+    finally:
+        d.stop()
+    assert result.returncode == 0
+    assert result.stdout == b"/\n"
+    assert (
+        result.stderr
+        == (
+            f"diego-sshd: could not chdir to home directory {tmp_path / 'no-such-home'}: "
+            "No such file or directory\n"
+        ).encode()
+    )
+
+
+# -- an in-process daemon, for what the shipped one cannot be made to do
+
+
+@dataclass
+class InProcess:
+    port: int
+    identity: Path
+
+    def ssh(self, *command: str) -> list[str]:
+        return [
+            "ssh", *BASE_OPTIONS, "-p", str(self.port), "-i", str(self.identity),
+            "vcap@127.0.0.1", *command,
+        ]  # fmt: skip
+
+
+def reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield writePrivateKey(key("ed25519"), tmp_path_factory.mktemp("id") / "id_ed25519")
+
+
+async def _listen(identity: Path, shell: str, version: bytes) -> AsyncIterator[InProcess]:
+    home = identity.parent
+    config = SessionConfig(baseEnvironment(False), str(home), shell, buildProgram)
+    checker = AuthorizedKeyChecker(hostkeys.loadAuthorizedKey(authorizedKeyLine(key("ed25519"))))
+    portal = Portal(DaemonRealm(config, reactor()), [checker])
+    factory = SSHServerFactory(
+        portal, [key("p256")], AlgorithmPolicy.fromOptions(), reactor(), version
+    )
+    factory.services = {**factory.services, b"ssh-userauth": DaemonUserAuthServer}
+    port = reactor().listenTCP(0, factory, interface="127.0.0.1")
+    try:
+        yield InProcess(port.getHost().port, identity)
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.async_yield_fixture
+async def openSSHBanner(identity: Path) -> AsyncIterator[InProcess]:
+    # OpenSSH's client sends eow@openssh.com only to a server whose banner
+    # starts with "OpenSSH" (compat.c); the shipped banner does not yet.
+    async for server in _listen(identity, defaultShell(), b"SSH-2.0-OpenSSH_9.9 diego-sshd"):
+        yield server
+
+
+@pytest_twisted.async_yield_fixture
+async def noShell(identity: Path) -> AsyncIterator[InProcess]:
+    async for server in _listen(identity, "/bin/nosuch", b"SSH-2.0-diego-sshd"):
+        yield server
+
+
+def pipeline(shell: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        shell, shell=True, executable="/bin/bash", capture_output=True, timeout=60, check=False
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_yes_into_head_ends(openSSHBanner: InProcess) -> None:
+    tag = uuid.uuid4().hex
+    command = " ".join(openSSHBanner.ssh(f"'MARK={tag} exec yes'"))
+    result = await threads.deferToThread(
+        pipeline, f"{command} | head -n 1; echo status ${{PIPESTATUS[0]}}"
+    )
+    # As against sshd: yes dies of SIGPIPE, which ssh reports as 255.
+    assert result.stdout == b"y\nstatus 255\n", result.stderr
+    assert marked(tag) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_program_that_cannot_start_is_one_line(noShell: InProcess) -> None:
+    result = await threads.deferToThread(runClient, noShell.ssh("echo hi"), timeout=60)
+    assert result.returncode == 127
+    assert result.stdout == b""
+    assert result.stderr == b"diego-sshd: cannot run /bin/nosuch: No such file or directory\n"
