@@ -8,6 +8,7 @@ ends, and a program that cannot start is one line on stderr.
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import time
 import uuid
@@ -18,8 +19,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.conch.ssh import common
+from twisted.conch.ssh import connection as conchConnection
 from twisted.cred.portal import Portal
 from twisted.internet import threads
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import deferLater
 
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.factory import SSHServerFactory
@@ -32,6 +37,7 @@ from diegossh.sshd.session import SessionConfig, defaultShell
 from tests.support.daemon import Daemon, runClient, startDaemon
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 from tests.support.openssh import BASE_OPTIONS
+from tests.support.sshclient import LoginClient, RawConnection
 
 pytestmark = pytest.mark.interop
 
@@ -122,6 +128,45 @@ def test_programs_do_not_outlive_dropped_sessions(daemon: Daemon, pty: bool) -> 
     waitFor(lambda: not marked(tag))
     assert marked(tag) == []
     assert zombieChildren(daemon.proc.pid) == []
+
+
+@pytest.mark.parametrize("pty", [False, True], ids=["pipes", "pty"])
+@pytest_twisted.ensureDeferred
+async def test_channel_closed_with_its_exec_request_leaves_no_process(
+    daemon: Daemon, pty: bool
+) -> None:
+    # Our own client sends exec and close in one write, so the daemon sees
+    # the close right after the fork, before the child's setsid(); the
+    # connection stays up, so only the channel's end can clean up.
+    client = LoginClient()
+    client.key = key("ed25519")
+    client.connection = RawConnection()
+    client.clock = reactor()
+    client.policy = AlgorithmPolicy.everything()
+    await connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", daemon.port), client)
+    conn = await client.connection.started.addTimeout(30, reactor())
+    tag = uuid.uuid4().hex
+    command = common.NS(f"MARK={tag} exec sleep 1000".encode())
+    ptyReq = common.NS(b"xterm") + struct.pack(">4L", 80, 24, 0, 0) + common.NS(b"")
+    try:
+        for i in range(SESSIONS):
+            opening = common.NS(b"session") + struct.pack(">3L", i, 1 << 20, 32768)
+            conn.send(conchConnection.MSG_CHANNEL_OPEN, opening)
+            confirmation = await conn.waitFor(conchConnection.MSG_CHANNEL_OPEN_CONFIRMATION)
+            channel = struct.pack(">L", struct.unpack(">2L", confirmation[:8])[1])
+            request = conchConnection.MSG_CHANNEL_REQUEST
+            if pty:
+                conn.send(request, channel + common.NS(b"pty-req") + b"\0" + ptyReq)
+            conn.send(request, channel + common.NS(b"exec") + b"\0" + command)
+            conn.send(conchConnection.MSG_CHANNEL_CLOSE, channel)
+            await conn.waitFor(conchConnection.MSG_CHANNEL_CLOSE)
+        for _ in range(int(CLEANUP_BOUND / 0.05)):
+            if not marked(tag):
+                break
+            await deferLater(reactor(), 0.05)
+        assert marked(tag) == []
+    finally:
+        client.transport.loseConnection()
 
 
 def test_backed_up_session_gives_back_its_descriptors(daemon: Daemon) -> None:
