@@ -3,6 +3,7 @@ C{make bench} / C{python -m bench}: diego-sshd and diego-ssh-proxy against stock
 OpenSSH on loopback. See docs/performance.md for the method and the results.
 
     python -m bench [--quick] [--size 1G] [--runs 3] [--only throughput,files,...]
+    python -m bench hostile          # one section (or several) by name
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.hostile import hostileClients
 from bench.idle import idleSessions
 from bench.measure import (
     fileTransfer,
@@ -31,7 +33,19 @@ from bench.profile import profileProxy
 from bench.world import TWISTD_PLUGIN_HELP, World, startWorld
 
 STREAMS = 4
-SECTIONS = ("throughput", "files", "latency", "rate", "idle", "slow", "profile", "workers")
+SECTIONS = (
+    "throughput",
+    "files",
+    "latency",
+    "rate",
+    "idle",
+    "slow",
+    "profile",
+    "workers",
+    "hostile",
+)
+# The ordinary transfer timed alone and during each hostile client (bench/hostile.py).
+HOSTILE_SIZE = 256 << 20
 
 
 def parseSize(text: str) -> int:
@@ -56,6 +70,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help=f"comma list of sections: {','.join(SECTIONS)}")
     parser.add_argument("--idle-stages", help="sessions to hold, e.g. 1000,2000,5000")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--hostile-hold", type=float, help="seconds each hostile client holds its state (6)"
+    )
+    parser.add_argument(
+        "names", nargs="*", metavar="SECTION", help="sections to run, as with --only"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.size = parseSize(args.size) if args.size else (256 << 20 if quick else 1 << 30)
@@ -67,7 +87,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ]
     args.slowSeconds = 10 if quick else 30
     args.profileSeconds = 5 if quick else 10
-    args.sections = set(args.only.split(",")) if args.only else set(SECTIONS)
+    args.hostileSize = min(args.size, HOSTILE_SIZE // 2 if quick else HOSTILE_SIZE)
+    args.hostileHold = args.hostile_hold or (3.0 if quick else 6.0)
+    named = set(args.only.split(",")) if args.only else set()
+    named |= set(args.names)
+    args.sections = named or set(SECTIONS)
     unknown = args.sections - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -116,11 +140,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.monotonic()
     results: dict[str, Any] = {"size": args.size, "runs": args.runs, "quick": args.quick}
+    size = args.size if args.sections - {"hostile"} else args.hostileSize
     print(
-        f"diegossh bench: {args.size / (1 << 20):.0f} MiB per transfer, "
+        f"diegossh bench: {size / (1 << 20):.0f} MiB per transfer, "
         f"{args.runs} run(s) per figure, loopback",
         flush=True,
     )
+    if args.sections - {"hostile"}:
+        measureWorld(results, args)
+    if "hostile" in args.sections:
+        # Fresh servers of its own for every attack, once the world is gone.
+        results["hostile"] = hostileClients(args.hostileSize, args.hostileHold, args.runs)
+    return finish(results, args, started)
+
+
+def measureWorld(results: dict[str, Any], args: argparse.Namespace) -> None:
+    """
+    The sections measured on one world: stock sshd, diego-sshd and the proxy.
+    """
     world = startWorld(args.size)
     try:
         if "throughput" in args.sections:
@@ -170,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["parallel"] = parallelWorkers(world, args)
     finally:
         world.stop()
+
+
+def finish(results: dict[str, Any], args: argparse.Namespace, started: float) -> int:
     results["seconds"] = round(time.monotonic() - started)
     print()
     print(report.render(results))

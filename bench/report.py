@@ -6,6 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.hostile import (
+    ATTACKS,
+    GROWTH_TARGET_MIB,
+    SLOWDOWN_TARGET,
+    HostileResult,
+    growth,
+    seconds,
+)
 from bench.idle import IdleResult
 from bench.measure import Parallel, Rate, Sample, SlowReader, percentile
 from bench.profile import Profile
@@ -108,6 +116,7 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
                 "met" if results["workers"] else "MISSED",
             ]
         )
+    rows += _hostileTargets(results.get("hostile"))
     parallel: dict[str, Parallel] = results.get("parallel", {})
     for key in sorted(parallel):
         path, direction, count = key.split("-")
@@ -125,6 +134,90 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
     return rows
+
+
+def _hostileTargets(hostile: HostileResult | None) -> list[list[str]]:
+    if hostile is None or not hostile.runs:
+        return []
+    rows = []
+    worst: tuple[float, str] | None = None
+    for run in hostile.runs:
+        for name, usage in run.usage.items():
+            if worst is None or usage.growthMiB > worst[0]:
+                worst = (usage.growthMiB, f"{name}, {run.attack} -> {run.path}")
+    if worst is not None:
+        over = sum(
+            1
+            for run in hostile.runs
+            for usage in run.usage.values()
+            if usage.growthMiB >= GROWTH_TARGET_MIB
+        )
+        rows.append(
+            [
+                f"hostile client grows a server < {GROWTH_TARGET_MIB} MiB",
+                f"worst +{worst[0]:.1f} MiB ({worst[1]}); {over} over",
+                f"{GROWTH_TARGET_MIB / worst[0] if worst[0] > 0 else float('inf'):.2f}",
+                "met" if worst[0] < GROWTH_TARGET_MIB else "MISSED",
+            ]
+        )
+    slow = [(run.slowdown, run) for run in hostile.runs if run.slowdown is not None]
+    if slow:
+        factor, run = max(slow, key=lambda pair: pair[0])
+        over = sum(1 for f, _ in slow if f >= SLOWDOWN_TARGET)
+        rows.append(
+            [
+                f"ordinary transfer during an attack < {SLOWDOWN_TARGET} x alone",
+                f"worst {factor:.2f} x ({run.attack} -> {run.path}); {over} over",
+                f"{SLOWDOWN_TARGET / factor:.2f}",
+                "met" if factor < SLOWDOWN_TARGET else "MISSED",
+            ]
+        )
+    failed = [run for run in hostile.runs if run.error]
+    if failed:
+        rows.append(
+            [
+                "every hostile run completed",
+                f"{len(failed)} with errors (first: {failed[0].attack} -> {failed[0].path})",
+                "-",
+                "MISSED",
+            ]
+        )
+    return rows
+
+
+def _hostileTable(hostile: HostileResult) -> str:
+    rows = []
+    for run in hostile.runs:
+        cpu = {n: run.attackCPU(n) for n in ("proxy", "daemon")}
+        rows.append(
+            [
+                f"{run.attack} {ATTACKS[run.attack]}",
+                run.path,
+                growth(run, "proxy"),
+                growth(run, "daemon"),
+                f"{cpu['proxy']:.2f}" if cpu["proxy"] is not None else "-",
+                f"{cpu['daemon']:.2f}" if cpu["daemon"] is not None else "-",
+                seconds(run.alone),
+                seconds(run.during),
+                f"{run.slowdown:.2f}" if run.slowdown else "-",
+                run.seen + (f" [{run.error}]" if run.error else ""),
+            ]
+        )
+    return table(
+        [
+            "attack",
+            "on",
+            "proxy RSS MiB",
+            "daemon RSS MiB",
+            "proxy CPU s",
+            "daemon CPU s",
+            "alone s",
+            "during s",
+            "slowdown",
+            "seen by the attacker",
+        ],
+        rows,
+    )
 
 
 def _parallelTable(parallel: dict[str, Parallel]) -> str:
@@ -265,6 +358,16 @@ def render(results: dict[str, Any]) -> str:
             "Proxy --workers: 4 transfers at once, aggregate MB/s [logins served per process]"
         )
         out += [_parallelTable(parallel), ""]
+    hostile: HostileResult | None = results.get("hostile")
+    if hostile is not None:
+        out.append(
+            f"Hostile clients: fresh proxy + diego-sshd per attack; RSS = peak growth, CPU = "
+            f"over the attack less the ordinary transfers' own; ordinary transfer = "
+            f"`head -c {hostile.size >> 20}M /dev/zero` through the proxy, median alone and "
+            f"during the attack; each attack held >= {hostile.hold:g} s "
+            f"({hostile.seconds:.0f} s in all)"
+        )
+        out += [_hostileTable(hostile), ""]
     rows = targets(results)
     if rows:
         out.append("Targets")
