@@ -37,6 +37,7 @@ from diegossh.sshd.session import SessionConfig, defaultShell
 from tests.support.daemon import Daemon, runClient, startDaemon
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 from tests.support.openssh import BASE_OPTIONS
+from tests.support.proxy import Proxy, fingerprintOf, lrp, startProxy
 from tests.support.sshclient import LoginClient, RawConnection
 
 pytestmark = pytest.mark.interop
@@ -84,17 +85,30 @@ def waitFor(predicate: Any, bound: float = CLEANUP_BOUND) -> None:
         time.sleep(0.05)
 
 
+def pipeBlocked(tag: str) -> bool:
+    """The marked program waits to write into a full pipe: nobody reads it."""
+    for pid in marked(tag):
+        try:
+            return Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_write")
+        except OSError:
+            return False
+    return False
+
+
 def fdCount(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def dropRightAfterStart(argv: list[str], command: str, waitForOutput: bool) -> None:
+def dropRightAfterStart(
+    argv: list[str], command: str, waitForOutput: bool, env: dict[str, str] | None = None
+) -> None:
     """
     Run C{command} and kill the client as soon as the exec request is on the
     wire (or, with C{waitForOutput}, once the command said something).
     """
     proc = subprocess.Popen(
         [*argv[:-1], "-v", argv[-1], command],
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -182,17 +196,8 @@ def test_backed_up_session_gives_back_its_descriptors(daemon: Daemon) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-
-        def blocked() -> bool:
-            for pid in marked(tag):
-                try:
-                    return Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_write")
-                except OSError:
-                    return False
-            return False
-
-        waitFor(blocked, 60)
-        assert blocked()
+        waitFor(lambda: pipeBlocked(tag), 60)
+        assert pipeBlocked(tag)
         assert fdCount(daemon.proc.pid) > baseline
     finally:
         proc.kill()
@@ -202,6 +207,91 @@ def test_backed_up_session_gives_back_its_descriptors(daemon: Daemon) -> None:
     waitFor(lambda: fdCount(daemon.proc.pid) <= baseline and not marked(tag))
     assert marked(tag) == []
     assert fdCount(daemon.proc.pid) <= baseline
+
+
+# -- the same through the proxy (its leg to the daemon is what ends)
+
+
+@dataclass
+class BehindProxy:
+    daemon: Daemon
+    lrps: list[dict[str, Any]]
+    tmp: Path
+
+    def proxy(self) -> Proxy:
+        return startProxy(self.tmp, self.lrps)
+
+
+@pytest.fixture(scope="module")
+def behindProxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BehindProxy]:
+    tmp = tmp_path_factory.mktemp("behind-proxy")
+    hostKey = tmp / "daemon_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostKey)], check=True)
+    daemon = startDaemon(tmp, extraArgs=(f"--hostKey={hostKey}",))
+    route = {
+        "container_port": 2222,
+        "host_fingerprint": fingerprintOf(Path(f"{hostKey}.pub")),
+        "user": "vcap",
+        "private_key": key("ed25519").toString("openssh").decode(),
+    }
+    try:
+        yield BehindProxy(daemon, [lrp("app", "127.0.0.1", daemon.port, route)], tmp)
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize("pty", [False, True], ids=["pipes", "pty"])
+def test_programs_do_not_outlive_sessions_dropped_at_the_proxy(
+    behindProxy: BehindProxy, pty: bool
+) -> None:
+    proxy = behindProxy.proxy()
+    try:
+        tag = uuid.uuid4().hex
+        argv = proxy.ssh("diego:app/0", options=("RequestTTY=force",) if pty else ())
+        for i in range(SESSIONS):
+            if i % 2:
+                command = f"MARK={tag} sleep 1000 & echo started"
+                dropRightAfterStart(argv, command, True, proxy.env())
+            else:
+                dropRightAfterStart(argv, f"MARK={tag} exec sleep 1000", False, proxy.env())
+        waitFor(lambda: not marked(tag))
+        assert marked(tag) == []
+        assert zombieChildren(behindProxy.daemon.proc.pid) == []
+    finally:
+        proxy.stop()
+
+
+def test_proxy_restarted_mid_transfer_gives_back_the_descriptors(
+    behindProxy: BehindProxy,
+) -> None:
+    daemonPid = behindProxy.daemon.proc.pid
+    proxy = behindProxy.proxy()
+    waitFor(lambda: False, 0.5)
+    baseline = fdCount(daemonPid)
+    tag = uuid.uuid4().hex
+    client = subprocess.Popen(
+        proxy.ssh("diego:app/0", f"MARK={tag} exec head -c 2000000000 /dev/zero"),
+        env=proxy.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        waitFor(lambda: pipeBlocked(tag), 60)
+        assert pipeBlocked(tag)
+        assert fdCount(daemonPid) > baseline
+        # The proxy goes away at once, as a crash or a redeploy would have it.
+        proxy.proc.kill()
+        proxy.proc.wait()
+        waitFor(lambda: fdCount(daemonPid) <= baseline and not marked(tag))
+        assert marked(tag) == []
+        assert fdCount(daemonPid) <= baseline
+    finally:
+        client.kill()
+        client.wait()
+        assert client.stdout is not None
+        client.stdout.close()
+        proxy.stop()
 
 
 def test_a_missing_home_directory_is_one_line(tmp_path: Path) -> None:
