@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
+from twisted.logger import LogLevel, globalLogPublisher
 
 from diegossh.sshd import forwarding_wire
 from diegossh.sshd.pty import WindowSize, parseModes
@@ -30,10 +31,12 @@ from diegossh.sshd.scp._records import (
     formatTimes,
     parseRecord,
 )
+from diegossh.sshd.sftp import _constants as C
 from diegossh.sshd.sftp._attrs import decodeAttrs
 from diegossh.sshd.sftp._errors import SFTPError
 from diegossh.sshd.sftp._requests import EXTENDED, REQUESTS, Job
 from diegossh.sshd.sftp._wire import FrameBuffer, Malformed, PacketTooLarge, Reader
+from tests.sftp_support import Harness
 
 # Nothing written into the working tree: no example database, and
 # hypothesis's other caches in a temporary directory.
@@ -240,3 +243,68 @@ def test_forwarded_tcpip_round_trip(host: str, port: int, origHost: str, origPor
 def test_forwarding_truncations_refused(data: bytes) -> None:
     with pytest.raises(forwarding_wire.MalformedRequest):
         forwarding_wire.parseTCPIPForward(data)
+
+
+# -- the SFTP server, packet by packet
+
+# Requests that only read (a random path may name anything on this machine).
+_READ_ONLY = [
+    C.FXP_STAT, C.FXP_LSTAT, C.FXP_REALPATH, C.FXP_OPENDIR, C.FXP_READDIR, C.FXP_FSTAT,
+    C.FXP_CLOSE, C.FXP_READ, C.FXP_READLINK, 0, 2, 99, 255,
+]  # fmt: skip
+_READ_ONLY_EXTENDED = [
+    b"statvfs@openssh.com", b"fstatvfs@openssh.com", b"limits@openssh.com",
+    b"expand-path@openssh.com", b"home-directory", b"users-groups-by-id@openssh.com",
+    b"no-such-extension@example.com",
+]  # fmt: skip
+
+
+@st.composite
+def sftpRequests(draw: Any) -> bytes:
+    kind = draw(st.one_of(st.sampled_from(_READ_ONLY), st.just(C.FXP_EXTENDED)))
+    requestId = draw(st.integers(0, 0xFFFFFFFF))
+    body = ns(draw(st.sampled_from(_READ_ONLY_EXTENDED))) if kind == C.FXP_EXTENDED else b""
+    body += draw(anyBytes)
+    return bytes([kind]) + struct.pack(">L", requestId) + body
+
+
+@FAST
+@given(st.lists(st.one_of(sftpRequests(), st.binary(max_size=6)), min_size=1, max_size=8))
+def test_sftp_server_answers_every_request_or_ends(packets: list[bytes]) -> None:
+    """
+    Each request gets exactly one reply with its id, or the session ends
+    with a status; nothing is logged as an error.
+    """
+    with tempfile.TemporaryDirectory() as home, _Errors() as errors:
+        h = Harness(home)
+        h.init()
+        for packet in packets:
+            h.sendPacket(packet)
+            if h.transport.exitStatus is not None:
+                break
+            if len(packet) < 5:
+                continue  # no request id: the session must have ended
+            replies = h.replies()
+            (requestId,) = struct.unpack(">L", packet[1:5])
+            assert [r.id for r in replies] == [requestId], (packet, replies)
+        else:
+            short = [p for p in packets if len(p) < 5]
+            assert not short or h.transport.exitStatus is not None
+    assert not errors, errors
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, event: Any) -> None:
+        level = event.get("log_level")
+        if "log_failure" in event or (level is not None and level >= LogLevel.error):
+            self.events.append(event)
+
+    def __enter__(self) -> list[Any]:
+        globalLogPublisher.addObserver(self)
+        return self.events
+
+    def __exit__(self, *exc: object) -> None:
+        globalLogPublisher.removeObserver(self)
