@@ -144,6 +144,62 @@ def test_programs_do_not_outlive_dropped_sessions(daemon: Daemon, pty: bool) -> 
     assert zombieChildren(daemon.proc.pid) == []
 
 
+async def rawLogin(daemon: Daemon) -> tuple[LoginClient, RawConnection]:
+    """Our own client, logged in, speaking raw connection-layer messages."""
+    client = LoginClient()
+    client.key = key("ed25519")
+    client.connection = RawConnection()
+    client.clock = reactor()
+    client.policy = AlgorithmPolicy.everything()
+    await connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", daemon.port), client)
+    conn = await client.connection.started.addTimeout(30, reactor())
+    return client, conn
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_requests_are_refused_and_the_session_goes_on(daemon: Daemon) -> None:
+    client, conn = await rawLogin(daemon)
+    try:
+        conn.send(
+            conchConnection.MSG_CHANNEL_OPEN,
+            common.NS(b"session") + struct.pack(">3L", 0, 1 << 20, 32768),
+        )
+        confirmation = await conn.waitFor(conchConnection.MSG_CHANNEL_OPEN_CONFIRMATION).addTimeout(
+            30, reactor()
+        )
+        channel = struct.pack(">L", struct.unpack(">2L", confirmation[:8])[1])
+        malformed = [
+            (b"pty-req", common.NS(b"xterm") + struct.pack(">3L", 80, 24, 0)),
+            (b"window-change", struct.pack(">2L", 80, 24)),
+            (b"env", common.NS(b"FOO") + b"\0\0\0\x09bar"),
+            (b"exec", b"\0\0\1\0echo"),
+            (b"exec", common.NS(b"echo") + b"junk"),
+            (b"subsystem", b"\0\0"),
+            (b"signal", b""),
+            (b"shell", b"\0"),
+            (b"\xff\xfe", b""),
+        ]
+        for wantReply in (b"\0", b"\1"):
+            for name, payload in malformed:
+                message = channel + common.NS(name) + wantReply + payload
+                conn.send(conchConnection.MSG_CHANNEL_REQUEST, message)
+                if wantReply == b"\1":
+                    await conn.waitFor(conchConnection.MSG_CHANNEL_FAILURE).addTimeout(
+                        30, reactor()
+                    )
+        # The session is still usable.
+        message = channel + common.NS(b"exec") + b"\1" + common.NS(b"echo fine")
+        conn.send(conchConnection.MSG_CHANNEL_REQUEST, message)
+        await conn.waitFor(conchConnection.MSG_CHANNEL_SUCCESS).addTimeout(30, reactor())
+        data = await conn.waitFor(conchConnection.MSG_CHANNEL_DATA).addTimeout(30, reactor())
+        assert data[8:] == b"fine\n"
+        await conn.waitFor(conchConnection.MSG_CHANNEL_CLOSE).addTimeout(30, reactor())
+    finally:
+        client.transport.loseConnection()
+    await deferLater(reactor(), 0.2)
+    assert b"Traceback" not in daemon.log.read_bytes()
+
+
 @pytest.mark.parametrize("pty", [False, True], ids=["pipes", "pty"])
 @pytest_twisted.ensureDeferred
 async def test_channel_closed_with_its_exec_request_leaves_no_process(
@@ -152,13 +208,7 @@ async def test_channel_closed_with_its_exec_request_leaves_no_process(
     # Our own client sends exec and close in one write, so the daemon sees
     # the close right after the fork, before the child's setsid(); the
     # connection stays up, so only the channel's end can clean up.
-    client = LoginClient()
-    client.key = key("ed25519")
-    client.connection = RawConnection()
-    client.clock = reactor()
-    client.policy = AlgorithmPolicy.everything()
-    await connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", daemon.port), client)
-    conn = await client.connection.started.addTimeout(30, reactor())
+    client, conn = await rawLogin(daemon)
     tag = uuid.uuid4().hex
     command = common.NS(f"MARK={tag} exec sleep 1000".encode())
     ptyReq = common.NS(b"xterm") + struct.pack(">4L", 80, 24, 0, 0) + common.NS(b"")
@@ -166,19 +216,22 @@ async def test_channel_closed_with_its_exec_request_leaves_no_process(
         for i in range(SESSIONS):
             opening = common.NS(b"session") + struct.pack(">3L", i, 1 << 20, 32768)
             conn.send(conchConnection.MSG_CHANNEL_OPEN, opening)
-            confirmation = await conn.waitFor(conchConnection.MSG_CHANNEL_OPEN_CONFIRMATION)
+            confirmation = await conn.waitFor(
+                conchConnection.MSG_CHANNEL_OPEN_CONFIRMATION
+            ).addTimeout(30, reactor())
             channel = struct.pack(">L", struct.unpack(">2L", confirmation[:8])[1])
             request = conchConnection.MSG_CHANNEL_REQUEST
             if pty:
                 conn.send(request, channel + common.NS(b"pty-req") + b"\0" + ptyReq)
             conn.send(request, channel + common.NS(b"exec") + b"\0" + command)
             conn.send(conchConnection.MSG_CHANNEL_CLOSE, channel)
-            await conn.waitFor(conchConnection.MSG_CHANNEL_CLOSE)
+            await conn.waitFor(conchConnection.MSG_CHANNEL_CLOSE).addTimeout(30, reactor())
         for _ in range(int(CLEANUP_BOUND / 0.05)):
             if not marked(tag):
                 break
             await deferLater(reactor(), 0.05)
         assert marked(tag) == []
+        assert b"Traceback" not in daemon.log.read_bytes()
     finally:
         client.transport.loseConnection()
 
