@@ -9,6 +9,7 @@ through real sessions; these reach far more inputs per second.
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import struct
 import tempfile
@@ -22,7 +23,9 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 from diegossh.sshd import forwarding_wire
 from diegossh.sshd.pty import WindowSize, parseModes
+from diegossh.sshd.scp import buildSCP
 from diegossh.sshd.scp._input import EndOfInput, InputBuffer
+from diegossh.sshd.scp._program import SCPProgram
 from diegossh.sshd.scp._records import (
     MAX_SIZE,
     Entry,
@@ -36,6 +39,7 @@ from diegossh.sshd.sftp._attrs import decodeAttrs
 from diegossh.sshd.sftp._errors import SFTPError
 from diegossh.sshd.sftp._requests import EXTENDED, REQUESTS, Job
 from diegossh.sshd.sftp._wire import FrameBuffer, Malformed, PacketTooLarge, Reader
+from tests.scp_support import FakeSession
 from tests.sftp_support import Harness
 
 # Nothing written into the working tree: no example database, and
@@ -308,3 +312,40 @@ class _Errors:
 
     def __exit__(self, *exc: object) -> None:
         globalLogPublisher.removeObserver(self)
+
+
+# -- the scp sink, record by record
+
+_SCP_PIECES = st.one_of(
+    st.sampled_from(
+        [b"C0644 5 a.txt\n", b"hello\0", b"D0755 0 d\n", b"E\n", b"T1 0 1 0\n", b"\0",
+         b"C0600 0 ..\n", b"C0644 99999999999 big\n", b"D0755 0 /etc\n", b"\x01oops\n"]
+    ),
+    st.from_regex(rb"\A[CDT][0-7]{0,5} ?[0-9]{0,22} ?[a-z./]{0,5}\n\Z"),
+    st.binary(max_size=12),
+)  # fmt: skip
+
+
+@FAST
+@given(st.lists(_SCP_PIECES, max_size=10))
+def test_scp_sink_ends_cleanly_whatever_it_is_sent(pieces: list[bytes]) -> None:
+    """
+    Whatever the client sends, the sink ends with a status once EOF comes,
+    writes nothing outside its target and logs no error.
+    """
+    with tempfile.TemporaryDirectory() as top, _Errors() as errors:
+        home = os.path.join(top, "home")
+        os.mkdir(home)
+        program = buildSCP(["scp", "-r", "-p", "-t", "--", "."], {"HOME": home})
+        assert isinstance(program, SCPProgram)
+        session = FakeSession()
+        program.makeConnection(session)
+        for piece in pieces:
+            if session.status is not None:
+                break
+            program.dataReceived(piece)
+        if session.status is None:
+            program.readConnectionLost()
+        assert session.status in (0, 1)
+        assert os.listdir(top) == ["home"]
+    assert not errors, errors
