@@ -353,6 +353,25 @@ def test_a_program_that_cannot_start_gives_one_line_and_a_status(
     ]
 
 
+def test_a_child_forked_before_the_start_failed_is_not_left_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session, child, conn, clock = makeSession(monkeypatch)
+
+    def spawn(reactor: Any, protocol: Any, *args: Any, **kwargs: Any) -> None:
+        protocol.makeConnection(child)
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(sessionModule.process, "spawn", spawn)
+    assert session.request_exec(NS(b"echo hi")) == 1
+    assert child.calls == ["hangUp"]
+    clock.advance(0)
+    assert conn.sent[0] == ("stderr", b"diego-sshd: cannot run /bin/sh: Bad file descriptor\n")
+    dropConnection(session)
+    clock.advance(KILL_GRACE)
+    assert child.calls == ["hangUp", "killGroup"]
+
+
 def test_a_python_program_that_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(argv: list[str], env: dict[str, str]) -> Any:
         raise ValueError("bad options")

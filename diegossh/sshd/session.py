@@ -371,6 +371,11 @@ class SessionChannel(BufferedChannel):
                 self._preparePTY,
             )
         except Exception as e:
+            if self.child is not None:
+                # Forked, then failed in the parent: the child is not left behind.
+                self.child.hangUp()
+                self._killTimer = self.reactor.callLater(KILL_GRACE, self._killLeftovers)
+                self._childEnded = True
             self._cannotStart(executable, e)
             return 1
         self.child = child
@@ -390,7 +395,6 @@ class SessionChannel(BufferedChannel):
         line, status = process.startFailure(executable, error)
         self._log.info("session could not start: {line}", line=line.rstrip())
         self.started = True
-        self.child = None
 
         def report() -> None:
             self.writeExtended(EXTENDED_DATA_STDERR, line.encode("utf-8", "surrogateescape"))
