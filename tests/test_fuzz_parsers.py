@@ -8,9 +8,7 @@ through real sessions; these reach far more inputs per second.
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import struct
 import tempfile
 from typing import Any
@@ -18,7 +16,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 from twisted.logger import LogLevel, globalLogPublisher
 
 from diegossh.sshd import forwarding_wire
@@ -41,12 +38,10 @@ from diegossh.sshd.sftp._requests import EXTENDED, REQUESTS, Job
 from diegossh.sshd.sftp._wire import FrameBuffer, Malformed, PacketTooLarge, Reader
 from tests.scp_support import FakeSession
 from tests.sftp_support import Harness
+from tests.support import hypothesis_home  # noqa: F401 - before any example runs
 
-# Nothing written into the working tree: no example database, and
-# hypothesis's other caches in a temporary directory.
-_HOME = tempfile.mkdtemp(prefix="hypothesis-")
-set_hypothesis_home_dir(_HOME)
-atexit.register(shutil.rmtree, _HOME, True)
+# Nothing written into the working tree: no example database (and
+# tests.support.hypothesis_home for hypothesis's other caches).
 FAST = settings(
     max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -349,3 +344,15 @@ def test_scp_sink_ends_cleanly_whatever_it_is_sent(pieces: list[bytes]) -> None:
         assert session.status in (0, 1)
         assert os.listdir(top) == ["home"]
     assert not errors, errors
+
+
+@FAST
+@given(st.lists(st.one_of(st.sampled_from(["-t", "-f", "-r", "-p", "-d", "-v", "--", "-", "."]),
+                          st.text(max_size=6)), max_size=6))  # fmt: skip
+def test_scp_command_lines_build_or_refuse(args: list[str]) -> None:
+    """
+    Any C{scp ...} exec request becomes a program, a refusal, or a plain
+    command for the shell; parsing it never raises.
+    """
+    program = buildSCP(["scp", *args], {"HOME": "/nonexistent"})
+    assert program is None or hasattr(program, "makeConnection")

@@ -11,6 +11,7 @@ than one entry per level.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -99,6 +100,10 @@ class SourceProtocol(SCPProgram):
             fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             self.warn(f"{display}: {e.strerror}")
+            return
+        except ValueError:
+            # A NUL in the name (the client's bytes): no file has that name.
+            self.warn(f"{display}: {os.strerror(errno.ENOENT)}")
             return
         try:
             status = os.fstat(fd)
