@@ -148,3 +148,42 @@ class IKeyRealm(Interface):
         key's fingerprint) from C{client} (C{host:port}); its C{logout()} is
         called when the connection ends.
         """
+
+
+class IAdmission(Interface):
+    """
+    Who may start a login, and what a source pays for failing one (OpenSSH's
+    C{MaxStartups} and C{PerSourcePenalties}). The listening factory asks
+    L{admit} before it builds a connection; the server transport tells the
+    rest. Every method takes the server transport, so that which address a
+    connection counts as (its socket's peer, or the client behind a load
+    balancer) is decided in one place, by the implementation.
+    """
+
+    def admit(transport: object) -> bool:
+        """
+        Whether a new connection may go on to a key exchange. C{False}: it is
+        closed at once.
+        """
+
+    def opened(transport: object) -> None:
+        """
+        A connection was admitted and has not logged in yet.
+        """
+
+    def authenticated(transport: object) -> None:
+        """
+        The connection logged in: it no longer counts as unauthenticated.
+        """
+
+    def penalise(transport: object, reason: str) -> None:
+        """
+        The connection's source did something that costs it: C{reason} is one
+        of C{"authfail"} (a failed login attempt), C{"grace"} (no login within
+        the grace time), C{"protocol"} (garbage before login).
+        """
+
+    def closed(transport: object) -> None:
+        """
+        The connection ended (authenticated or not).
+        """

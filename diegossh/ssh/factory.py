@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from twisted.conch import error
 from twisted.conch.ssh import factory as conchFactory
 from twisted.conch.ssh import keys, transport, userauth
 from twisted.cred.portal import Portal
@@ -21,12 +22,14 @@ from diegossh.ssh.connection import (
     QuietServiceMixin,
     SSHConnection,
 )
-from diegossh.ssh.transport import SSHServerTransport
+from diegossh.ssh.transport import LOGIN_GRACE_TIME, SSHServerTransport
 
 # User authentication requests a client may send ahead of the answer to the
 # one being checked (RFC 4252 section 5 allows several); past this, the
 # connection ends.
 MAX_QUEUED_AUTH_REQUESTS = 8
+# Failed login attempts per connection (OpenSSH's MaxAuthTries).
+MAX_AUTH_TRIES = 6
 
 
 class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):
@@ -46,6 +49,9 @@ class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):
 
     def serviceStarted(self) -> None:
         self.clock = self.transport.clock
+        tries = getattr(getattr(self.transport, "factory", None), "maxAuthTries", MAX_AUTH_TRIES)
+        # Conch disconnects once its count passes this: at the last try.
+        self.attemptsBeforeDisconnect = tries - 1
         self._checking = False
         self._succeeded = False
         self._waiting: deque[bytes] = deque()
@@ -79,7 +85,17 @@ class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):
     def _cbFinishedAuth(self, result: Any) -> None:
         self._succeeded = True
         self._waiting.clear()
+        authenticated = getattr(self.transport, "authenticated", None)
+        if authenticated is not None:
+            authenticated()
         super()._cbFinishedAuth(result)
+
+    def _ebBadAuth(self, reason: Any) -> Any:
+        if self.method != b"none" and not reason.check(error.IgnoreAuthentication):
+            penalise = getattr(self.transport, "penalise", None)
+            if penalise is not None:
+                penalise("authfail")
+        return super()._ebBadAuth(reason)
 
     def serviceStopped(self) -> None:
         self._waiting.clear()
@@ -95,6 +111,10 @@ class SSHServerFactory(conchFactory.SSHFactory):
     # Read by each connection's SSHConnection; tap assembly may override them.
     maxChannels = MAX_CHANNELS
     maxSessions = MAX_SESSIONS
+    maxAuthTries = MAX_AUTH_TRIES
+    loginGraceTime = LOGIN_GRACE_TIME
+    # An IAdmission (MaxStartups, per-source penalties), or None.
+    admission: Any = None
     services = {
         b"ssh-userauth": UserAuthServer,
         b"ssh-connection": SSHConnection,
@@ -125,4 +145,5 @@ class SSHServerFactory(conchFactory.SSHFactory):
         transport.policy = self.policy
         transport.clock = self.clock
         transport.ourVersionString = self.version
+        transport.loginGraceTime = self.loginGraceTime
         return transport

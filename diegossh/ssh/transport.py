@@ -70,6 +70,9 @@ KEX_QUEUE_LIMIT = SOCKET_IO_SIZE
 KEX_QUEUE_HARD_LIMIT = 16 * KEX_QUEUE_LIMIT
 # A key exchange (the first or a later one) must finish within this long.
 KEX_TIMEOUT = 60.0
+# From accept to a successful login, whatever the client sends (OpenSSH's
+# LoginGraceTime); 0 turns it off.
+LOGIN_GRACE_TIME = 120.0
 # Bytes written while the socket's buffer is already full (feeders have
 # stopped; what still comes is answers to the peer's own requests) before we
 # stop reading the peer: a peer that sends requests and never reads the
@@ -164,6 +167,7 @@ class TransportMixin:
     rekeyBytes = REKEY_BYTES
     rekeySeconds = REKEY_SECONDS
     kexTimeout = KEX_TIMEOUT
+    loginGraceTime = LOGIN_GRACE_TIME
     kexQueueLimit = KEX_QUEUE_LIMIT
     kexQueueHardLimit = KEX_QUEUE_HARD_LIMIT
     supportedCompressions = [b"none"]
@@ -217,6 +221,9 @@ class TransportMixin:
         self._bytesSinceKex = 0
         self._rekeyTimer: IDelayedCall | None = None
         self._kexTimer: IDelayedCall | None = None
+        self._graceTimer: IDelayedCall | None = None
+        self.loggedIn = False
+        self._admission: Any = None
         self._kexQueued = 0
         self._serviceRequested = False
         self._gotNewKeys = 0
@@ -225,6 +232,8 @@ class TransportMixin:
         self._writtenWhileFull = 0
         self.writePressure.listen(self._socketState)
         self.transport.registerProducer(SocketWatch(self.writePressure), True)
+        if not self.isClient:
+            self._startGrace()
         self.outgoingPacketSequence = 0
         self.incomingPacketSequence = 0
         self._setUpAlgorithms()
@@ -234,10 +243,13 @@ class TransportMixin:
 
     def connectionLost(self, reason: Any = None) -> None:
         self._closing = True
-        for timer in (self._rekeyTimer, self._kexTimer):
+        for timer in (self._rekeyTimer, self._kexTimer, self._graceTimer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._rekeyTimer = self._kexTimer = None
+        self._rekeyTimer = self._kexTimer = self._graceTimer = None
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            admission.closed(self)
         self._blockedByKeyExchange = None
         self._kexQueued = 0
         super().connectionLost(reason)  # type: ignore[misc]
@@ -285,6 +297,7 @@ class TransportMixin:
         return True
 
     def _refuseVersion(self, message: bytes) -> None:
+        self.penalise("protocol")
         self._log.info(
             "closing {peer}: {message}", peer=_peerOf(self.transport), message=message.decode()
         )
@@ -465,6 +478,8 @@ class TransportMixin:
     def sendDisconnect(self, reason: int, desc: bytes) -> None:
         if self._closing:
             return
+        if reason in (conch.DISCONNECT_PROTOCOL_ERROR, conch.DISCONNECT_MAC_ERROR):
+            self.penalise("protocol")
         self.sendPacket(conch.MSG_DISCONNECT, struct.pack(">L", reason) + NS(desc) + NS(b""))
         self._closing = True
         self._log.info(
@@ -476,6 +491,45 @@ class TransportMixin:
         self.transport.loseConnection()
 
     # -- key exchange
+
+    # -- before login (server side)
+
+    def _startGrace(self) -> None:
+        self._admission = getattr(getattr(self, "factory", None), "admission", None)
+        if self._admission is not None:
+            self._admission.opened(self)
+        if self.loginGraceTime > 0:
+            self._graceTimer = self._clock().callLater(self.loginGraceTime, self._graceExpired)
+
+    def _graceExpired(self) -> None:
+        self._graceTimer = None
+        self.penalise("grace")
+        self.sendDisconnect(
+            conch.DISCONNECT_BY_APPLICATION,
+            b"no login within %d seconds" % int(self.loginGraceTime),
+        )
+
+    def authenticated(self) -> None:
+        """
+        The user logged in: no grace time any more, and the connection no
+        longer counts as unauthenticated.
+        """
+        if self.loggedIn:
+            return
+        self.loggedIn = True
+        if self._graceTimer is not None and self._graceTimer.active():
+            self._graceTimer.cancel()
+        self._graceTimer = None
+        if self._admission is not None:
+            self._admission.authenticated(self)
+
+    def penalise(self, reason: str) -> None:
+        """
+        Charge the connection's source for C{reason} (see
+        L{diegossh.interfaces.IAdmission.penalise}); after login, nothing is.
+        """
+        if self._admission is not None and not self.loggedIn:
+            self._admission.penalise(self, reason)
 
     def _socketState(self, reason: str, blocked: bool) -> None:
         if reason == SOCKET_FULL and not blocked:
