@@ -356,3 +356,20 @@ def test_idle_connections_are_closed(tmp_path: Path) -> None:
         assert "idle" in proxy.log.read_text()
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize("guid", ["app", "stock"])
+def test_yes_into_head_ends_through_the_proxy(world: World, guid: str) -> None:
+    """
+    The user's ssh sends eow@openssh.com when head exits (only to a server
+    whose banner says OpenSSH); the relay passes it on and the container's
+    program gets SIGPIPE, as with OpenSSH end to end.
+    """
+    p = world.proxy
+    command = " ".join(p.ssh(f"diego:{guid}/0", "'exec yes'"))
+    result = subprocess.run(
+        f"{command} | head -n 1; echo status ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", env=p.env(), capture_output=True, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert result.stdout == b"y\nstatus 255\n", result.stderr

@@ -148,3 +148,16 @@ def test_vanished_client_hangs_up_the_process_group(daemon: Daemon) -> None:
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.read_text() == "hup\n"
+
+
+def test_yes_into_head_ends(daemon: Daemon) -> None:
+    """
+    When head exits, OpenSSH's ssh sends eow@openssh.com (it does to our
+    banner); the program gets SIGPIPE and the session ends, as against sshd.
+    """
+    command = " ".join(daemon.ssh("'exec yes'"))
+    result = subprocess.run(
+        f"{command} | head -n 1; echo status ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.stdout == b"y\nstatus 255\n", result.stderr

@@ -34,6 +34,7 @@ from diegossh.sshd.avatar import DaemonRealm
 from diegossh.sshd.environment import baseEnvironment
 from diegossh.sshd.programs import buildProgram
 from diegossh.sshd.session import SessionConfig, defaultShell
+from diegossh.sshd.tap import VERSION
 from tests.support.daemon import Daemon, runClient, startDaemon
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 from tests.support.openssh import BASE_OPTIONS
@@ -409,14 +410,14 @@ async def _listen(identity: Path, shell: str, version: bytes) -> AsyncIterator[I
 @pytest_twisted.async_yield_fixture
 async def openSSHBanner(identity: Path) -> AsyncIterator[InProcess]:
     # OpenSSH's client sends eow@openssh.com only to a server whose banner
-    # starts with "OpenSSH" (compat.c); the shipped banner does not yet.
-    async for server in _listen(identity, defaultShell(), b"SSH-2.0-OpenSSH_9.9 diego-sshd"):
+    # starts with "OpenSSH" (compat.c): the shipped banner does.
+    async for server in _listen(identity, defaultShell(), VERSION):
         yield server
 
 
 @pytest_twisted.async_yield_fixture
 async def noShell(identity: Path) -> AsyncIterator[InProcess]:
-    async for server in _listen(identity, "/bin/nosuch", b"SSH-2.0-diego-sshd"):
+    async for server in _listen(identity, "/bin/nosuch", VERSION):
         yield server
 
 

@@ -31,7 +31,9 @@ from diegossh.ssh.factory import SSHServerFactory, UserAuthServer
 from diegossh.ssh.transport import SSHServerTransport
 
 log = Logger()
-VERSION = b"SSH-2.0-diego-ssh-proxy"
+# See diegossh.sshd.tap.VERSION: the client's eow@openssh.com must reach the
+# container through the relay, and OpenSSH sends it only to "OpenSSH*" servers.
+VERSION = b"SSH-2.0-OpenSSH_compatible diego-ssh-proxy"
 MSG_USERAUTH_BANNER = 53
 
 

@@ -156,6 +156,35 @@ class BufferedChannel(FlowControlledChannel):
         self._flush()
         self._maybeResume()
 
+    def discardQueued(self, dataTypes: set[int | None]) -> int:
+        """
+        Drop what is queued of the given kinds (C{None} for plain data, a code
+        for extended data) and return how many bytes went; what is left keeps
+        its order, and a producer paused for the dropped bytes may resume.
+        """
+        kept: deque[tuple[int | None, bytes]] = deque()
+        dropped = 0
+        for index, (dataType, chunk) in enumerate(self._queue):
+            if dataType in dataTypes:
+                dropped += len(chunk) - (self._headSent if index == 0 else 0)
+                if index == 0:
+                    self._headSent = 0
+            else:
+                kept.append((dataType, chunk))
+        self._queue = kept
+        self.bufferedBytes -= dropped
+        self._flush()
+        self._maybeResume()
+        return dropped
+
+    def closeReceived(self) -> None:
+        """
+        The peer closed the channel and will read nothing more: drop the
+        queue and close now, not after a drain into a window that will never
+        open again.
+        """
+        self.abortConnection()
+
     def bufferDrained(self) -> None:
         """
         Hook: the outgoing queue fell to the low-water mark after the peer's

@@ -27,7 +27,6 @@ import shlex
 import signal
 import struct
 import termios
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -444,25 +443,7 @@ class SessionChannel(BufferedChannel):
         """
         Drop the output queued for the client (stdout, or everything).
         """
-        # BufferedChannel has no public way to drop part of its queue; this
-        # reaches into it, keeping its invariants (bufferedBytes, _headSent).
-        queue: deque[tuple[int | None, bytes]] | None = getattr(self, "_queue", None)
-        if not queue:
-            return
-        kept: deque[tuple[int | None, bytes]] = deque()
-        dropped = 0
-        for index, (dataType, chunk) in enumerate(queue):
-            if dataType is None or stderrToo:
-                dropped += len(chunk) - (self._headSent if index == 0 else 0)
-                if index == 0:
-                    self._headSent = 0
-            else:
-                kept.append((dataType, chunk))
-        queue.clear()
-        queue.extend(kept)
-        self.bufferedBytes -= dropped
-        # Send what is left, resume a producer paused for the dropped bytes.
-        self.addWindowBytes(0)
+        self.discardQueued({None, EXTENDED_DATA_STDERR} if stderrToo else {None})
 
     # -- stdin: the client's data, with backpressure from the child
 

@@ -31,7 +31,11 @@ from diegossh.sshd.environment import KEY_VARIABLES, baseEnvironment, currentUse
 from diegossh.sshd.programs import buildProgram
 from diegossh.sshd.session import SessionConfig, defaultShell
 
-VERSION = b"SSH-2.0-diego-sshd"
+# OpenSSH's client enables its OpenSSH-only extensions (eow@openssh.com, which
+# ends `ssh host cmd | head`, and no-more-sessions@openssh.com) only for a
+# server whose software version starts with "OpenSSH" (its compat.c). We speak
+# them, so we say so, with no OpenSSH version number for scanners to misread.
+VERSION = b"SSH-2.0-OpenSSH_compatible diego-sshd"
 _REEXEC_MARK = "DIEGOSSH_REEXECED"
 _SECRET_FLAGS = {"--hostKey": "SSHD_HOSTKEY", "--authorizedKey": "SSHD_AUTHKEY"}
 
