@@ -392,3 +392,19 @@ def test_a_peer_that_sends_requests_and_never_reads_is_no_longer_read(
     assert not server.readGate.paused
     pair.flush()
     assert len(answers) == 200
+
+
+def test_no_more_sessions_refuses_later_session_opens() -> None:
+    conn = ClientConnection()
+    pair = Pair(connection=conn)
+    first = HeldSession(b"echo")
+    conn.openChannel(first)
+    pair.flush()
+    assert first.ready.called
+    conn.sendGlobalRequest(b"no-more-sessions@openssh.com", b"")
+    later = HeldSession(b"echo")
+    refused: list[Any] = []
+    later.ready.addErrback(refused.append)
+    conn.openChannel(later)
+    pair.flush()
+    assert [f.value.args for f in refused] == [(b"no more sessions", 4)]

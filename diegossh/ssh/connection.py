@@ -99,6 +99,7 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
     transport: Any
     maxChannels = MAX_CHANNELS
     maxSessions = MAX_SESSIONS
+    noMoreSessions = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -135,9 +136,22 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
             if hook is not None:
                 hook(blocked)
 
+    def gotGlobalRequest(self, requestType: bytes, data: bytes) -> Any:
+        """
+        C{no-more-sessions@openssh.com} (OpenSSH's client sends it once its
+        session is open, when it will open no other): further session opens
+        are refused, so a connection taken over later cannot start programs.
+        """
+        if requestType == b"no-more-sessions@openssh.com":
+            self.noMoreSessions = True
+            return 1
+        return super().gotGlobalRequest(requestType, data)
+
     def _limitReached(self, channelType: bytes) -> bytes | None:
         if len(self.channels) + len(self._pendingOpens) >= self.maxChannels:
             return b"too many channels (at most %d)" % self.maxChannels
+        if channelType == b"session" and self.noMoreSessions:
+            return b"no more sessions"
         if channelType == b"session":
             sessions = self._pendingSessions + sum(
                 1 for c in self.channels.values() if getattr(c, "name", None) == b"session"
