@@ -49,6 +49,20 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
     "workers": ("workers", "count", 1),
 }
 
+# The settings that are secrets -> the environment variable that also gives
+# each. The rule for every secret S (JSON key s): a value from --S or the
+# variable S_UPPER (the JSON key in upper case), or a path to a file holding
+# it from --SFile, S_UPPER_FILE or the JSON key s_file (see
+# L{secretFileSettings}); a flag given as --S is moved off the command line at
+# start-up (L{diegossh.secretargs}). First found wins: --S, the variable, the
+# file, the config file's s.
+SECRETS: dict[str, str] = {
+    "hostKey": "HOST_KEY",
+    "diegoCredentials": "DIEGO_CREDENTIALS",
+    "uaaPassword": "UAA_PASSWORD",
+}
+MAX_SECRET_FILE = 64 * 1024
+
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
@@ -180,3 +194,60 @@ def merge(
             value = default
         settings[flag] = value
     return settings
+
+
+def secretFileSettings(secrets: dict[str, str], known: Settings) -> Settings:
+    """
+    The C{--SFile} settings (JSON C{s_file}) for each secret C{S} in C{known}.
+    """
+    return {f"{flag}File": (f"{known[flag][0]}_file", "str", None) for flag in secrets}
+
+
+def secretEnvironment(secrets: dict[str, str]) -> dict[str, str]:
+    """
+    Environment variable -> flag, for each secret and its file: C{S_UPPER}
+    gives C{--S}, C{S_UPPER_FILE} gives C{--SFile}.
+    """
+    names: dict[str, str] = {}
+    for flag, variable in secrets.items():
+        names[variable] = flag
+        names[f"{variable}_FILE"] = f"{flag}File"
+    return names
+
+
+def readSecretFile(path: str, flag: str) -> str:
+    """
+    A secret from a file: its text, less trailing line ends; at most
+    L{MAX_SECRET_FILE} bytes.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SECRET_FILE + 1)
+    except OSError as e:
+        raise ConfigError(f"{flag}File: cannot read {path}: {e.strerror}") from None
+    if len(data) > MAX_SECRET_FILE:
+        raise ConfigError(f"{flag}File: {path} is larger than {MAX_SECRET_FILE} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag}File: {path} is not UTF-8 text") from None
+    text = text.rstrip("\r\n")
+    if not text:
+        raise ConfigError(f"{flag}File: {path} is empty")
+    return text
+
+
+def resolveSecrets(
+    settings: dict[str, Any],
+    flags: dict[str, Any],
+    environment: dict[str, Any],
+    secrets: dict[str, str],
+) -> None:
+    """
+    Each secret from its file where neither its flag nor its variable gave it
+    (L{merge} already chose flag, then variable, then config file).
+    """
+    for flag in secrets:
+        path = settings.get(f"{flag}File")
+        if flags.get(flag) is None and flag not in environment and path:
+            settings[flag] = readSecretFile(path, flag)

@@ -16,6 +16,7 @@ from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
 from twisted.python import usage
 
+from diegossh import secretargs
 from diegossh.addresses import parseAddress, serverEndpoint
 from diegossh.interfaces import IKeyRealm
 from diegossh.proxy import config as proxyConfig
@@ -36,6 +37,13 @@ _ENVIRONMENT: dict[str, str] = {}
 for _plugin in _REALMS.values():
     _SETTINGS.update(_plugin.settings)
     _ENVIRONMENT.update(getattr(_plugin, "environment", {}))
+# secret settings -> their environment variable (config.SECRETS, and any a realm
+# plugin declares as C{secrets}); each also has a --SFile setting and variable
+_SECRETS: dict[str, str] = dict(proxyConfig.SECRETS)
+for _plugin in _REALMS.values():
+    _SECRETS.update(getattr(_plugin, "secrets", {}))
+_SETTINGS.update(proxyConfig.secretFileSettings(_SECRETS, _SETTINGS))
+_ENVIRONMENT.update(proxyConfig.secretEnvironment(_SECRETS))
 # upstream's switches, kept: each enables one of the realms
 _LEGACY_SWITCHES = {"enableDiegoAuth": "diego", "enableCFAuth": "cf"}
 
@@ -67,10 +75,17 @@ class Options(usage.Options):
         self["realms"].append(name)
 
     def postOptions(self) -> None:
+        secretargs.moveOffCommandLine("diego-ssh-proxy", _SECRETS, self.longOpt)
+        self.update(secretargs.takeMoved(_SECRETS))
         given = {flag: self[flag] for flag in _SETTINGS}
         try:
             environment = proxyConfig.fromEnvironment(_ENVIRONMENT, dict(os.environ), _SETTINGS)
+            for variable in proxyConfig.secretEnvironment(_SECRETS):
+                os.environ.pop(variable, None)  # read once; no child inherits it
             settings = proxyConfig.merge(given, self["config"], _SETTINGS, environment)
+            proxyConfig.resolveSecrets(settings, given, environment, _SECRETS)
+            for flag in _SECRETS:
+                self[flag] = settings[flag]  # what a worker gets on its stdin
             parseAddress(settings["address"])
             if not settings["disableHealthCheckServer"]:
                 parseAddress(settings["healthCheckAddress"])

@@ -11,7 +11,6 @@ session starts, so no child sees them either.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -20,6 +19,7 @@ from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.python import usage
 
+from diegossh import secretargs
 from diegossh.addresses import parseAddress, serverEndpoint
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
 from diegossh.ssh.connection import MAX_CHANNELS, MAX_SESSIONS
@@ -36,8 +36,8 @@ from diegossh.sshd.session import SessionConfig, defaultShell
 # server whose software version starts with "OpenSSH" (its compat.c). We speak
 # them, so we say so, with no OpenSSH version number for scanners to misread.
 VERSION = b"SSH-2.0-OpenSSH_compatible diego-sshd"
-_REEXEC_MARK = "DIEGOSSH_REEXECED"
-_SECRET_FLAGS = {"--hostKey": "SSHD_HOSTKEY", "--authorizedKey": "SSHD_AUTHKEY"}
+# secret flag -> its environment variable (upstream's; the variable wins)
+_SECRET_FLAGS = {"hostKey": "SSHD_HOSTKEY", "authorizedKey": "SSHD_AUTHKEY"}
 
 
 class Options(usage.Options):
@@ -66,12 +66,12 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        _moveSecretsOffCommandLine()
+        secretargs.moveOffCommandLine("diego-sshd", _SECRET_FLAGS, self.longOpt)
+        self.update(secretargs.takeMoved(_SECRET_FLAGS))
         for flag, variable in _SECRET_FLAGS.items():
             value = os.environ.pop(variable, None)
             if value:
-                self[flag[2:]] = value
-        os.environ.pop(_REEXEC_MARK, None)
+                self[flag] = value
         try:
             parseAddress(self["address"])
             self["policy"] = AlgorithmPolicy.fromOptions(
@@ -93,52 +93,6 @@ class Options(usage.Options):
                 "no authorized key: give --authorizedKey (or SSHD_AUTHKEY), "
                 "or --allowUnauthenticatedClients"
             )
-
-
-def _isLiteralKey(value: str) -> bool:
-    return not os.path.isfile(value)
-
-
-def _moveSecretsOffCommandLine() -> None:
-    """
-    Re-exec without key material in argv, handing it over in the environment.
-    """
-    if os.environ.get(_REEXEC_MARK):
-        return
-    argv = list(sys.argv)
-    moved: dict[str, str] = {}
-    kept: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, value = arg.partition("=")
-        if name in _SECRET_FLAGS:
-            if not eq:
-                if i + 1 >= len(argv):
-                    kept.append(arg)
-                    break
-                value = argv[i + 1]
-                i += 1
-            if _isLiteralKey(value):
-                moved[_SECRET_FLAGS[name]] = value
-            else:
-                kept += [name, value]
-        else:
-            kept.append(arg)
-        i += 1
-    if not moved:
-        return
-    env = dict(os.environ)
-    env.update(moved)
-    env[_REEXEC_MARK] = "1"
-    launcher = kept[0]
-    if launcher.endswith("__main__.py"):
-        command = [sys.executable, "-m", "twisted", *kept[1:]]
-    else:
-        command = [sys.executable, *kept]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, command, env)  # noqa: S606
 
 
 def makeService(config: Options) -> IService:
