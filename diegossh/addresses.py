@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_addresses -*-
 """
 Listen addresses as diego-ssh writes them: C{host:port}, C{:port} for every
-interface, C{[v6]:port}.
+interface, C{[v6]:port}; and which client address a connection counts as
+(L{clientAddress}).
 """
 
 from __future__ import annotations
@@ -39,3 +40,29 @@ def serverEndpoint(reactor: Any, text: str, backlog: int = 511) -> Any:
     if ":" in host:
         return TCP6ServerEndpoint(reactor, port, backlog=backlog, interface=host)
     return TCP4ServerEndpoint(reactor, port, backlog=backlog, interface=host or "0.0.0.0")  # noqa: S104
+
+
+def clientAddress(transport: Any) -> str:
+    """
+    The address a connection counts as, for admission and penalties: the one
+    place that decides it.
+
+    A server transport's C{sourceAddress} (an L{IAddress} with a C{host}),
+    when set, wins: the listening side sets it at accept, before the
+    connection has a socket transport, and a load balancer's client address
+    (PROXY protocol, later) is to replace it there. Otherwise the socket's
+    peer. IPv4-mapped IPv6 addresses (a dual-stack listener) count as IPv4.
+    C{"?"} when nothing is known.
+    """
+    address = getattr(transport, "sourceAddress", None)
+    if address is None:
+        socketTransport = getattr(transport, "transport", None)
+        if socketTransport is not None:
+            address = socketTransport.getPeer()
+    host = getattr(address, "host", None)
+    if not isinstance(host, str) or not host:
+        return "?"
+    host = host.split("%", 1)[0]  # an IPv6 scope
+    if host.lower().startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host

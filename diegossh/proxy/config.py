@@ -47,6 +47,18 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
     "allowedKeyExchanges": ("allowed_key_exchanges", "str", None),
     "accessLog": ("access_log", "str", None),
     "workers": ("workers", "count", 1),
+    # Before login (docs/prelogin.md): OpenSSH's options, in its value syntax.
+    "loginGraceTime": ("login_grace_time", "duration", 120.0),
+    "maxAuthTries": ("max_auth_tries", "count", 6),
+    "maxStartups": ("max_startups", "str", "100:30:300"),
+    "perSourceMaxStartups": ("per_source_max_startups", "str", "60"),
+    "perSourcePenalties": (
+        "per_source_penalties",
+        "str",
+        "authfail:5s grace-exceeded:10s protocol:10s noauth:1s min:15s max:600s "
+        "max-sources4:65536 max-sources6:65536",
+    ),
+    "perSourcePenaltyExemptList": ("per_source_penalty_exempt_list", "str", None),
 }
 
 # The settings that are secrets -> the environment variable that also gives

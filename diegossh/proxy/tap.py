@@ -27,6 +27,7 @@ from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
 from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
+from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
 from diegossh.sshd import hostkeys
 
@@ -96,6 +97,7 @@ class Options(usage.Options):
                 hostkeys.loadHostKey(settings["hostKey"]) if settings["hostKey"] else None
             )
             settings["enabledRealms"] = self._enabledRealms(settings)
+            settings["admission"] = _admissionSettings(settings)
         except (ValueError, UnknownAlgorithm) as e:
             raise usage.UsageError(str(e)) from None
         needsDirectory = any(
@@ -207,6 +209,20 @@ def _accessLog(path: str | None) -> None:
     globalLogPublisher.addObserver(FilteringLogObserver(jsonFileLogObserver(output), [predicate]))
 
 
+def _admissionSettings(settings: dict[str, Any]) -> dict[str, Any]:
+    """
+    The pre-login limits, parsed (L{ValueError} names the flag).
+    """
+    return {
+        "maxStartups": admission.MaxStartups.parse(settings["maxStartups"]),
+        "perSourceMaxStartups": admission.parsePerSourceMaxStartups(
+            settings["perSourceMaxStartups"]
+        ),
+        "penalties": admission.DEFAULT_PENALTIES.parse(settings["perSourcePenalties"] or "yes"),
+        "exempt": admission.parseExemptList(settings["perSourcePenaltyExemptList"]),
+    }
+
+
 def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
@@ -231,8 +247,19 @@ def makeService(config: Options) -> IService:
         checkers.append(KeyRealmChecker(keyRealms))
     portal = Portal(ProxyRealm(connect, reactor), checkers)
     factory = ProxyFactory(portal, [hostKey], policy, reactor, settings["idleConnectionTimeout"])
+    factory.loginGraceTime = settings["loginGraceTime"]
+    factory.maxAuthTries = settings["maxAuthTries"]
+    limits = settings["admission"]
+    listening = admission.admitting(
+        factory,
+        reactor,
+        limits["maxStartups"],
+        limits["perSourceMaxStartups"],
+        limits["penalties"],
+        limits["exempt"],
+    )
     top = MultiService()
-    workers.listeningService(reactor, config, factory).setServiceParent(top)
+    workers.listeningService(reactor, config, listening).setServiceParent(top)
     if not settings["disableHealthCheckServer"]:
         StreamServerEndpointService(
             serverEndpoint(reactor, settings["healthCheckAddress"]), healthSite()

@@ -27,7 +27,11 @@ on a command line. The worker keeps reading stdin: when the parent goes away,
 however it goes, the pipe closes and the worker stops; on Linux it also asks
 for SIGTERM at its parent's death (C{PR_SET_PDEATHSIG}). Workers serve no
 health check (the parent does) and log to their stdout, which the parent
-copies into its own log with the worker's pid. A worker that ends while the
+copies into its own log with the worker's pid. Each process keeps its own
+pre-login tables (L{diegossh.ssh.admission}: connections not logged in yet,
+penalties): the limits apply per process, and a penalised source is refused
+by the process that charged it (the others learn it from their own
+connections). A worker that ends while the
 parent runs is logged and started again, after a delay that grows while
 workers keep dying young.
 """
@@ -49,6 +53,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from diegossh.addresses import parseAddress, serverEndpoint
+from diegossh.listening import GuardedEndpoint, guardAccepting
 
 WORKER_FD = 3
 STOP_GRACE = 10.0
@@ -74,7 +79,8 @@ def listeningService(reactor: Any, config: Any, factory: Any) -> IService:
         return AdoptedPort(reactor, inherited, factory)
     count = settings.get("workers") or 1
     if count <= 1:
-        return StreamServerEndpointService(serverEndpoint(reactor, settings["address"]), factory)
+        endpoint = GuardedEndpoint(serverEndpoint(reactor, settings["address"]), reactor)
+        return StreamServerEndpointService(endpoint, factory)
     return WorkerPool(reactor, settings["address"], factory, count - 1, workerOptions(config))
 
 
@@ -117,6 +123,7 @@ def adoptShared(reactor: Any, fd: int, family: int, factory: Any) -> SharedPort:
     """
     port = SharedPort._fromListeningDescriptor(reactor, fd, family, factory)
     port.startListening()
+    guardAccepting(port, reactor)
     return port
 
 

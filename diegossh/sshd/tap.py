@@ -21,9 +21,11 @@ from twisted.python import usage
 
 from diegossh import secretargs
 from diegossh.addresses import parseAddress, serverEndpoint
+from diegossh.listening import GuardedEndpoint
+from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
 from diegossh.ssh.connection import MAX_CHANNELS, MAX_SESSIONS
-from diegossh.ssh.factory import SSHServerFactory
+from diegossh.ssh.factory import MAX_AUTH_TRIES, SSHServerFactory
 from diegossh.sshd import hostkeys
 from diegossh.sshd.auth import AuthorizedKeyChecker, DaemonUserAuthServer
 from diegossh.sshd.avatar import DaemonRealm
@@ -38,6 +40,11 @@ from diegossh.sshd.session import SessionConfig, defaultShell
 VERSION = b"SSH-2.0-OpenSSH_compatible diego-sshd"
 # secret flag -> its environment variable (upstream's; the variable wins)
 _SECRET_FLAGS = {"hostKey": "SSHD_HOSTKEY", "authorizedKey": "SSHD_AUTHKEY"}
+
+# Every login through the proxy comes from the proxy's address, up to the 50
+# at once the proxy promises a NAT address: OpenSSH's 10:30:100 would drop
+# some of them (docs/prelogin.md).
+DAEMON_MAX_STARTUPS = admission.MaxStartups(50, 30, 100)
 
 
 class Options(usage.Options):
@@ -59,6 +66,44 @@ class Options(usage.Options):
             int,
         ],
         ["maxChannels", None, MAX_CHANNELS, "Open channels of any kind per connection.", int],
+        # Before login (docs/prelogin.md).
+        [
+            "loginGraceTime",
+            None,
+            "120",
+            "From accept to login, whatever the client sends; 0: off (OpenSSH's LoginGraceTime).",
+        ],
+        [
+            "maxAuthTries",
+            None,
+            MAX_AUTH_TRIES,
+            "Failed login attempts per connection (OpenSSH's MaxAuthTries).",
+            int,
+        ],
+        [
+            "maxStartups",
+            None,
+            str(DAEMON_MAX_STARTUPS),
+            "start:rate:full for connections not logged in yet (OpenSSH's MaxStartups).",
+        ],
+        [
+            "perSourceMaxStartups",
+            None,
+            "none",
+            "Connections not logged in yet per source (OpenSSH's PerSourceMaxStartups).",
+        ],
+        [
+            "perSourcePenalties",
+            None,
+            str(admission.DAEMON_PENALTIES),
+            "Penalties for failed logins, by source, or 'no' (OpenSSH's PerSourcePenalties).",
+        ],
+        [
+            "perSourcePenaltyExemptList",
+            None,
+            "",
+            "Addresses and CIDRs never penalised (OpenSSH's PerSourcePenaltyExemptList).",
+        ],
     ]
     optFlags = [
         ["allowUnauthenticatedClients", None, "Let anyone in without a key."],
@@ -85,7 +130,11 @@ class Options(usage.Options):
             )
         except (ValueError, UnknownAlgorithm) as e:
             raise usage.UsageError(str(e)) from None
-        for limit in ("maxSessions", "maxChannels"):
+        try:
+            self["admission"] = _admissionSettings(self)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        for limit in ("maxSessions", "maxChannels", "maxAuthTries"):
             if self[limit] < 1:
                 raise usage.UsageError(f"--{limit} must be at least 1")
         if self["authorized"] is None and not self["allowUnauthenticatedClients"]:
@@ -93,6 +142,21 @@ class Options(usage.Options):
                 "no authorized key: give --authorizedKey (or SSHD_AUTHKEY), "
                 "or --allowUnauthenticatedClients"
             )
+
+
+def _admissionSettings(options: Options) -> dict[str, Any]:
+    """
+    The pre-login settings, parsed (L{ValueError} names the flag).
+    """
+    return {
+        "loginGraceTime": admission.parseTime(str(options["loginGraceTime"]), "--loginGraceTime"),
+        "maxStartups": admission.MaxStartups.parse(options["maxStartups"]),
+        "perSourceMaxStartups": admission.parsePerSourceMaxStartups(
+            options["perSourceMaxStartups"]
+        ),
+        "penalties": admission.DAEMON_PENALTIES.parse(options["perSourcePenalties"]),
+        "exempt": admission.parseExemptList(options["perSourcePenaltyExemptList"]),
+    }
 
 
 def makeService(config: Options) -> IService:
@@ -119,4 +183,16 @@ def makeService(config: Options) -> IService:
     factory.services = {**factory.services, b"ssh-userauth": DaemonUserAuthServer}
     factory.maxSessions = config["maxSessions"]
     factory.maxChannels = config["maxChannels"]
-    return StreamServerEndpointService(serverEndpoint(reactor, config["address"]), factory)
+    factory.maxAuthTries = config["maxAuthTries"]
+    settings = config["admission"]
+    factory.loginGraceTime = settings["loginGraceTime"]
+    listening = admission.admitting(
+        factory,
+        reactor,
+        settings["maxStartups"],
+        settings["perSourceMaxStartups"],
+        settings["penalties"],
+        settings["exempt"],
+    )
+    endpoint = GuardedEndpoint(serverEndpoint(reactor, config["address"]), reactor)
+    return StreamServerEndpointService(endpoint, listening)

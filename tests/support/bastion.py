@@ -19,7 +19,7 @@ from twisted.internet import threads
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tests.support.daemon import TWISTD, freePort, waitForPort
+from tests.support.daemon import TWISTD, exemptTestClients, freePort, waitForPort
 from tests.support.proxy import readAccessLog
 from tests.support.stocksshd import SSHD, USER, ensureUser
 
@@ -201,7 +201,7 @@ def startBastion(tmp: Path, env: Mapping[str, str], extraArgs: Sequence[str] = (
     proc = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "--logfile", str(log), "diego-ssh-proxy",
          f"--address=127.0.0.1:{port}", "--disableHealthCheckServer", "--realm", "bastion",
-         f"--accessLog={accessLog}", *extraArgs],
+         f"--accessLog={accessLog}", *exemptTestClients(extraArgs), *extraArgs],
         stdin=subprocess.DEVNULL, cwd=str(tmp), env={**os.environ, **env},
     )  # fmt: skip
     try:

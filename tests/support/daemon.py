@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,22 @@ from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 from tests.support.openssh import BASE_OPTIONS
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+def exemptTestClients(extraArgs: Sequence[str]) -> list[str]:
+    """
+    C{--perSourcePenaltyExemptList=127.0.0.1} (the address every test's
+    client connects from), unless the test gives its own, so that tests that
+    fail logins on purpose are not locked out by per-source penalties
+    (docs/prelogin.md); tests of the penalties attack from other loopback
+    addresses. Not with another checkout's code (C{PYTHONPATH}), which may not
+    know the flag.
+    """
+    if os.environ.get("PYTHONPATH") or any(
+        arg.startswith("--perSourcePenalt") for arg in extraArgs
+    ):
+        return []
+    return ["--perSourcePenaltyExemptList=127.0.0.1"]
 
 
 def freePort() -> int:
@@ -107,7 +124,7 @@ def startDaemon(
     }
     argv = [
         TWISTD, "-n", "--pidfile=", "--logfile", str(log), "diego-sshd",
-        f"--address=127.0.0.1:{port}", *extraArgs,
+        f"--address=127.0.0.1:{port}", *exemptTestClients(extraArgs), *extraArgs,
     ]  # fmt: skip
     proc = subprocess.Popen(argv, env=childEnv, cwd=str(tmp), stdin=subprocess.DEVNULL)
     try:

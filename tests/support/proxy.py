@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import TWISTD, freePort, waitForPort
+from tests.support.daemon import TWISTD, exemptTestClients, freePort, waitForPort
 
 CREDENTIALS = "diego-secret"
 # sshpass answers the password prompt, so no BatchMode here; LogLevel stays
@@ -105,7 +105,7 @@ def startProxy(tmp: Path, lrps: list[dict[str, Any]] | None = None,
     port, health = freePort(), freePort()
     args = [f"--address=127.0.0.1:{port}", f"--healthCheckAddress=127.0.0.1:{health}",
             "--enableDiegoAuth", f"--diegoCredentials={CREDENTIALS}",
-            f"--accessLog={tmp / 'access.json'}"]  # fmt: skip
+            f"--accessLog={tmp / 'access.json'}", *exemptTestClients(extraArgs)]  # fmt: skip
     if lrps is not None:
         table = tmp / "lrps.json"
         table.write_text(json.dumps({"lrps": lrps}))
