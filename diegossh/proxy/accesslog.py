@@ -11,18 +11,46 @@ token or key.
 A relayed session's pair of events goes through a L{SessionRecord}: one
 C{session_end} for every C{success}, and none without one, whatever the
 order in which the user, the container and the proxy end it.
+
+Every field is bounded text (L{diegossh.logtext}): a user name is at most
+128 characters and a marker. Denied logins are throttled per source like any
+line before login (L{diegossh.ssh.logthrottle}, kind C{access}), with a
+C{suppressed} event saying how many were held back.
+
+The file (L{AccessLogFile}) is plain JSON lines, one object per line, and
+rotates both ways: past C{maxBytes} it is renamed C{FILE.1} (C{FILE.1} to
+C{FILE.2}, and so on, C{maxFiles} kept), and on SIGUSR1 it is reopened, for
+logrotate's C{postrotate}.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-from typing import Any
+import signal
+from typing import IO, Any
 
-from twisted.logger import Logger
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogEvent,
+    PredicateResult,
+    eventAsJSON,
+    globalLogPublisher,
+)
+from zope.interface import implementer
 
+from diegossh.logtext import SafeLogger
 from diegossh.proxy.login import LoginResult
+from diegossh.ssh.logthrottle import admitBeforeLogin
 
-_log = Logger(namespace="diegossh.access")
+NAMESPACE = "diegossh.access"
+# Rotation by size: the file is rotated past this many bytes, and this many
+# rotated files are kept (both are flags: --accessLogMaxBytes, --accessLogMaxFiles).
+MAX_BYTES = 100 * 1024 * 1024
+MAX_FILES = 5
+
+_log = SafeLogger(namespace=NAMESPACE)
 
 
 def _targetFields(result: LoginResult) -> dict[str, Any]:
@@ -80,10 +108,22 @@ class SessionRecord:
         )
 
 
-def loginFailed(client: str, username: str, realm: str, reason: str, **audit: str) -> None:
+def loginFailed(
+    client: str,
+    username: str,
+    realm: str,
+    reason: str,
+    *,
+    connection: Any = None,
+    **audit: str,
+) -> None:
     """
     C{audit}: what else identifies the attempt (a key's fingerprint), never a secret.
+    C{connection}: the user's server transport, whose source's budget of
+    lines before login (L{diegossh.ssh.logthrottle}) this event takes from.
     """
+    if not admitBeforeLogin(connection, "access"):
+        return
     _log.info(
         "Login by {client} as {username} denied: {reason}",
         event="login",
@@ -109,3 +149,111 @@ def sessionEnded(
         duration=seconds,
         **_targetFields(result),
     )
+
+
+class AccessLogFile:
+    """
+    An append-only file that rotates past C{maxBytes} (keeping C{maxFiles}
+    rotated files, C{PATH.1} the newest) and follows its path: when the file
+    at C{path} is no longer the one open (logrotate moved it, or another
+    process of the same proxy rotated it), the next write reopens. With
+    C{--workers} every process appends to the same file; a rotation is done
+    under an exclusive C{flock}, so only one process renames.
+    """
+
+    def __init__(self, path: str, maxBytes: int = MAX_BYTES, maxFiles: int = MAX_FILES) -> None:
+        self.path = path
+        self.maxBytes = maxBytes
+        self.maxFiles = maxFiles
+        self._file: IO[bytes] = open(path, "ab")
+        # The observer writing here, once L{openAccessLog} added one.
+        self.observer: Any = None
+
+    def _current(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.path)
+        except FileNotFoundError:
+            return None
+
+    def write(self, line: bytes) -> None:
+        on = self._current()
+        if on is None or on.st_ino != os.fstat(self._file.fileno()).st_ino:
+            self.reopen()
+        elif self.maxBytes and on.st_size and on.st_size + len(line) > self.maxBytes:
+            self.rotate(len(line))
+        self._file.write(line)
+        self._file.flush()
+
+    def rotate(self, incoming: int = 0) -> None:
+        """
+        Rename C{path} to C{path.1} (and so on) and start a new file, unless
+        another process did so first.
+        """
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        try:
+            on = self._current()
+            mine = os.fstat(self._file.fileno()).st_ino
+            if on is not None and on.st_ino == mine and on.st_size + incoming > self.maxBytes:
+                for n in range(self.maxFiles - 1, 0, -1):
+                    older = f"{self.path}.{n}"
+                    if os.path.exists(older):
+                        os.replace(older, f"{self.path}.{n + 1}")
+                if self.maxFiles > 0:
+                    os.replace(self.path, f"{self.path}.1")
+                else:
+                    os.remove(self.path)
+        finally:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+        self.reopen()
+
+    def reopen(self) -> None:
+        self._file.close()
+        self._file = open(self.path, "ab")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@implementer(ILogObserver)
+class JSONLinesObserver:
+    """
+    Writes each event as one line of JSON (Twisted's C{eventAsJSON}, which
+    escapes every newline inside a value), with no record separator.
+    """
+
+    def __init__(self, output: AccessLogFile) -> None:
+        self.output = output
+
+    def __call__(self, event: LogEvent) -> None:
+        self.output.write(eventAsJSON(event).encode("utf-8") + b"\n")
+
+
+def _onlyAccess(event: LogEvent) -> PredicateResult:
+    if event.get("log_namespace") == NAMESPACE:
+        return PredicateResult.yes
+    return PredicateResult.no
+
+
+def openAccessLog(
+    path: str | None,
+    reactor: Any,
+    maxBytes: int = MAX_BYTES,
+    maxFiles: int = MAX_FILES,
+    publisher: Any = globalLogPublisher,
+) -> AccessLogFile | None:
+    """
+    Write the C{diegossh.access} events to C{path} as JSON lines, rotated
+    by size, and reopened on SIGUSR1 (in the reactor's thread).
+    """
+    if not path:
+        return None
+    output = AccessLogFile(path, maxBytes, maxFiles)
+    predicate: Any = _onlyAccess
+    output.observer = FilteringLogObserver(JSONLinesObserver(output), [predicate])
+    publisher.addObserver(output.observer)
+
+    def onSignal(signum: int, frame: Any) -> None:
+        reactor.callFromThread(output.reopen)
+
+    signal.signal(signal.SIGUSR1, onSignal)
+    return output

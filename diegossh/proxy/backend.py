@@ -31,16 +31,16 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from diegossh.logtext import SafeLogger
 from diegossh.proxy import hostfingerprint
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import LRPTarget, SSHRoute
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.transport import SSHClientTransport
 
-log = Logger()
+log = SafeLogger()
 
 #: seconds the backend connection may take to close after the proxy said
 #: goodbye (its write buffer to drain) before it is aborted

@@ -46,6 +46,8 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
     "allowedMACs": ("allowed_macs", "str", None),
     "allowedKeyExchanges": ("allowed_key_exchanges", "str", None),
     "accessLog": ("access_log", "str", None),
+    "accessLogMaxBytes": ("access_log_max_bytes", "count", 100 * 1024 * 1024),
+    "accessLogMaxFiles": ("access_log_max_files", "count", 5),
     "workers": ("workers", "count", 1),
     # Before login (docs/prelogin.md): OpenSSH's options, in its value syntax.
     "loginGraceTime": ("login_grace_time", "duration", 120.0),

@@ -15,10 +15,10 @@ from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import common, keys, transport
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from diegossh.logtext import SafeLogger
 from diegossh.proxy import accesslog
 from diegossh.proxy.backend import CLOSE_TIMEOUT, BackendSlot, BackendTransport
 from diegossh.proxy.errors import LoginDenied
@@ -30,7 +30,7 @@ from diegossh.ssh.connection import SSHConnection
 from diegossh.ssh.factory import SSHServerFactory, UserAuthServer
 from diegossh.ssh.transport import SSHServerTransport
 
-log = Logger()
+log = SafeLogger()
 # See diegossh.sshd.tap.VERSION: the client's eow@openssh.com must reach the
 # container through the relay, and OpenSSH sends it only to "OpenSSH*" servers.
 VERSION = b"SSH-2.0-OpenSSH_compatible diego-ssh-proxy"
@@ -184,7 +184,12 @@ class ProxyUserAuthServer(UserAuthServer):
         if isinstance(failure.value, Denied):
             denied = failure.value
             accesslog.loginFailed(
-                self.transport.peerAddress, username, denied.realm, denied.denial.reason, **audit
+                self.transport.peerAddress,
+                username,
+                denied.realm,
+                denied.denial.reason,
+                connection=self.transport,
+                **audit,
             )
             if denied.visible:
                 self.transport.sendPacket(
@@ -193,7 +198,8 @@ class ProxyUserAuthServer(UserAuthServer):
                     + common.NS(b""),
                 )
             return failure
-        log.failure("login of {username} failed unexpectedly", failure, username=username)
+        # Through the connection's logger: throttled per source before login.
+        self._log.failure("login of {username} failed unexpectedly", failure, username=username)
         return Failure(Denied(LoginDenied("internal error"), "?"))
 
 

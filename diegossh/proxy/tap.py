@@ -19,8 +19,8 @@ from twisted.python import usage
 from diegossh import secretargs
 from diegossh.addresses import parseAddress, serverEndpoint
 from diegossh.interfaces import IKeyRealm
+from diegossh.proxy import accesslog, workers
 from diegossh.proxy import config as proxyConfig
-from diegossh.proxy import workers
 from diegossh.proxy.backend import connectBackend
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
@@ -188,27 +188,6 @@ def _realms(reactor: Any, settings: dict[str, Any], directory: Any) -> list[Any]
     return [plugin.build(reactor, settings, directory) for plugin in settings["enabledRealms"]]
 
 
-def _accessLog(path: str | None) -> None:
-    if not path:
-        return
-    from twisted.logger import (
-        FilteringLogObserver,
-        PredicateResult,
-        globalLogPublisher,
-        jsonFileLogObserver,
-    )
-
-    output = open(path, "a", encoding="utf-8")
-
-    def onlyAccess(event: dict[str, Any]) -> PredicateResult:
-        if event.get("log_namespace") == "diegossh.access":
-            return PredicateResult.yes
-        return PredicateResult.no
-
-    predicate: Any = onlyAccess
-    globalLogPublisher.addObserver(FilteringLogObserver(jsonFileLogObserver(output), [predicate]))
-
-
 def _admissionSettings(settings: dict[str, Any]) -> dict[str, Any]:
     """
     The pre-login limits, parsed (L{ValueError} names the flag).
@@ -228,7 +207,12 @@ def makeService(config: Options) -> IService:
 
     settings = config["settings"]
     hostKey = hostkeys.hostKeyOrGenerated(settings["hostKeyObject"])
-    _accessLog(settings["accessLog"])
+    accesslog.openAccessLog(
+        settings["accessLog"],
+        reactor,
+        settings["accessLogMaxBytes"],
+        settings["accessLogMaxFiles"],
+    )
     directory = _directory(reactor, settings)
     tlsOptions = _backendTLS(settings)
     policy = settings["policy"]
@@ -250,6 +234,7 @@ def makeService(config: Options) -> IService:
     factory.loginGraceTime = settings["loginGraceTime"]
     factory.maxAuthTries = settings["maxAuthTries"]
     limits = settings["admission"]
+    factory.logThrottle.exempt = limits["exempt"]
     listening = admission.admitting(
         factory,
         reactor,

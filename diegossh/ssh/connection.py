@@ -44,8 +44,9 @@ from twisted.conch.ssh import common
 from twisted.conch.ssh import connection as conch
 from twisted.conch.ssh import transport as conchTransport
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from diegossh.ssh.logthrottle import ConnectionLogger
 
 MAX_WINDOW = 0xFFFFFFFF
 # The largest data packet we send, whatever the peer allows: far under the
@@ -75,7 +76,7 @@ class QuietServiceMixin:
 
     transport: Any
     protocolMessages: Any
-    _quietLog = Logger()
+    _quietLog = ConnectionLogger()
 
     def packetReceived(self, messageNum: int, packet: bytes) -> Any:
         name = self.protocolMessages.get(messageNum)
@@ -95,7 +96,7 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
     The C{ssh-connection} service with peer input validated.
     """
 
-    _log = Logger()
+    _log = ConnectionLogger()
     transport: Any
     maxChannels = MAX_CHANNELS
     maxSessions = MAX_SESSIONS

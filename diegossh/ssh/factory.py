@@ -22,6 +22,7 @@ from diegossh.ssh.connection import (
     QuietServiceMixin,
     SSHConnection,
 )
+from diegossh.ssh.logthrottle import ConnectionLogger, LogThrottle, OncePerSource
 from diegossh.ssh.transport import LOGIN_GRACE_TIME, SSHServerTransport
 
 # User authentication requests a client may send ahead of the answer to the
@@ -46,6 +47,8 @@ class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):
 
     loginTimeout = 120
     transport: Any
+    # Conch's own lines carry the user name: bounded, throttled before login.
+    _log = ConnectionLogger()
 
     def serviceStarted(self) -> None:
         self.clock = self.transport.clock
@@ -108,6 +111,8 @@ class SSHServerFactory(conchFactory.SSHFactory):
     """
 
     protocol = SSHServerTransport
+    # Conch's buildProtocol logs the same line for every connection: once.
+    _log = OncePerSource()
     # Read by each connection's SSHConnection; tap assembly may override them.
     maxChannels = MAX_CHANNELS
     maxSessions = MAX_SESSIONS
@@ -132,6 +137,8 @@ class SSHServerFactory(conchFactory.SSHFactory):
         self.policy = policy
         self.clock = clock
         self.version = version
+        # Log lines before login, per source and connection (on this clock).
+        self.logThrottle = LogThrottle(clock)
         self.privateKeys = {key.sshType(): key for key in hostKeys}
         self.publicKeys = {key.sshType(): key.public() for key in hostKeys}
         self.primes = None

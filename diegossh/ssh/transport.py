@@ -33,7 +33,6 @@ from twisted.conch.ssh import transport as conch
 from twisted.conch.ssh.common import NS, getNS
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python import randbytes
 
 from diegossh.ssh import kex
@@ -45,6 +44,7 @@ from diegossh.ssh.backpressure import (
     SocketWatch,
     WritePressure,
 )
+from diegossh.ssh.logthrottle import ConnectionLogger
 from diegossh.ssh.packets import (
     AEAD_CIPHERS,
     Opener,
@@ -160,7 +160,8 @@ class TransportMixin:
     L{conch.SSHServerTransport} / L{conch.SSHClientTransport}.
     """
 
-    _log = Logger()
+    # Bounded text; before login, throttled per source (diegossh.ssh.logthrottle).
+    _log = ConnectionLogger()
 
     policy: AlgorithmPolicy = AlgorithmPolicy.fromOptions()
     clock: IReactorTime | None = None
@@ -489,6 +490,21 @@ class TransportMixin:
             description=desc.decode("utf-8", "replace"),
         )
         self.transport.loseConnection()
+
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        """
+        The peer's goodbye. Conch logs every one as an error ("Got remote
+        error, code 11" for each ordinary logout); here an ordinary one
+        (C{BY_APPLICATION}) is info, any other a warning, and the peer's
+        description is bounded text.
+        """
+        level = "info" if reasonCode == conch.DISCONNECT_BY_APPLICATION else "warn"
+        getattr(self._log, level)(
+            "{peer} disconnected: {description} (code {code})",
+            peer=_peerOf(self.transport),
+            code=reasonCode,
+            description=description,
+        )
 
     # -- key exchange
 

@@ -16,9 +16,9 @@ from twisted.conch.ssh.connection import OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from diegossh.logtext import SafeLogger
 from diegossh.sshd.forwarding_relay import RelayChannel, SocketFactory
 from diegossh.sshd.forwarding_wire import MalformedRequest, parseDirectTCPIP
 
@@ -31,7 +31,7 @@ __all__ = [
 
 CONNECT_TIMEOUT = 10.0
 
-_log = Logger()
+_log = SafeLogger()
 
 
 class DirectTCPIPChannel(RelayChannel):

@@ -22,8 +22,8 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.internet.protocol import ServerFactory
-from twisted.logger import Logger
 
+from diegossh.logtext import SafeLogger
 from diegossh.sshd.forwarding_relay import RelayChannel, SocketProtocol, SocketSet
 from diegossh.sshd.forwarding_wire import (
     MalformedRequest,
@@ -41,7 +41,7 @@ __all__ = ["MAX_LISTENERS", "ForwardedTCPIPChannel", "RemoteForwards", "bindAddr
 MAX_LISTENERS = 16
 _ANY = "0.0.0.0"  # noqa: S104 -- only with gatewayPorts, when the client asks for it
 
-_log = Logger()
+_log = SafeLogger()
 
 
 class ForwardedTCPIPChannel(RelayChannel):

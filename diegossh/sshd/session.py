@@ -36,10 +36,10 @@ from twisted.conch.ssh.connection import EXTENDED_DATA_STDERR
 from twisted.internet import error as netError
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from diegossh.logtext import SafeLogger
 from diegossh.ssh.channel import BufferedChannel
 from diegossh.sshd import process
 from diegossh.sshd.environment import SessionEnvironment
@@ -151,7 +151,7 @@ class SessionChannel(BufferedChannel):
     """
 
     name = b"session"
-    _log = Logger()
+    _log = SafeLogger()
 
     def __init__(self, config: SessionConfig, reactor: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("localWindow", SESSION_WINDOW)

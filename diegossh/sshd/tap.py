@@ -186,6 +186,7 @@ def makeService(config: Options) -> IService:
     factory.maxAuthTries = config["maxAuthTries"]
     settings = config["admission"]
     factory.loginGraceTime = settings["loginGraceTime"]
+    factory.logThrottle.exempt = settings["exempt"]
     listening = admission.admitting(
         factory,
         reactor,

@@ -22,13 +22,13 @@ from twisted.internet.error import (
 )
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from diegossh.interfaces import ILRPDirectory
+from diegossh.logtext import SafeLogger
 from diegossh.proxy._http import BodyTooLarge, httpClient, readBody
 from diegossh.proxy.bbs import models_pb2 as pb
 from diegossh.proxy.errors import LoginDenied
@@ -95,7 +95,7 @@ class BBSClient:
     @param desiredLRPPath: L{DESIRED_LRP_PATH_R2} for an older BBS.
     """
 
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(
         self,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.logger import Logger
 
+from diegossh.logtext import SafeLogger
 from diegossh.proxy.cf.uaa import Token
 from diegossh.proxy.cf.usernames import checkAppInstance
 from diegossh.proxy.errors import LoginDenied
@@ -68,7 +68,7 @@ class CFAuthenticator:
     malformed is ever sent.
     """
 
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(self, uaa: CodeExchanger, cc: AccessChecker) -> None:
         self._uaa = uaa

@@ -15,9 +15,9 @@ import re
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
+from diegossh.logtext import SafeLogger
 from diegossh.proxy.cf._http import BodyTooLarge, TimedOut, Unreachable, exchange, httpClient
 from diegossh.proxy.cf.uaa import Token
 from diegossh.proxy.cf.usernames import checkAppInstance
@@ -45,7 +45,7 @@ class CloudControllerClient:
     @param communicationTimeout: seconds for the whole call, reply included.
     """
 
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(
         self,

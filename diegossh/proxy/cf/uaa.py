@@ -21,9 +21,9 @@ from urllib.parse import urlencode
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
+from diegossh.logtext import SafeLogger
 from diegossh.proxy.cf._http import BodyTooLarge, Reply, TimedOut, Unreachable, exchange, httpClient
 from diegossh.proxy.errors import LoginDenied
 
@@ -124,7 +124,7 @@ class UAAClient:
         included.
     """
 
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(
         self,

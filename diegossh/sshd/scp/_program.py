@@ -13,10 +13,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from diegossh.logtext import SafeLogger
 from diegossh.sshd.scp._input import EndOfInput, InputBuffer
 from diegossh.sshd.scp._records import (
     MAX_RECORD,
@@ -53,7 +53,7 @@ class SCPProgram(Protocol):
     The exit status is 1 if any error was counted, as OpenSSH's C{exit(errs != 0)}.
     """
 
-    _log = Logger()
+    _log = SafeLogger()
 
     def __init__(self) -> None:
         self.errors = 0

@@ -19,10 +19,10 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from diegossh.logtext import SafeLogger
 from diegossh.sshd.sftp._constants import (
     EXTENSIONS,
     FX_BAD_MESSAGE,
@@ -64,7 +64,7 @@ def versionPacket() -> bytes:
 class SFTPServer(Protocol):
     """Serve one SFTP session for one user."""
 
-    _log = Logger()
+    _log = SafeLogger()
     transport: Any
     """An L{ISessionTransport}: a transport with C{exit(status)}."""
 
