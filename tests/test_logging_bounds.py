@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,29 @@ def test_a_flood_before_login_writes_no_more_than_the_bound(servers: Servers, se
         assert b"\x1e" not in data
         denied = [json.loads(line) for line in data.splitlines()]
         assert denied and all(e["outcome"] == "denied" for e in denied)
+
+
+def test_an_ordinary_logout_is_not_an_error(tmp_path: Path) -> None:
+    """
+    OpenSSH logs out with a DISCONNECT, code 11 ("disconnected by user"), and
+    the proxy does the same to the daemon: info, not "Got remote error".
+    """
+    servers = attacks.startServers(tmp_path)
+    try:
+        for argv, env in [
+            (servers.daemon.ssh("true"), None),
+            (servers.proxy.ssh("diego:app/0", "true"), servers.proxy.env()),
+        ]:
+            result = subprocess.run(
+                argv, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=20
+            )
+            assert result.returncode == 0, result.stderr
+    finally:
+        servers.stop()
+    for log in (servers.daemon.log, servers.proxy.log):
+        text = log.read_text()
+        goodbyes = [line for line in text.splitlines() if "disconnected:" in line]
+        assert goodbyes, f"no goodbye logged in {log.name}"
+        assert all("#info]" in line and "(code 11)" in line for line in goodbyes), goodbyes
+        assert "Got remote error" not in text
+        assert "#error]" not in text and "#critical]" not in text
