@@ -357,3 +357,32 @@ def _remove(publisher: Any, output: accesslog.AccessLogFile) -> None:
     publisher.removeObserver(output.observer)
     output.close()
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+
+def test_the_daemon_tap_gives_the_throttle_the_exempt_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ipaddress
+    import sys
+
+    from diegossh.sshd.tap import Options, makeService
+
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    options = Options()
+    options.parseOptions(
+        ["--allowUnauthenticatedClients", "--perSourcePenaltyExemptList=10.0.0.0/8"]
+    )
+    service: Any = makeService(options)
+    factory = getattr(service.factory, "factory", service.factory)
+    assert factory.logThrottle.exempt == (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+def test_the_proxy_access_log_flags() -> None:
+    from diegossh.proxy import config
+
+    assert config.SETTINGS["accessLogMaxBytes"] == (
+        "access_log_max_bytes",
+        "count",
+        accesslog.MAX_BYTES,
+    )
+    assert config.SETTINGS["accessLogMaxFiles"] == ("access_log_max_files", "count", 5)
