@@ -57,6 +57,13 @@ class BufferedChannel(FlowControlledChannel):
         self._sentEOF = False
         self._drainWaiters: list[Callable[[], None]] = []
 
+    def extReceived(self, dataType: int, data: bytes) -> None:
+        """
+        Extended data from the peer means nothing to our channels: dropped
+        (not logged with its bytes, as Conch does), its window given back.
+        """
+        self.consumed(len(data))
+
     # -- IConsumer
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:

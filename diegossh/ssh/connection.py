@@ -291,10 +291,20 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
         if localChannel not in self.channels:
             self._protocolError(b"open confirmation for unknown channel")
             return
+        if localChannel in self.localToRemoteChannel:
+            self._protocolError(b"open confirmation for a channel already open")
+            return
         clamped = min(maxPacket, MAX_SEND_PACKET)
         super().ssh_CHANNEL_OPEN_CONFIRMATION(
             struct.pack(">4L", localChannel, remoteChannel, windowSize, clamped) + packet[16:]
         )
+
+    def ssh_CHANNEL_OPEN_FAILURE(self, packet: bytes) -> None:
+        (localChannel,) = struct.unpack(">L", packet[:4])
+        if localChannel not in self.channels or localChannel in self.localToRemoteChannel:
+            self._protocolError(b"open failure for a channel not being opened")
+            return
+        super().ssh_CHANNEL_OPEN_FAILURE(packet)
 
     def sendData(self, channel: Any, data: bytes | memoryview) -> None:
         """

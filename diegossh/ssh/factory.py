@@ -79,6 +79,13 @@ class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):
         d.addBoth(self._answered)
         return d
 
+    def packetReceived(self, messageNum: int, packet: bytes) -> Any:
+        if messageNum != userauth.MSG_USERAUTH_REQUEST and 50 <= messageNum <= 79:
+            # only a server sends these: UNIMPLEMENTED, not silence
+            self.transport.sendUnimplemented()
+            return None
+        return super().packetReceived(messageNum, packet)
+
     def _answered(self, result: Any = None) -> Any:
         self._checking = False
         if self._waiting and not self._succeeded and self.transport is not None:

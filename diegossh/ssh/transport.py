@@ -87,7 +87,8 @@ STRICT_CLIENT = b"kex-strict-c-v00@openssh.com"
 STRICT_SERVER = b"kex-strict-s-v00@openssh.com"
 
 # Parsing errors a hostile peer can provoke in Conch's message handlers.
-_MALFORMED = (struct.error, IndexError, ValueError, KeyError, UnicodeDecodeError)
+# (TypeError: Conch's ord(rest[0:1]) on a message cut before a boolean.)
+_MALFORMED = (struct.error, IndexError, ValueError, KeyError, UnicodeDecodeError, TypeError)
 
 # User-key signature algorithms Conch's userauth verifies; the server's
 # server-sig-algs must list these, not its host key types.
@@ -579,6 +580,16 @@ class TransportMixin:
             conch.DISCONNECT_KEY_EXCHANGE_FAILED,
             b"key exchange not completed within %d seconds" % int(self.kexTimeout),
         )
+
+    def ssh_DEBUG(self, packet: bytes) -> None:
+        """
+        A peer's debug message is parsed (a malformed one is a protocol
+        error, as any other) and otherwise ignored: its text is the peer's and
+        is not logged.
+        """
+        if len(packet) < 1:
+            raise ValueError("empty DEBUG")
+        getNS(packet[1:], 2)
 
     def ssh_SERVICE_REQUEST(self, packet: bytes) -> None:
         """
