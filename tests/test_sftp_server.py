@@ -75,6 +75,17 @@ def test_request_before_init_exits_1(tmp_path: Path) -> None:
     assert h.replies() == []
 
 
+def test_a_second_init_ends_the_session(h: Harness) -> None:
+    """
+    Its VERSION answer would carry no request id; OpenSSH's sftp-server also
+    ends the session.
+    """
+    before = h.replies()
+    h.sendPacket(bytes([C.FXP_INIT]) + u32(3))
+    assert h.transport.exitStatus == 1
+    assert h.replies() == before == []
+
+
 def test_write_read_close_round_trip(h: Harness) -> None:
     handle = h.open("f", RW_CREATE | C.FXF_TRUNC, 0o600)
     payload = os.urandom(100_000)

@@ -173,6 +173,12 @@ class SFTPServer(Protocol):
         try:
             msgType = reader.u8()
             if msgType == FXP_INIT:
+                if self._initialised:
+                    # Only the first packet may be INIT (OpenSSH's sftp-server
+                    # ends the session too); a VERSION answer would carry no
+                    # request id for the client to match.
+                    self._fatal("SSH_FXP_INIT after the session started")
+                    return
                 reader.u32()
                 self._initialised = True
                 self.transport.write(versionPacket())
