@@ -431,7 +431,7 @@ def test_no_orphans(servers: Servers, path: str) -> None:
     baseline = fds(servers)
     with ProcessWatch(servers.pids(), limitKiB=WATCH_LIMIT_KIB) as watch:
         outcome = attacks.orphans(
-            servers.target(path), rounds=20, grace=5, during=during(servers, path)
+            servers.target(path), rounds=20, grace=10, during=during(servers, path)
         )
     assert outcome.started >= 5, f"only {outcome.started} commands started: {outcome.firstError}"
     check = Checks(f"F, orphans ({path})")
