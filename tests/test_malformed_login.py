@@ -151,3 +151,15 @@ def test_non_ascii_global_request_refused() -> None:
     assert avatar.gotGlobalRequest(b"tcpip-forward\xff", b"") == 0
     assert avatar.gotGlobalRequest(b"\x80", b"") == 0
     assert avatar.gotGlobalRequest(b"keepalive@openssh.com", b"") == 0
+
+
+def test_proxy_answers_a_refused_password_after_the_delay() -> None:
+    """
+    As Conch's own password method: a guess costs the guesser a second, not
+    the proxy's sub-millisecond answer.
+    """
+    server, transport = proxyServer()
+    server.ssh_USERAUTH_REQUEST(request(b"password", b"\0" + NS(b"guess"), user=b"diego:app/0"))
+    assert not any(num == userauth.MSG_USERAUTH_FAILURE for num, _ in transport.sent)
+    transport.clock.advance(server.passwordDelay)
+    assert refused(transport), transport.sent

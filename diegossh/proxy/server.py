@@ -173,7 +173,26 @@ class ProxyUserAuthServer(UserAuthServer):
         credentials = ProxyCredentials(self.user or b"", password, self.transport.peerAddress)
         d = self.portal.login(credentials, None, IConchUser)
         d.addErrback(self._denied)
+        d.addErrback(self._slowDown)
         return d
+
+    def _slowDown(self, failure: Failure) -> Any:
+        """
+        A refused password is answered after C{passwordDelay} (1 s), as
+        Conch's own password method does: without it the proxy answered a
+        guess in under a millisecond.
+        """
+        if failure.check(defer.CancelledError):
+            return failure
+        call: Any = None
+
+        def cancel(_: Any) -> None:
+            if call is not None and call.active():
+                call.cancel()
+
+        delayed: defer.Deferred[Any] = defer.Deferred(cancel)
+        call = self.clock.callLater(self.passwordDelay, delayed.errback, failure)
+        return delayed
 
     def _denied(self, failure: Failure, **audit: str) -> Failure:
         username = (self.user or b"").decode("utf-8", "replace")
