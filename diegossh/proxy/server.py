@@ -27,7 +27,7 @@ from diegossh.proxy.login import BadCredentials, Denied, LoginResult, ProxyCrede
 from diegossh.proxy.relay import ClientRelayService, Relay
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.connection import SSHConnection
-from diegossh.ssh.factory import SSHServerFactory, UserAuthServer
+from diegossh.ssh.factory import SSHServerFactory, UserAuthServer, unreadablePublicKeyRequest
 from diegossh.ssh.transport import SSHServerTransport
 
 log = SafeLogger()
@@ -155,7 +155,7 @@ class ProxyUserAuthServer(UserAuthServer):
             fingerprint = sha256Fingerprint(keys.Key.fromString(common.getNS(packet[1:], 2)[1]))
         except Exception:
             fingerprint = "unreadable key"
-        if _unreadablePublicKeyRequest(packet):
+        if unreadablePublicKeyRequest(packet) is not None:
             # Conch's method raises on some of these and logs others as errors.
             d: defer.Deferred[Any] = defer.fail(Denied(BadCredentials(), "?"))
         else:
@@ -314,23 +314,6 @@ class ProxyFactory(SSHServerFactory):
         if service == b"ssh-connection" and getattr(transport, "avatar", None) is not None:
             return SSHConnection  # a key realm's user: channels end here
         return None
-
-
-def _unreadablePublicKeyRequest(packet: bytes) -> bool:
-    """
-    Whether the method-specific part of a C{publickey} request is too short
-    to parse, names its algorithm in other than ASCII, or carries no key.
-    """
-    try:
-        hasSignature = packet[0]
-        algorithm, blob, rest = common.getNS(packet[1:], 2)
-        if hasSignature:
-            common.getNS(rest)
-        algorithm.decode("ascii")
-        keys.Key.fromString(blob)
-    except Exception:
-        return True
-    return False
 
 
 def _address(peer: Any) -> str:

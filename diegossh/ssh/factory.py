@@ -6,12 +6,13 @@ version string and clock in one place, passed in rather than reached for.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from typing import Any
 
 from twisted.conch import error
+from twisted.conch.ssh import common, keys, transport, userauth
 from twisted.conch.ssh import factory as conchFactory
-from twisted.conch.ssh import keys, transport, userauth
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
 
@@ -31,6 +32,27 @@ from diegossh.ssh.transport import LOGIN_GRACE_TIME, SSHServerTransport
 MAX_QUEUED_AUTH_REQUESTS = 8
 # Failed login attempts per connection (OpenSSH's MaxAuthTries).
 MAX_AUTH_TRIES = 6
+
+
+def unreadablePublicKeyRequest(packet: bytes) -> str | None:
+    """
+    Why the method-specific part of a C{publickey} request cannot be checked
+    (a short message, a non-ASCII algorithm name, a blob that is no key), or
+    L{None} if it can.
+    """
+    try:
+        hasSignature = packet[0]
+        algorithm, blob, rest = common.getNS(packet[1:], 2)
+        if hasSignature:
+            common.getNS(rest)
+        algorithm.decode("ascii")
+    except (IndexError, struct.error, UnicodeDecodeError):
+        return "malformed publickey request"
+    try:
+        keys.Key.fromString(blob)
+    except Exception:
+        return "unreadable public key"
+    return None
 
 
 class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):

@@ -12,19 +12,18 @@ input any client can send.
 from __future__ import annotations
 
 import hmac
-import struct
 from typing import Any
 
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.interfaces import IConchUser
-from twisted.conch.ssh import common, keys
+from twisted.conch.ssh import keys
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import Anonymous, IAnonymous, ISSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from zope.interface import implementer
 
-from diegossh.ssh.factory import UserAuthServer
+from diegossh.ssh.factory import UserAuthServer, unreadablePublicKeyRequest
 
 
 @implementer(ICredentialsChecker)
@@ -52,27 +51,6 @@ class AuthorizedKeyChecker:
         if not ok:
             return defer.fail(UnauthorizedLogin("bad signature"))
         return defer.succeed(credentials.username)
-
-
-def unreadablePublicKeyRequest(packet: bytes) -> str | None:
-    """
-    Why the method-specific part of a C{publickey} request cannot be checked
-    (a short message, a non-ASCII algorithm name, a blob that is no key), or
-    L{None} if it can.
-    """
-    try:
-        hasSignature = packet[0]
-        algorithm, blob, rest = common.getNS(packet[1:], 2)
-        if hasSignature:
-            common.getNS(rest)
-        algorithm.decode("ascii")
-    except (IndexError, struct.error, UnicodeDecodeError):
-        return "malformed publickey request"
-    try:
-        keys.Key.fromString(blob)
-    except Exception:
-        return "unreadable public key"
-    return None
 
 
 class DaemonUserAuthServer(UserAuthServer):
