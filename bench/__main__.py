@@ -4,6 +4,7 @@ OpenSSH on loopback. See docs/performance.md for the method and the results.
 
     python -m bench [--quick] [--size 1G] [--runs 3] [--only throughput,files,...]
     python -m bench hostile          # one section (or several) by name
+    python -m bench prelogin         # before login: floods and guessers, < 2 minutes
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bench.measure import (
     slowReader,
     throughput,
 )
+from bench.prelogin import beforeLogin
 from bench.profile import profileProxy
 from bench.world import TWISTD_PLUGIN_HELP, World, startWorld
 
@@ -43,7 +45,10 @@ SECTIONS = (
     "profile",
     "workers",
     "hostile",
+    "prelogin",
 )
+# Sections with servers of their own, not measured on the shared world.
+OWN_SERVERS = {"hostile", "prelogin"}
 # The ordinary transfer timed alone and during each hostile client (bench/hostile.py).
 HOSTILE_SIZE = 256 << 20
 
@@ -140,17 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.monotonic()
     results: dict[str, Any] = {"size": args.size, "runs": args.runs, "quick": args.quick}
-    size = args.size if args.sections - {"hostile"} else args.hostileSize
-    print(
-        f"diegossh bench: {size / (1 << 20):.0f} MiB per transfer, "
-        f"{args.runs} run(s) per figure, loopback",
-        flush=True,
-    )
-    if args.sections - {"hostile"}:
+    size = args.size if args.sections - OWN_SERVERS else args.hostileSize
+    if args.sections != {"prelogin"}:  # which transfers nothing
+        print(
+            f"diegossh bench: {size / (1 << 20):.0f} MiB per transfer, "
+            f"{args.runs} run(s) per figure, loopback",
+            flush=True,
+        )
+    if args.sections - OWN_SERVERS:
         measureWorld(results, args)
     if "hostile" in args.sections:
         # Fresh servers of its own for every attack, once the world is gone.
         results["hostile"] = hostileClients(args.hostileSize, args.hostileHold, args.runs)
+    if "prelogin" in args.sections:
+        # Fresh servers with the default pre-login settings for every scenario.
+        results["prelogin"] = beforeLogin(3 if args.quick else 5)
     return finish(results, args, started)
 
 

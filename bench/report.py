@@ -16,6 +16,7 @@ from bench.hostile import (
 )
 from bench.idle import IdleResult
 from bench.measure import Parallel, Rate, Sample, SlowReader, percentile
+from bench.prelogin import SCENARIOS, PreloginResult, attacker, held, latency
 from bench.profile import Profile
 
 PATHS = {
@@ -239,6 +240,20 @@ def _parallelTable(parallel: dict[str, Parallel]) -> str:
     return table(["4 at once", "1 worker", "2 workers", "2 / 1"], rows)
 
 
+def _preloginTable(prelogin: PreloginResult) -> str:
+    rows = [
+        [
+            SCENARIOS[run.scenario],
+            latency(run),
+            held(run, "proxy"),
+            held(run, "daemon"),
+            attacker(run) + (f" [{run.error}]" if run.error else ""),
+        ]
+        for run in prelogin.runs
+    ]
+    return table(["attack", "login ms", "proxy", "daemon", "the attacker's connections"], rows)
+
+
 def render(results: dict[str, Any]) -> str:
     out: list[str] = []
     runs, size = results["runs"], results["size"]
@@ -368,6 +383,14 @@ def render(results: dict[str, Any]) -> str:
             f"({hostile.seconds:.0f} s in all)"
         )
         out += [_hostileTable(hostile), ""]
+    prelogin: PreloginResult | None = results.get("prelogin")
+    if prelogin is not None:
+        out.append(
+            "Before login: an ordinary login through the proxy from 127.0.0.2 (`ssh ... true`, "
+            "ms, median (min-max)) during each attack; servers' RSS and descriptors before -> "
+            f"peak during; fresh servers with the defaults per scenario ({prelogin.seconds:.0f} s)"
+        )
+        out += [_preloginTable(prelogin), ""]
     rows = targets(results)
     if rows:
         out.append("Targets")
