@@ -233,16 +233,7 @@ def makeService(config: Options) -> IService:
     factory = ProxyFactory(portal, [hostKey], policy, reactor, settings["idleConnectionTimeout"])
     factory.loginGraceTime = settings["loginGraceTime"]
     factory.maxAuthTries = settings["maxAuthTries"]
-    limits = settings["admission"]
-    factory.logThrottle.exempt = limits["exempt"]
-    listening = admission.admitting(
-        factory,
-        reactor,
-        limits["maxStartups"],
-        limits["perSourceMaxStartups"],
-        limits["penalties"],
-        limits["exempt"],
-    )
+    listening = admission.fromSettings(factory, reactor, settings["admission"])
     top = MultiService()
     workers.listeningService(reactor, config, listening).setServiceParent(top)
     if not settings["disableHealthCheckServer"]:

@@ -49,7 +49,7 @@ import heapq
 import ipaddress
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -578,6 +578,26 @@ def admitting(
     """
     return AdmittingFactory(
         factory, Admission(clock, maxStartups, perSourceMaxStartups, penalties, exempt)
+    )
+
+
+def fromSettings(factory: Any, clock: IReactorTime, limits: Mapping[str, Any]) -> AdmittingFactory:
+    """
+    C{factory} behind an L{Admission} built from a service's parsed pre-login
+    settings (C{maxStartups}, C{perSourceMaxStartups}, C{penalties},
+    C{exempt}); the factory's log throttle exempts the same sources. One
+    place for what the daemon's and the proxy's assembly both need.
+    """
+    throttle = getattr(factory, "logThrottle", None)
+    if throttle is not None:
+        throttle.exempt = limits["exempt"]
+    return admitting(
+        factory,
+        clock,
+        limits["maxStartups"],
+        limits["perSourceMaxStartups"],
+        limits["penalties"],
+        limits["exempt"],
     )
 
 

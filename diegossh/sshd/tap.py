@@ -186,14 +186,6 @@ def makeService(config: Options) -> IService:
     factory.maxAuthTries = config["maxAuthTries"]
     settings = config["admission"]
     factory.loginGraceTime = settings["loginGraceTime"]
-    factory.logThrottle.exempt = settings["exempt"]
-    listening = admission.admitting(
-        factory,
-        reactor,
-        settings["maxStartups"],
-        settings["perSourceMaxStartups"],
-        settings["penalties"],
-        settings["exempt"],
-    )
+    listening = admission.fromSettings(factory, reactor, settings)
     endpoint = GuardedEndpoint(serverEndpoint(reactor, config["address"]), reactor)
     return StreamServerEndpointService(endpoint, listening)
