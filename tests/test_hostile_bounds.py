@@ -427,11 +427,17 @@ def test_no_orphans(servers: Servers, path: str) -> None:
     """
     20 times: exec C{sleep MARKER; true}, then close the channel or drop the
     connection, with or without waiting for the exec's reply.
+
+    The survivors are counted once none is left, or after 30 s: a daemon
+    starved of CPU (a loaded CI machine) may still be working through the last
+    sessions' exec requests when the attack ends, and a program it starts then
+    is hung up, and killed 2 s later, only then. Seen: a bash spawned ~10 s
+    after the last round, alive at a 10 s check, gone a moment later.
     """
     baseline = fds(servers)
     with ProcessWatch(servers.pids(), limitKiB=WATCH_LIMIT_KIB) as watch:
         outcome = attacks.orphans(
-            servers.target(path), rounds=20, grace=10, during=during(servers, path)
+            servers.target(path), rounds=20, grace=30, during=during(servers, path)
         )
     assert outcome.started >= 5, f"only {outcome.started} commands started: {outcome.firstError}"
     check = Checks(f"F, orphans ({path})")
