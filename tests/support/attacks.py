@@ -1139,6 +1139,10 @@ def _closeAndWait(client: HostileClient, channel: Channel, seconds: float) -> No
     client.pump(seconds, until=lambda: channel.closed)
 
 
+# How long no marked process may be seen before the orphans attack counts.
+ORPHAN_QUIET = 4.0
+
+
 def orphans(
     target: Target,
     rounds: int = 20,
@@ -1189,8 +1193,19 @@ def orphans(
         finally:
             client.close()
         outcome.rounds += 1
+    # None seen for ORPHAN_QUIET seconds, or C{grace} over. Not "none seen
+    # once": a daemon short of CPU may still be starting the last sessions'
+    # programs (each hung up at once, killed 2 s later) after the rounds end.
     end = time.monotonic() + grace
-    while time.monotonic() < end and processesWith(marker):
+    quietSince: float | None = None
+    while time.monotonic() < end:
+        now = time.monotonic()
+        if processesWith(marker):
+            quietSince = None
+        elif quietSince is None:
+            quietSince = now
+        elif now - quietSince >= ORPHAN_QUIET:
+            break
         time.sleep(0.1)
     holder.join(duringTimeout)
     outcome.survivors = processesWith(marker)
