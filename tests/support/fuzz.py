@@ -623,6 +623,17 @@ async def _play(
     return await _checkAlive(client, conn, ctx, problems)
 
 
+async def _answeredOrLost(answer: defer.Deferred[Any], client: FuzzClient) -> bool:
+    """
+    Whether C{answer} fired or the connection ended within the case timeout.
+    """
+    try:
+        await withTimeout(either(answer, client.lost))
+    except defer.TimeoutError:
+        return False
+    return True
+
+
 async def _checkAlive(
     client: FuzzClient, conn: FuzzConnection, ctx: Context, problems: list[str]
 ) -> str:
@@ -634,10 +645,7 @@ async def _checkAlive(
 
     conn.send(MSG_CHANNEL_OPEN, NS("session") + struct.pack(">3L", PROBE, WINDOW, MAX_PACKET))
     answer = conn.after(mark, probeAnswered)
-    done = either(answer, client.lost)
-    try:
-        await withTimeout(done)
-    except defer.TimeoutError:
+    if not await _answeredOrLost(answer, client):
         problems.append("the connection neither answered a channel open nor ended")
         return "hang"
     if client.lost.called:
@@ -655,20 +663,14 @@ async def _checkAlive(
             if ctx.ending == "eof" and ctx.started and not closedByThem:
                 conn.send(MSG_CHANNEL_EOF, u32(theirs))
                 closing = conn.until(forOurs(MSG_CHANNEL_CLOSE))
-                done = either(closing, client.lost)
-                try:
-                    await withTimeout(done)
-                except defer.TimeoutError:
+                if not await _answeredOrLost(closing, client):
                     problems.append("the channel did not close after EOF")
                     return "hang"
             if not client.lost.called:
                 mark = len(conn.messages)
                 conn.send(MSG_CHANNEL_CLOSE, u32(theirs))
                 closing = conn.until(forOurs(MSG_CHANNEL_CLOSE))
-                done = either(closing, client.lost)
-                try:
-                    await withTimeout(done)
-                except defer.TimeoutError:
+                if not await _answeredOrLost(closing, client):
                     problems.append("the channel did not answer CLOSE")
                     return "hang"
     if client.lost.called:
@@ -680,10 +682,7 @@ async def _checkAlive(
     mark = len(conn.messages)
     conn.send(MSG_CHANNEL_OPEN, NS("session") + struct.pack(">3L", PROBE + 1, WINDOW, MAX_PACKET))
     last = conn.after(mark, lambda n, p: n in OPEN_ANSWERS and p[:4] == u32(PROBE + 1))
-    done = either(last, client.lost)
-    try:
-        await withTimeout(done)
-    except defer.TimeoutError:
+    if not await _answeredOrLost(last, client):
         problems.append("the connection stopped answering after the channel closed")
         return "hang"
     client.transport.loseConnection()
