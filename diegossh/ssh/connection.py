@@ -107,6 +107,8 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
         self._pendingOpens: set[defer.Deferred[Any]] = set()
         self._pendingSessions = 0
         self.writeBlocked = False
+        # the channel that goes first when sending resumes, rotating
+        self._nextFirst = 0
 
     def serviceStarted(self) -> None:
         super().serviceStarted()
@@ -128,7 +130,7 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
         channels = list(self.channels.values())
         if not blocked and channels:
             # Start with a different channel each time, so none is always last.
-            self._nextFirst = (getattr(self, "_nextFirst", 0) + 1) % len(channels)
+            self._nextFirst = (self._nextFirst + 1) % len(channels)
             channels = channels[self._nextFirst :] + channels[: self._nextFirst]
         for channel in channels:
             if self.writeBlocked != blocked:
