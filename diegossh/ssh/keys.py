@@ -160,10 +160,11 @@ def hostKeyMatches(expected: str, hostKeyBlob: bytes) -> bool:
     C{expected}.
 
     Upstream tells the form by length (47: MD5 colon-hex, 59: SHA-1
-    colon-hex, 44: padded base64 SHA-256); OpenSSH's C{SHA256:} form, padded
-    or not, is taken too, since operators paste it. An empty fingerprint is
-    not checked; one in no known form, or a host key that cannot be read,
-    never matches.
+    colon-hex, 44: padded base64 SHA-256, as the Ruby C{sshkey} gem writes
+    it); OpenSSH's C{SHA256:} form, padded or not, is taken too, since
+    operators paste it. Bare unpadded base64 (43 characters) is no known
+    form, as upstream. An empty fingerprint is not checked; one in no known
+    form, or a host key that cannot be read, never matches.
     """
     wanted = expected.strip()
     if not wanted:
