@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from diegossh.sshd import hostkeys
+from diegossh.ssh.keys import generateHostKey, loadHostKey, sha256Fingerprint
 
 
 def _twistd() -> str:
@@ -34,11 +34,11 @@ def prepare(state: Path, daemonPort: int) -> tuple[Path, Path]:
     proxyHost = state / "proxy_host_key"
     for path in (daemonHost, backendKey, proxyHost):
         if not path.exists():
-            path.write_bytes(hostkeys.generateHostKey().toString("openssh"))
+            path.write_bytes(generateHostKey().toString("openssh"))
             os.chmod(path, 0o600)
     route = {
         "container_port": 2222,
-        "host_fingerprint": hostkeys.sha256Fingerprint(hostkeys.loadHostKey(str(daemonHost))),
+        "host_fingerprint": sha256Fingerprint(loadHostKey(str(daemonHost))),
         "user": "vcap",
         "private_key": backendKey.read_text(),
     }
@@ -79,7 +79,7 @@ def start(
     state: Path, proxyPort: int, daemonPort: int, healthPort: int
 ) -> list[subprocess.Popen[bytes]]:
     lrps, backendKey = prepare(state, daemonPort)
-    authorized = hostkeys.loadHostKey(str(backendKey)).public().toString("openssh").decode()
+    authorized = loadHostKey(str(backendKey)).public().toString("openssh").decode()
     home = state / "home"
     home.mkdir(exist_ok=True)
     daemonEnv = {**os.environ, "HOME": str(home), "SSHD_AUTHKEY": authorized}

@@ -15,11 +15,7 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from diegossh.bastion.authorizedkeys import (
-    UnsupportedLine,
-    parseAuthorizedKeyLine,
-    parsePublishedKeys,
-)
+from diegossh.bastion.authorizedkeys import AuthorizedKey, UnsupportedLine, operatorKey
 from diegossh.bastion.keycache import KeyCache
 from diegossh.bastion.policy import TargetPolicy
 from diegossh.bastion.settings import parseLabels, validate
@@ -228,24 +224,19 @@ def test_operator_file_with_and_without_permitopen(tmp_path: Path) -> None:
 )
 def test_restrictions_we_cannot_honour_skip_the_line(options: str, why: str) -> None:
     with pytest.raises(UnsupportedLine, match=why):
-        parseAuthorizedKeyLine(f"{options} {authorizedKeyLine(KEY_A)}")
+        operatorKey(f"{options} {authorizedKeyLine(KEY_A)}")
 
 
-def test_authorized_key_lines() -> None:
-    assert parseAuthorizedKeyLine("  # comment") is None
-    entry = parseAuthorizedKeyLine(
+def test_operator_lines() -> None:
+    assert operatorKey("  # comment") is None
+    entry = operatorKey(
         f'no-pty,permitopen="[10.0.0.2]:22",permitopen="ws-\\"x:*" {authorizedKeyLine(KEY_A)}'
     )
     assert entry is not None
     assert entry.permitOpen == (("10.0.0.2", "22"), ('ws-"x', "*"))
+    assert operatorKey(authorizedKeyLine(KEY_B)) == AuthorizedKey(KEY_B.public(), None)
     with pytest.raises(UnsupportedLine, match="not a public key"):
-        parseAuthorizedKeyLine("ssh-ed25519 AAAAnotbase64")
-
-
-def test_published_keys_ignore_noise() -> None:
-    body = b"# keys\n\n" + line(KEY_A) + b"\ngarbage line\n" + line(KEY_B) + b"\n"
-    assert [k.blob() for k in parsePublishedKeys(body)] == [KEY_A.blob(), KEY_B.blob()]
-    assert parsePublishedKeys(b"\x00\xff" * 100) == []
+        operatorKey("ssh-ed25519 AAAAnotbase64")
 
 
 def test_policy_hosts_and_ports() -> None:

@@ -18,8 +18,9 @@ from zope.interface import implementer
 
 from diegossh.interfaces import IKeyRealm
 from diegossh.proxy.errors import LoginDenied
-from diegossh.proxy.keylogin import KeyLogin, KeyRealmChecker, sha256Fingerprint
+from diegossh.proxy.keylogin import KeyLogin, KeyRealmChecker
 from diegossh.proxy.login import BadCredentials, Denied
+from diegossh.ssh.keys import sha256Fingerprint
 from tests.support.keys import key
 
 KNOWN = key("ed25519")

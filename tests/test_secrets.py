@@ -27,7 +27,7 @@ from twisted.python import usage
 from diegossh.proxy import config as proxyConfig
 from diegossh.proxy.tap import Options
 from diegossh.proxy.workers import buildWorkerOptions, workerOptions
-from diegossh.sshd import hostkeys
+from diegossh.ssh.keys import sha256Fingerprint
 from tests.support.daemon import TWISTD, Daemon, freePort, startDaemon, waitForPort
 from tests.support.keys import authorizedKeyLine, key
 from tests.support.proxy import Proxy, lrp
@@ -98,7 +98,7 @@ def test_host_key_and_uaa_password_from_files(tmp_path: Path) -> None:
     )
     assert settings["uaaPassword"] == "uaa-secret"
     hostKey = settings["hostKeyObject"]
-    assert hostkeys.sha256Fingerprint(hostKey) == hostkeys.sha256Fingerprint(key("p256"))
+    assert sha256Fingerprint(hostKey) == sha256Fingerprint(key("p256"))
 
 
 def test_the_json_config_may_hold_the_secret(tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     route = {
         "container_port": 2222,
-        "host_fingerprint": hostkeys.sha256Fingerprint(daemonHostKey),
+        "host_fingerprint": sha256Fingerprint(daemonHostKey),
         "user": "vcap",
         "private_key": daemon.identity.read_text(),
     }

@@ -28,7 +28,7 @@ from twisted.internet.task import deferLater
 
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.factory import SSHServerFactory
-from diegossh.sshd import hostkeys
+from diegossh.ssh.keys import loadAuthorizedKey
 from diegossh.sshd.auth import AuthorizedKeyChecker, DaemonUserAuthServer
 from diegossh.sshd.avatar import DaemonRealm
 from diegossh.sshd.environment import baseEnvironment
@@ -394,7 +394,7 @@ def identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 async def _listen(identity: Path, shell: str, version: bytes) -> AsyncIterator[InProcess]:
     home = identity.parent
     config = SessionConfig(baseEnvironment(False), str(home), shell, buildProgram)
-    checker = AuthorizedKeyChecker(hostkeys.loadAuthorizedKey(authorizedKeyLine(key("ed25519"))))
+    checker = AuthorizedKeyChecker(loadAuthorizedKey(authorizedKeyLine(key("ed25519"))))
     portal = Portal(DaemonRealm(config, reactor()), [checker])
     factory = SSHServerFactory(
         portal, [key("p256")], AlgorithmPolicy.fromOptions(), reactor(), version

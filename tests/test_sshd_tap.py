@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from diegossh.sshd import hostkeys
 from diegossh.sshd.tap import Options
 from tests.support.daemon import TWISTD, freePort, startDaemon
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
@@ -74,21 +73,6 @@ def test_public_host_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         Options().parseOptions(
             [f"--hostKey={authorizedKeyLine(key('ed25519'))}", "--allowUnauthenticatedClients"]
         )
-
-
-def test_fingerprints_match_ssh_keygen(tmp_path: Path) -> None:
-    k = key("ed25519")
-    pub = tmp_path / "k.pub"
-    pub.write_text(authorizedKeyLine(k) + "\n")
-    for algorithm, ours in (
-        ("sha256", hostkeys.sha256Fingerprint(k)),
-        ("md5", "MD5:" + hostkeys.md5Fingerprint(k)),
-    ):
-        printed = subprocess.run(
-            ["ssh-keygen", "-l", "-E", algorithm, "-f", str(pub)],
-            capture_output=True, text=True, check=True,
-        ).stdout.split()[1]  # fmt: skip
-        assert printed == ours
 
 
 def test_key_flags_leave_the_command_line(tmp_path: Path) -> None:

@@ -23,13 +23,9 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from diegossh.bastion.authorizedkeys import (
-    AuthorizedKey,
-    UnsupportedLine,
-    parseAuthorizedKeyLine,
-    parsePublishedKeys,
-)
+from diegossh.bastion.authorizedkeys import AuthorizedKey, UnsupportedLine, operatorKey
 from diegossh.bastion.targets import EngineTarget
+from diegossh.ssh.keys import parsePublishedKeys
 
 log = Logger(namespace="diegossh.bastion")
 
@@ -265,7 +261,7 @@ class KeyCache:
         fileKeys: dict[bytes, AuthorizedKey] = {}
         for number, line in enumerate(lines, 1):
             try:
-                entry = parseAuthorizedKeyLine(line)
+                entry = operatorKey(line)
             except UnsupportedLine as e:
                 log.warn("{path}:{line}: key skipped: {why}", path=self._file, line=number, why=e)
                 continue

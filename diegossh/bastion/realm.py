@@ -21,7 +21,7 @@ from zope.interface import implementer
 from diegossh.bastion.keycache import KeyCache
 from diegossh.bastion.policy import TargetPolicy
 from diegossh.interfaces import IKeyRealm
-from diegossh.proxy.keylogin import KeyLogin, sha256Fingerprint
+from diegossh.proxy.keylogin import KeyLogin
 from diegossh.proxy.login import BadCredentials
 from diegossh.sshd.forwarding import refusedChannel
 from diegossh.sshd.forwarding_direct import DirectTCPIPChannel, makeDirectTCPIPChannel
@@ -212,4 +212,4 @@ class BastionRealm:
         return user
 
 
-__all__ = ["BastionRealm", "TunnelChannel", "TunnelUser", "sha256Fingerprint"]
+__all__ = ["BastionRealm", "TunnelChannel", "TunnelUser"]

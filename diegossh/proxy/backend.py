@@ -34,10 +34,10 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from diegossh.logtext import SafeLogger
-from diegossh.proxy import hostfingerprint
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import LRPTarget, SSHRoute
 from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.keys import hostKeyMatches
 from diegossh.ssh.transport import SSHClientTransport
 
 log = SafeLogger()
@@ -123,7 +123,7 @@ class BackendTransport(SSHClientTransport):
         self._closeTimer: IDelayedCall | None = None
 
     def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred[bool]:
-        if hostfingerprint.matches(self.target.route.host_fingerprint, hostKey):
+        if hostKeyMatches(self.target.route.host_fingerprint, hostKey):
             return defer.succeed(True)
         log.warn(
             "host key of {guid}/{index} at {address} does not match the route's fingerprint",

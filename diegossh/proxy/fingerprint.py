@@ -16,45 +16,16 @@ C{known_hosts}; C{cf} does not take it.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from twisted.conch.ssh import keys
 
-from diegossh.sshd.hostkeys import md5Fingerprint, sha256Fingerprint
+from diegossh.ssh.keys import fingerprints
 
-__all__ = ["Fingerprints", "fingerprints", "main"]
-
-
-@dataclass(frozen=True)
-class Fingerprints:
-    """One key's fingerprints, each in the exact text a consumer expects."""
-
-    md5: str
-    """C{aa:bb:...}, 47 characters."""
-    sha1: str
-    """C{aa:bb:...}, 59 characters."""
-    sha256: str
-    """Padded base64, 44 characters: the form to publish."""
-    openssh: str
-    """C{SHA256:} and unpadded base64, as C{ssh-keygen -l} prints it."""
-
-
-def fingerprints(key: keys.Key) -> Fingerprints:
-    """The fingerprints of C{key}'s public half."""
-    blob = key.public().blob()
-    sha1 = hashlib.sha1(blob, usedforsecurity=False).hexdigest()
-    return Fingerprints(
-        md5=md5Fingerprint(key),
-        sha1=":".join(sha1[i : i + 2] for i in range(0, len(sha1), 2)),
-        sha256=base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii"),
-        openssh=sha256Fingerprint(key),
-    )
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:

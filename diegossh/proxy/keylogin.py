@@ -24,6 +24,7 @@ from zope.interface import implementer
 from diegossh.interfaces import IKeyRealm
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.login import BadCredentials, Denied
+from diegossh.ssh.keys import sha256Fingerprint
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,6 @@ class KeyLogin:
     grant: Any
     username: str
     fingerprint: str
-
-
-def sha256Fingerprint(key: keys.Key) -> str:
-    """
-    C{SHA256:...} as C{ssh-keygen -l} prints it, so logs match what users see.
-    """
-    return "SHA256:" + key.fingerprint(keys.FingerprintFormats.SHA256_BASE64).rstrip("=")
 
 
 @implementer(ICredentialsChecker)

@@ -22,12 +22,13 @@ from diegossh.logtext import SafeLogger
 from diegossh.proxy import accesslog
 from diegossh.proxy.backend import CLOSE_TIMEOUT, BackendSlot, BackendTransport
 from diegossh.proxy.errors import LoginDenied
-from diegossh.proxy.keylogin import KeyLogin, sha256Fingerprint
+from diegossh.proxy.keylogin import KeyLogin
 from diegossh.proxy.login import BadCredentials, Denied, LoginResult, ProxyCredentials
 from diegossh.proxy.relay import ClientRelayService, Relay
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.connection import SSHConnection
 from diegossh.ssh.factory import SSHServerFactory, UserAuthServer, unreadablePublicKeyRequest
+from diegossh.ssh.keys import sha256Fingerprint
 from diegossh.ssh.transport import SSHServerTransport
 
 log = SafeLogger()

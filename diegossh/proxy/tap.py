@@ -29,7 +29,7 @@ from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
-from diegossh.sshd import hostkeys
+from diegossh.ssh.keys import hostKeyOrGenerated, loadHostKey
 
 _REALMS = installedRealms()
 _SETTINGS: proxyConfig.Settings = dict(proxyConfig.SETTINGS)
@@ -94,7 +94,7 @@ class Options(usage.Options):
                 settings["allowedCiphers"], settings["allowedMACs"], settings["allowedKeyExchanges"]
             )
             settings["hostKeyObject"] = (
-                hostkeys.loadHostKey(settings["hostKey"]) if settings["hostKey"] else None
+                loadHostKey(settings["hostKey"]) if settings["hostKey"] else None
             )
             settings["enabledRealms"] = self._enabledRealms(settings)
             settings["admission"] = _admissionSettings(settings)
@@ -206,7 +206,7 @@ def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
     settings = config["settings"]
-    hostKey = hostkeys.hostKeyOrGenerated(settings["hostKeyObject"])
+    hostKey = hostKeyOrGenerated(settings["hostKeyObject"])
     accesslog.openAccessLog(
         settings["accessLog"],
         reactor,

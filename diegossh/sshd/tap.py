@@ -26,7 +26,7 @@ from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
 from diegossh.ssh.connection import MAX_CHANNELS, MAX_SESSIONS
 from diegossh.ssh.factory import MAX_AUTH_TRIES, SSHServerFactory
-from diegossh.sshd import hostkeys
+from diegossh.ssh.keys import hostKeyOrGenerated, loadAuthorizedKey, loadHostKey
 from diegossh.sshd.auth import AuthorizedKeyChecker, DaemonUserAuthServer
 from diegossh.sshd.avatar import DaemonRealm
 from diegossh.sshd.environment import KEY_VARIABLES, baseEnvironment, currentUser
@@ -123,11 +123,9 @@ class Options(usage.Options):
                 self["allowedCiphers"], self["allowedMACs"], self["allowedKeyExchanges"]
             )
             self["authorized"] = (
-                hostkeys.loadAuthorizedKey(self["authorizedKey"]) if self["authorizedKey"] else None
+                loadAuthorizedKey(self["authorizedKey"]) if self["authorizedKey"] else None
             )
-            self["hostKeyObject"] = (
-                hostkeys.loadHostKey(self["hostKey"]) if self["hostKey"] else None
-            )
+            self["hostKeyObject"] = loadHostKey(self["hostKey"]) if self["hostKey"] else None
         except (ValueError, UnknownAlgorithm) as e:
             raise usage.UsageError(str(e)) from None
         try:
@@ -164,7 +162,7 @@ def makeService(config: Options) -> IService:
 
     for variable in KEY_VARIABLES:
         os.environ.pop(variable, None)
-    hostKey = hostkeys.hostKeyOrGenerated(config["hostKeyObject"])
+    hostKey = hostKeyOrGenerated(config["hostKeyObject"])
 
     _, home = currentUser()
     sessionConfig = SessionConfig(
