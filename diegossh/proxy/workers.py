@@ -52,6 +52,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from diegossh._twisted import adoptListeningPort
 from diegossh.addresses import parseAddress, serverEndpoint
 from diegossh.listening import GuardedEndpoint, guardAccepting
 
@@ -121,7 +122,7 @@ def adoptShared(reactor: Any, fd: int, family: int, factory: Any) -> SharedPort:
     """
     What C{reactor.adoptStreamPort} does for TCP, with a L{SharedPort}.
     """
-    port = SharedPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port = adoptListeningPort(SharedPort, reactor, fd, family, factory)
     port.startListening()
     guardAccepting(port, reactor)
     return port
