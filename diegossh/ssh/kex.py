@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_kex -*-
+# -*- test-case-name: tests.test_transport_unit -*-
 """
 Key exchanges diegossh adds to Conch's: the fixed-group Diffie-Hellman methods of
 RFC 8268 that OpenSSH offers (C{diffie-hellman-group14-sha256},
