@@ -53,30 +53,15 @@ class ProcessInternals:
         """
         super()._setupChild(*args, **kwargs)  # type: ignore[misc]
 
-    def _execChild(
-        self,
-        path: str | None,
-        uid: Any,
-        gid: Any,
-        executable: str,
-        args: list[str],
-        environment: dict[str, str],
-    ) -> NoReturn:
-        self.execChild(path, uid, gid, executable, args, environment)
+    def _execChild(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self.execChild(*args, **kwargs)
 
-    def execChild(
-        self,
-        path: str | None,
-        uid: Any,
-        gid: Any,
-        executable: str,
-        args: list[str],
-        environment: dict[str, str],
-    ) -> NoReturn:
+    def execChild(self, *args: Any, **kwargs: Any) -> NoReturn:
         """
-        In the child, last: change directory and user, then exec.
+        In the child, last: change directory and user, then exec. Twisted
+        passes C{path, uid, gid, executable, args, environment}.
         """
-        super()._execChild(path, uid, gid, executable, args, environment)  # type: ignore[misc]
+        super()._execChild(*args, **kwargs)  # type: ignore[misc]
         raise AssertionError("exec returned")  # pragma: no cover
 
     def _trySpawnInsteadOfFork(self, *args: Any, **kwargs: Any) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from twisted.conch.ssh import _kex, channel, connection, factory, service, userauth
+from twisted.conch.ssh import _kex, channel, connection, factory, userauth
 from twisted.conch.ssh import transport as conchTransport
 from twisted.internet import abstract, process, tcp
 from twisted.internet.protocol import Factory
@@ -147,40 +147,26 @@ def test_userauth_internals_forward() -> None:
 
 
 @pytest.mark.parametrize(
-    "cls",
+    ("ours", "conchs"),
     [
-        conchTransport.SSHTransportBase,
-        service.SSHService,
-        connection.SSHConnection,
-        channel.SSHChannel,
-        userauth.SSHUserAuthServer,
-        factory.SSHFactory,
+        (ourTransport.SSHServerTransport, conchTransport.SSHTransportBase),
+        (ourTransport.SSHClientTransport, conchTransport.SSHTransportBase),
+        (ourConnection.SSHConnection, connection.SSHConnection),
+        (ourFactory.UserAuthServer, userauth.SSHUserAuthServer),
+        (ourFactory.SSHServerFactory, factory.SSHFactory),
+        (ourSession.SessionChannel, channel.SSHChannel),
     ],
     ids=lambda cls: cls.__name__,
 )
-def test_conch_logs_through_class_attribute(cls: type) -> None:
+def test_conch_logs_through_class_attribute(ours: type, conchs: type) -> None:
     """
     Conch's classes log through the class attribute C{_log}, where
     L{_conch.routeConchLog} puts our logger.
     """
-    assert isinstance(inspect.getattr_static(cls, "_log"), Logger)
-    assert "self._log." in inspect.getsource(cls)
-
-
-@pytest.mark.parametrize(
-    "cls",
-    [
-        ourTransport.SSHServerTransport,
-        ourTransport.SSHClientTransport,
-        ourConnection.SSHConnection,
-        ourFactory.UserAuthServer,
-        ourFactory.SSHServerFactory,
-        ourSession.SessionChannel,
-    ],
-    ids=lambda cls: cls.__name__,
-)
-def test_our_loggers_replace_conchs(cls: type) -> None:
-    assert inspect.getattr_static(cls, "_log") is inspect.getattr_static(cls, "log")
+    assert isinstance(inspect.getattr_static(conchs, "_log"), Logger)
+    assert "self._log." in inspect.getsource(conchs)
+    assert conchs in ours.__mro__
+    assert inspect.getattr_static(ours, "_log") is inspect.getattr_static(ours, "log")
 
 
 # -- Conch's key-exchange registry
