@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,9 +22,12 @@ from typing import Any
 import pytest
 from twisted.python import usage
 
+from diegossh.proxy import tap
 from diegossh.proxy.config import ConfigError, merge
 from diegossh.proxy.tap import Options
-from diegossh.proxy.workers import bindListener, buildWorkerOptions, workerOptions
+from diegossh.proxy.worker import buildWorkerOptions
+from diegossh.proxy.workers import AdoptedPort, WorkerPool, bindListener, workerOptions
+from diegossh.sshd import hostkeys
 from tests.support.daemon import Daemon, startDaemon
 from tests.support.proxy import Proxy, fingerprintOf, lrp, startProxy
 
@@ -87,6 +91,39 @@ def test_bound_listener_is_nonblocking_and_listening() -> None:
         sock.close()
 
 
+def _serviceOf(cls: type, top: Any) -> Any:
+    (found,) = [service for service in top if isinstance(service, cls)]
+    return found
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["given", "generated"])
+def test_a_worker_serves_the_parents_host_key(tmp_path: Path, given: bool) -> None:
+    """
+    The key a worker's factory serves is the one the parent's factory serves:
+    the key the parent loaded, or the one it generated.
+    """
+    table = tmp_path / "lrps.json"
+    table.write_text(json.dumps({"lrps": []}))
+    args = ["--address=127.0.0.1:0", "--enableDiegoAuth", "--diegoCredentials=secret",
+            f"--lrpDirectory={table}", "--workers=2"]  # fmt: skip
+    key = hostkeys.generateHostKey()
+    if given:
+        path = tmp_path / "host_key"
+        path.write_bytes(key.toString("OPENSSH"))
+        args.append(f"--hostKey={path}")
+    options = Options()
+    options.parseOptions(args)
+    pool = _serviceOf(WorkerPool, tap.makeService(options))
+    parentKeys = pool.factory.privateKeys
+    assert len(parentKeys) == 1
+    if given:
+        assert list(parentKeys.values()) == [key]
+    # What goes down the pipe is text; the worker builds its service from it.
+    boot = json.loads(json.dumps(pool.boot))
+    worker = _serviceOf(AdoptedPort, tap.makeService(buildWorkerOptions(boot, fd=7)))
+    assert worker.factory.privateKeys == parentKeys
+
+
 # -- processes
 
 
@@ -146,9 +183,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     daemon.stop()
 
 
-def _login(proxy: Proxy) -> subprocess.CompletedProcess[bytes]:
+def _login(proxy: Proxy, *options: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        proxy.ssh("diego:app/0", "echo hello"),
+        proxy.ssh("diego:app/0", "echo hello", options=options),
         env=proxy.env(),
         capture_output=True,
         stdin=subprocess.DEVNULL,
@@ -181,17 +218,57 @@ def test_logins_land_on_both_processes(world: World) -> None:
     assert _servingPids(proxy) == expected
 
 
+_HOST_KEY_SEEN = re.compile(rb"Server host key: \S+ (SHA256:\S+)")
+
+
+def _loginsSeeingHostKey(proxy: Proxy) -> tuple[set[str], set[int]]:
+    """
+    Concurrent logins until at least two processes have served one (bounded
+    rounds, no timing): the host keys the clients saw, and the processes (from
+    the access log) that served them.
+    """
+    before = len(proxy.accessEvents())
+    seen: set[str] = set()
+    pids: set[int] = set()
+    for _ in range(10):
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: _login(proxy, "LogLevel=DEBUG1"), range(8)))
+        for result in results:
+            assert result.returncode == 0, result.stderr
+            seen.update(m.decode() for m in _HOST_KEY_SEEN.findall(result.stderr))
+        pids = {
+            e["pid"]
+            for e in proxy.accessEvents()[before:]
+            if e.get("event") == "login" and e.get("outcome")
+        }
+        if len(pids) > 1:
+            break
+    return seen, pids
+
+
 @pytest.mark.interop
-def test_every_process_shows_the_same_host_key(world: World) -> None:
-    port = world.proxy.port
-    keys = set()
-    for _ in range(12):
-        out = subprocess.run(
-            ["ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
-            capture_output=True, timeout=30, check=False,
-        )  # fmt: skip
-        keys.update(line.split()[-1] for line in out.stdout.splitlines() if line.strip())
-    assert len(keys) == 1
+def test_every_process_serves_the_generated_host_key(world: World) -> None:
+    proxy = world.proxy
+    generated = re.search(r"generated an ed25519 host key: (SHA256:\S+)", proxy.log.read_text())
+    assert generated is not None
+    seen, pids = _loginsSeeingHostKey(proxy)
+    assert len(pids) > 1, "only one process answered"
+    assert pids <= {proxy.proc.pid} | _workerPids(proxy)
+    assert seen == {generated.group(1)}
+
+
+@pytest.mark.interop
+def test_every_process_serves_the_given_host_key(world: World, tmp_path: Path) -> None:
+    hostKey = tmp_path / "proxy_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostKey)], check=True)
+    proxy = startProxy(tmp_path, world.lrps, extraArgs=("--workers=2", f"--hostKey={hostKey}"))
+    try:
+        _eventually(lambda: len(_workerPids(proxy)) == 1, "one worker started")
+        seen, pids = _loginsSeeingHostKey(proxy)
+        assert len(pids) > 1, "only one process answered"
+        assert seen == {fingerprintOf(Path(f"{hostKey}.pub"))}
+    finally:
+        proxy.stop()
 
 
 @pytest.mark.interop

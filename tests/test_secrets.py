@@ -26,7 +26,8 @@ from twisted.python import usage
 
 from diegossh.proxy import config as proxyConfig
 from diegossh.proxy.tap import Options
-from diegossh.proxy.workers import buildWorkerOptions, workerOptions
+from diegossh.proxy.worker import buildWorkerOptions
+from diegossh.proxy.workers import workerOptions
 from diegossh.ssh.keys import sha256Fingerprint
 from tests.support.daemon import TWISTD, Daemon, freePort, startDaemon, waitForPort
 from tests.support.keys import authorizedKeyLine, key

@@ -545,10 +545,10 @@ def test_data_queued_during_rekey_flows_after() -> None:
     # The client starts one and writes at once: its data waits for NEWKEYS.
     pair.client._startRekey()
     channel.write(b"b" * 50_000)
-    assert pair.client._blockedByKeyExchange
+    assert pair.client.heldForKeyExchange
     pair.flush()
     assert bytes(channel.received) == b"a" * 50_000 + b"b" * 50_000
-    assert not pair.client._blockedByKeyExchange
+    assert not pair.client.heldForKeyExchange
     assert pair.client.secureCount == 1
 
 

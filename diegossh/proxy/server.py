@@ -219,7 +219,7 @@ class ProxyUserAuthServer(UserAuthServer):
                 )
             return failure
         # Through the connection's logger: throttled per source before login.
-        self._log.failure("login of {username} failed unexpectedly", failure, username=username)
+        self.log.failure("login of {username} failed unexpectedly", failure, username=username)
         return Failure(Denied(LoginDenied("internal error"), "?"))
 
 

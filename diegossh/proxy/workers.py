@@ -20,20 +20,20 @@ Why one inherited socket rather than one C{SO_REUSEPORT} socket per process:
     no other process of the same user can join the port.
 
 Each worker is a fresh Python (C{python -c}, not a fork of the running
-reactor) that builds its own portal, realms and directory from the parent's
-options. Those, and the host key (generated or loaded once, so every process
-shows the client the same key), reach it as one JSON line on its stdin, never
-on a command line. The worker keeps reading stdin: when the parent goes away,
-however it goes, the pipe closes and the worker stops; on Linux it also asks
-for SIGTERM at its parent's death (C{PR_SET_PDEATHSIG}). Workers serve no
-health check (the parent does) and log to their stdout, which the parent
-copies into its own log with the worker's pid. Each process keeps its own
-pre-login tables (L{diegossh.ssh.admission}: connections not logged in yet,
-penalties): the limits apply per process, and a penalised source is refused
-by the process that charged it (the others learn it from their own
-connections). A worker that ends while the
-parent runs is logged and started again, after a delay that grows while
-workers keep dying young.
+reactor) running L{diegossh.proxy.worker}, which builds its own portal, realms
+and directory from the parent's options. Those, and the host key (generated or
+loaded once, so every process shows the client the same key), reach it as one
+JSON line on its stdin, never on a command line. The worker keeps reading
+stdin: when the parent goes away, however it goes, the pipe closes and the
+worker stops; on Linux it also asks for SIGTERM at its parent's death
+(C{PR_SET_PDEATHSIG}). Workers serve no health check (the parent does) and log
+to their stdout, which the parent copies into its own log with the worker's
+pid. Each process keeps its own pre-login tables (L{diegossh.ssh.admission}:
+connections not logged in yet, penalties): the limits apply per process, and a
+penalised source is refused by the process that charged it (the others learn
+it from their own connections). A worker that ends while the parent runs is
+logged and started again, after a delay that grows while workers keep dying
+young.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from diegossh._twisted import adoptListeningPort
 from diegossh.addresses import parseAddress, serverEndpoint
 from diegossh.listening import GuardedEndpoint, guardAccepting
 
@@ -62,7 +63,8 @@ MAX_RESTART_DELAY = 30.0
 # A worker that lived less than this is "dying young": the next delay doubles.
 YOUNG = 10.0
 _MAX_LINE = 16 * 1024
-_BOOT = "from diegossh.proxy.workers import runWorker; runWorker()"
+# The worker's program: its own module (diegossh.proxy.worker), which imports tap.
+_BOOT = "from diegossh.proxy.worker import runWorker; runWorker()"
 
 log = Logger()
 
@@ -121,7 +123,7 @@ def adoptShared(reactor: Any, fd: int, family: int, factory: Any) -> SharedPort:
     """
     What C{reactor.adoptStreamPort} does for TCP, with a L{SharedPort}.
     """
-    port = SharedPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port = adoptListeningPort(SharedPort, reactor, fd, family, factory)
     port.startListening()
     guardAccepting(port, reactor)
     return port
@@ -153,7 +155,7 @@ class AdoptedPort(Service):
     def __init__(self, reactor: Any, fd: int, factory: Any) -> None:
         self._reactor = reactor
         self._fd = fd
-        self._factory = factory
+        self.factory = factory
         self.port: Any = None
 
     def startService(self) -> None:
@@ -161,7 +163,7 @@ class AdoptedPort(Service):
         with socket.socket(fileno=os.dup(self._fd)) as probe:
             family = probe.family
         # adoptStreamPort takes its own duplicate; ours is no longer needed.
-        self.port = adoptShared(self._reactor, self._fd, family, self._factory)
+        self.port = adoptShared(self._reactor, self._fd, family, self.factory)
         os.close(self._fd)
 
     def stopService(self) -> Any:
@@ -224,7 +226,7 @@ class WorkerPool(Service):
                  options: dict[str, Any]) -> None:  # fmt: skip
         self._reactor = reactor
         self._address = address
-        self._factory = factory
+        self.factory = factory
         self.workers = workers
         self.boot = {
             "options": options,
@@ -253,7 +255,7 @@ class WorkerPool(Service):
         super().startService()
         assert self.socket is not None
         self.port = adoptShared(
-            self._reactor, self.socket.fileno(), self.socket.family, self._factory
+            self._reactor, self.socket.fileno(), self.socket.family, self.factory
         )
         log.info(
             "listening on {address} with {n} worker processes besides this one",
@@ -331,101 +333,3 @@ def _signal(worker: _Worker, number: int) -> None:
         worker.transport.signalProcess(number)  # type: ignore[union-attr]
     except Exception:  # noqa: S110 - it ended meanwhile
         pass
-
-
-# -- the worker process
-
-
-def _dieWithParent() -> None:
-    """
-    Ask Linux for SIGTERM when the parent dies; a parent already gone ends us now.
-    """
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if parent == 1 or os.getppid() != parent:
-        os._exit(0)
-
-
-def _watchParent(reactor: Any) -> None:
-    """
-    Stop when stdin (the parent's pipe) closes.
-    """
-    from twisted.internet import stdio
-    from twisted.internet.protocol import Protocol
-
-    class Lifeline(Protocol):
-        def dataReceived(self, data: bytes) -> None:
-            pass
-
-        def connectionLost(self, reason: Any = None) -> None:
-            if reactor.running:
-                reactor.stop()
-
-    standardIO: Any = stdio.StandardIO
-    standardIO(Lifeline(), stdin=0, stdout=os.open(os.devnull, os.O_WRONLY), reactor=reactor)
-
-
-def _stdoutObserver(event: dict[str, Any]) -> None:
-    from twisted.logger import eventAsText
-
-    text = eventAsText(event, includeTimestamp=False)
-    try:
-        sys.stdout.write(text.replace("\n", "\n\t") + "\n")
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def buildWorkerOptions(boot: dict[str, Any], fd: int = WORKER_FD) -> Any:
-    """
-    The parent's options rebuilt in a worker, listening on the inherited C{fd}.
-    """
-    from twisted.conch.ssh import keys
-
-    from diegossh.proxy import tap
-
-    options = tap.Options()
-    options.update(boot["options"])
-    options.postOptions()
-    settings = options["settings"]
-    settings["workers"] = 1
-    settings["inheritedListenFD"] = fd
-    settings["disableHealthCheckServer"] = True
-    hostKeys = boot.get("hostKeys") or []
-    if hostKeys:
-        settings["hostKeyObject"] = keys.Key.fromString(hostKeys[0].encode())
-    return options
-
-
-def runWorker() -> None:
-    """
-    The worker's main: read the parent's options from stdin, serve until told to stop.
-    """
-    _dieWithParent()
-    line = sys.stdin.buffer.readline()
-    if not line:
-        sys.exit(0)
-    boot = json.loads(line)
-    from twisted.logger import globalLogBeginner
-
-    observer: Any = _stdoutObserver
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    from twisted.internet import reactor
-
-    from diegossh.proxy import tap
-
-    options = buildWorkerOptions(boot)
-    service = tap.makeService(options)
-    r: Any = reactor
-    _watchParent(r)
-    service.startService()
-    r.addSystemEventTrigger("before", "shutdown", service.stopService)
-    r.run()

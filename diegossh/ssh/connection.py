@@ -46,6 +46,7 @@ from twisted.conch.ssh import transport as conchTransport
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from diegossh.ssh import _conch
 from diegossh.ssh.logthrottle import ConnectionLogger
 
 MAX_WINDOW = 0xFFFFFFFF
@@ -91,12 +92,13 @@ class QuietServiceMixin:
         return None
 
 
+@_conch.routeConchLog
 class SSHConnection(QuietServiceMixin, conch.SSHConnection):
     """
     The C{ssh-connection} service with peer input validated.
     """
 
-    _log = ConnectionLogger()
+    log = ConnectionLogger()
     transport: Any
     maxChannels = MAX_CHANNELS
     maxSessions = MAX_SESSIONS
@@ -265,7 +267,7 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
             if isinstance(text, int):
                 text, code = code, text
         else:
-            self._log.failure("channel open failed", Failure(reason))
+            self.log.failure("channel open failed", Failure(reason))
             code, text = conch.OPEN_CONNECT_FAILED, "unknown failure"
         if isinstance(text, str):
             text = text.encode("utf-8")

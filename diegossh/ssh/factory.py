@@ -16,6 +16,7 @@ from twisted.conch.ssh import factory as conchFactory
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
 
+from diegossh.ssh import _conch
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.connection import (
     MAX_CHANNELS,
@@ -55,7 +56,8 @@ def unreadablePublicKeyRequest(packet: bytes) -> str | None:
     return None
 
 
-class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):
+@_conch.routeConchLog
+class UserAuthServer(QuietServiceMixin, _conch.UserAuthServerInternals, userauth.SSHUserAuthServer):
     """
     Conch's userauth with the transport's clock instead of the global reactor,
     one request checked at a time, and none after success.
@@ -70,7 +72,7 @@ class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):
     loginTimeout = 120
     transport: Any
     # Conch's own lines carry the user name: bounded, throttled before login.
-    _log = ConnectionLogger()
+    log = ConnectionLogger()
 
     def serviceStarted(self) -> None:
         self.clock = self.transport.clock
@@ -114,26 +116,27 @@ class UserAuthServer(QuietServiceMixin, userauth.SSHUserAuthServer):
             self.ssh_USERAUTH_REQUEST(self._waiting.popleft())
         return result
 
-    def _cbFinishedAuth(self, result: Any) -> None:
+    def authSucceeded(self, result: Any) -> None:
         self._succeeded = True
         self._waiting.clear()
         authenticated = getattr(self.transport, "authenticated", None)
         if authenticated is not None:
             authenticated()
-        super()._cbFinishedAuth(result)
+        super().authSucceeded(result)
 
-    def _ebBadAuth(self, reason: Any) -> Any:
+    def authFailed(self, reason: Any) -> Any:
         if self.method != b"none" and not reason.check(error.IgnoreAuthentication):
             penalise = getattr(self.transport, "penalise", None)
             if penalise is not None:
                 penalise("authfail")
-        return super()._ebBadAuth(reason)
+        return super().authFailed(reason)
 
     def serviceStopped(self) -> None:
         self._waiting.clear()
         super().serviceStopped()
 
 
+@_conch.routeConchLog
 class SSHServerFactory(conchFactory.SSHFactory):
     """
     Builds L{SSHServerTransport}s configured from this factory.
@@ -141,7 +144,7 @@ class SSHServerFactory(conchFactory.SSHFactory):
 
     protocol = SSHServerTransport
     # Conch's buildProtocol logs the same line for every connection: once.
-    _log = OncePerSource()
+    log = OncePerSource()
     # Read by each connection's SSHConnection; tap assembly may override them.
     maxChannels = MAX_CHANNELS
     maxSessions = MAX_SESSIONS

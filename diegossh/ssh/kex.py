@@ -1,23 +1,25 @@
-# -*- test-case-name: tests.test_kex -*-
+# -*- test-case-name: tests.test_transport_unit -*-
 """
 Key exchanges diegossh adds to Conch's: the fixed-group Diffie-Hellman methods of
 RFC 8268 that OpenSSH offers (C{diffie-hellman-group14-sha256},
 C{diffie-hellman-group16-sha512}).
 
-Conch chooses its key-exchange code through a registry of algorithm objects in
-L{twisted.conch.ssh._kex}; a fixed group needs only its prime, generator and
-hash, and Conch's fixed-group code does the rest. Registering here keeps one
-implementation of the DH arithmetic (Conch's) instead of a second of ours.
-L{install} checks the registry still looks as expected so a Twisted upgrade that
-changes it fails loudly at start-up, not at a user's handshake.
+Conch chooses its key-exchange code through a private registry of algorithm
+objects (reached through L{diegossh.ssh._conch}); a fixed group needs only its
+prime, generator and hash, and Conch's fixed-group code does the rest.
+Registering here keeps one implementation of the DH arithmetic (Conch's)
+instead of a second of ours. The registration checks the registry still looks
+as expected so a Twisted upgrade that changes it fails loudly at start-up, not
+at a user's handshake.
 """
 
 from __future__ import annotations
 
 from hashlib import sha256, sha512
 
-from twisted.conch.ssh import _kex
 from zope.interface import implementer
+
+from diegossh.ssh import _conch
 
 # RFC 3526 section 5: the 4096-bit MODP group, generator 2.
 _GROUP16_PRIME = int(
@@ -41,7 +43,7 @@ _GROUP16_PRIME = int(
 )
 
 
-@implementer(_kex._IFixedGroupKexAlgorithm)
+@implementer(_conch.IFixedGroupKexAlgorithm)
 class _FixedGroup:
     def __init__(self, preference: int, hashProcessor: object, prime: int) -> None:
         self.preference = preference
@@ -54,9 +56,8 @@ def install() -> None:
     """
     Make Conch's key exchange know the RFC 8268 groups. Idempotent.
     """
-    registry = _kex._kexAlgorithms
-    if not isinstance(registry, dict):  # pragma: no cover - a Twisted change
-        raise RuntimeError("twisted.conch.ssh._kex changed; diegossh.ssh.kex needs updating")
-    _, group14 = _kex.getDHGeneratorAndPrime(b"diffie-hellman-group14-sha1")
-    registry.setdefault(b"diffie-hellman-group14-sha256", _FixedGroup(9, sha256, group14))
-    registry.setdefault(b"diffie-hellman-group16-sha512", _FixedGroup(10, sha512, _GROUP16_PRIME))
+    _, group14 = _conch.fixedGroup(b"diffie-hellman-group14-sha1")
+    _conch.registerKeyExchange(b"diffie-hellman-group14-sha256", _FixedGroup(9, sha256, group14))
+    _conch.registerKeyExchange(
+        b"diffie-hellman-group16-sha512", _FixedGroup(10, sha512, _GROUP16_PRIME)
+    )

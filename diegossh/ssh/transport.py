@@ -35,7 +35,7 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python import randbytes
 
-from diegossh.ssh import kex
+from diegossh.ssh import _conch, kex
 from diegossh.ssh.algorithms import HOST_KEY_ALGORITHMS, AlgorithmPolicy
 from diegossh.ssh.backpressure import (
     KEY_EXCHANGE,
@@ -155,14 +155,16 @@ class NegotiatedAlgorithms:
         return f"out {out}, in {one(self.inCipType, self.inMACType)}"
 
 
-class TransportMixin:
+@_conch.routeConchLog
+class TransportMixin(_conch.TransportInternals):
     """
     The parts shared by our server and client transports. Mixed in before Conch's
-    L{conch.SSHServerTransport} / L{conch.SSHClientTransport}.
+    L{conch.SSHServerTransport} / L{conch.SSHClientTransport}; Conch's private
+    key-exchange state is reached through L{_conch.TransportInternals}.
     """
 
     # Bounded text; before login, throttled per source (diegossh.ssh.logthrottle).
-    _log = ConnectionLogger()
+    log = ConnectionLogger()
 
     policy: AlgorithmPolicy = AlgorithmPolicy.fromOptions()
     clock: IReactorTime | None = None
@@ -182,8 +184,6 @@ class TransportMixin:
     ourVersionString: bytes
     outgoingPacketSequence: int
     incomingPacketSequence: int
-    _keyExchangeState: str
-    _blockedByKeyExchange: Any
     supportedCiphers: list[bytes]
     supportedMACs: list[bytes]
     supportedKeyExchanges: list[bytes]
@@ -228,7 +228,7 @@ class TransportMixin:
         self._admission: Any = None
         self._kexQueued = 0
         self._serviceRequested = False
-        self._gotNewKeys = 0
+        self.clearEarlyNewKeys()
         self.writePressure = WritePressure()
         self.readGate = ReadGate(self.transport)
         self._writtenWhileFull = 0
@@ -252,7 +252,7 @@ class TransportMixin:
         admission, self._admission = self._admission, None
         if admission is not None:
             admission.closed(self)
-        self._blockedByKeyExchange = None
+        self.heldForKeyExchange = None
         self._kexQueued = 0
         super().connectionLost(reason)  # type: ignore[misc]
         self.writePressure.clear()
@@ -300,7 +300,7 @@ class TransportMixin:
 
     def _refuseVersion(self, message: bytes) -> None:
         self.penalise("protocol")
-        self._log.info(
+        self.log.info(
             "closing {peer}: {message}", peer=_peerOf(self.transport), message=message.decode()
         )
         self._closing = True
@@ -420,14 +420,14 @@ class TransportMixin:
         elif messageNum >= 50 and self.service is not None:  # type: ignore[attr-defined]
             self.service.packetReceived(messageNum, payload)  # type: ignore[attr-defined]
             return
-        self._log.debug("unimplemented message {num}", num=messageNum)
+        self.log.debug("unimplemented message {num}", num=messageNum)
         self.sendUnimplemented()  # type: ignore[attr-defined]
 
     def _dispatchSafely(self, messageNum: int, payload: bytes) -> None:
         try:
             self.dispatchMessage(messageNum, payload)
         except _MALFORMED as e:
-            self._log.info(
+            self.log.info(
                 "malformed message {num} from {peer}: {error}",
                 num=messageNum,
                 peer=_peerOf(self.transport),
@@ -436,7 +436,7 @@ class TransportMixin:
             reason = b"malformed message %d" % messageNum
             self.sendDisconnect(conch.DISCONNECT_PROTOCOL_ERROR, reason)
         except Exception:
-            self._log.failure("error handling message {num}", num=messageNum)
+            self.log.failure("error handling message {num}", num=messageNum)
             self.sendDisconnect(conch.DISCONNECT_BY_APPLICATION, b"internal error")
 
     # -- sending
@@ -452,9 +452,9 @@ class TransportMixin:
         """
         if self._closing and messageType != conch.MSG_DISCONNECT:
             return
-        if self._keyExchangeState != conch.SSHTransportBase._KEY_EXCHANGE_NONE:
-            if not self._allowedKeyExchangeMessageType(messageType):  # type: ignore[attr-defined]
-                assert self._blockedByKeyExchange is not None
+        if self.keyExchangeState != _conch.KEY_EXCHANGE_NONE:
+            if not self.sendableDuringKeyExchange(messageType):
+                assert self.heldForKeyExchange is not None
                 self._holdForKeyExchange(messageType, head + body if body else head)
                 return
         seq = self.outgoingPacketSequence
@@ -484,7 +484,7 @@ class TransportMixin:
             self.penalise("protocol")
         self.sendPacket(conch.MSG_DISCONNECT, struct.pack(">L", reason) + NS(desc) + NS(b""))
         self._closing = True
-        self._log.info(
+        self.log.info(
             "disconnecting {peer}: {description} (code {code})",
             peer=_peerOf(self.transport),
             code=reason,
@@ -500,7 +500,7 @@ class TransportMixin:
         description is bounded text.
         """
         level = "info" if reasonCode == conch.DISCONNECT_BY_APPLICATION else "warn"
-        getattr(self._log, level)(
+        getattr(self.log, level)(
             "{peer} disconnected: {description} (code {code})",
             peer=_peerOf(self.transport),
             code=reasonCode,
@@ -558,8 +558,9 @@ class TransportMixin:
         Queue a message until the key exchange ends, and tell the feeders to
         stop once the queue passes its bound.
         """
-        assert self._blockedByKeyExchange is not None
-        self._blockedByKeyExchange.append((messageType, payload))
+        held = self.heldForKeyExchange
+        assert held is not None
+        held.append((messageType, payload))
         self._kexQueued += len(payload)
         if self._kexQueued > self.kexQueueHardLimit:
             self.sendDisconnect(
@@ -606,8 +607,8 @@ class TransportMixin:
         super().ssh_SERVICE_REQUEST(packet)  # type: ignore[misc]
 
     def sendKexInit(self) -> None:
-        if self._keyExchangeState != conch.SSHTransportBase._KEY_EXCHANGE_NONE:
-            raise RuntimeError(f"KEXINIT while key exchange is {self._keyExchangeState}")
+        if self.keyExchangeState != _conch.KEY_EXCHANGE_NONE:
+            raise RuntimeError(f"KEXINIT while key exchange is {self.keyExchangeState}")
         kexes = list(self.supportedKeyExchanges)
         kexes.append(b"ext-info-c" if self.isClient else b"ext-info-s")
         if not self._firstKexDone:
@@ -634,8 +635,8 @@ class TransportMixin:
             ]
         )
         self.sendPacket(conch.MSG_KEXINIT, self.ourKexInitPayload[1:])
-        self._keyExchangeState = conch.SSHTransportBase._KEY_EXCHANGE_REQUESTED
-        self._blockedByKeyExchange = []
+        self.keyExchangeState = _conch.KEY_EXCHANGE_REQUESTED
+        self.heldForKeyExchange = []
         self._kexQueued = 0
         self._keyExchangeStarted()
 
@@ -693,8 +694,8 @@ class TransportMixin:
         self._receivedNewKeys = True
         self._finishKexIfDone()
 
-    def _keySetup(self, sharedSecret: bytes, exchangeHash: bytes) -> None:
-        super()._keySetup(sharedSecret, exchangeHash)  # type: ignore[misc]
+    def keySetup(self, sharedSecret: bytes, exchangeHash: bytes) -> None:
+        super().keySetup(sharedSecret, exchangeHash)
         if self._pendingNewKeys and not self._closing:
             self._pendingNewKeys = False
             self._switchIncoming()
@@ -710,9 +711,9 @@ class TransportMixin:
         self._sentNewKeys = self._receivedNewKeys = False
         self._peerKexInitThisRound = False
         self.currentEncryptions = self.nextEncryptions
-        self._keyExchangeState = conch.SSHTransportBase._KEY_EXCHANGE_NONE
+        self.keyExchangeState = _conch.KEY_EXCHANGE_NONE
         self._bytesSinceKex = 0
-        self._log.debug(
+        self.log.debug(
             "keys in use with {peer}: {algorithms}",
             peer=_peerOf(self.transport),
             algorithms=self.currentEncryptions.describe(),
@@ -721,7 +722,7 @@ class TransportMixin:
         if self._kexTimer is not None and self._kexTimer.active():
             self._kexTimer.cancel()
         self._kexTimer = None
-        blocked, self._blockedByKeyExchange = self._blockedByKeyExchange or [], None
+        blocked, self.heldForKeyExchange = self.heldForKeyExchange or [], None
         self._kexQueued = 0
         for messageType, payload in blocked:
             self.sendPacket(messageType, payload)
@@ -755,10 +756,10 @@ class TransportMixin:
         if (
             self._closing
             or not self._firstKexDone
-            or self._keyExchangeState != conch.SSHTransportBase._KEY_EXCHANGE_NONE
+            or self.keyExchangeState != _conch.KEY_EXCHANGE_NONE
         ):
             return
-        self._log.debug("starting rekey with {peer}", peer=_peerOf(self.transport))
+        self.log.debug("starting rekey with {peer}", peer=_peerOf(self.transport))
         self.sendKexInit()
 
     def isStrict(self) -> bool:

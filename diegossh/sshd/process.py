@@ -38,6 +38,8 @@ from twisted.internet import process
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.python.failure import Failure
 
+from diegossh._twisted import ProcessInternals
+
 READ_SIZE = 256 * 1024
 # Pipes to and from the child: 1 MiB (Linux's default limit for a user) instead
 # of 64 KiB, so the child and the daemon each move more per wake-up of the other.
@@ -101,28 +103,29 @@ class _WideReader(process.ProcessReader):
         return _readInto(self.fd, self.dataReceived)
 
 
-class SessionLeader:
+class SessionLeader(ProcessInternals):
     """
     What both kinds of child share: a process group of their own, signalled
     as a whole, and a start that fails with one line instead of a traceback.
-    Mixed in before Twisted's process classes.
+    Mixed in before Twisted's process classes; their private steps are
+    reached through L{ProcessInternals}.
     """
 
     pid: Any
     # The child's process group (its pid, from the fork on; kept after reaping).
     pgid: int | None = None
 
-    def _fork(self, *args: Any, **kwargs: Any) -> None:
-        super()._fork(*args, **kwargs)  # type: ignore[misc]
+    def forkChild(self, *args: Any, **kwargs: Any) -> None:
+        super().forkChild(*args, **kwargs)
         self.pgid = self.pid
 
-    def _setupChild(self, *args: Any, **kwargs: Any) -> None:
+    def setUpChild(self, *args: Any, **kwargs: Any) -> None:
         try:
-            super()._setupChild(*args, **kwargs)  # type: ignore[misc]
+            super().setUpChild(*args, **kwargs)
         except BaseException as e:
             _exitChild(*startFailure("the session", e))
 
-    def _execChild(
+    def execChild(
         self,
         path: str | None,
         uid: Any,
@@ -217,14 +220,14 @@ class PipeProcess(SessionLeader, process.Process):
         for pipe in self.pipes.values():
             widenPipe(pipe.fileno())
 
-    def _trySpawnInsteadOfFork(self, *args: Any, **kwargs: Any) -> bool:
+    def trySpawn(self, *args: Any, **kwargs: Any) -> bool:
         # posix_spawn cannot call setsid() in the child as Twisted invokes it;
-        # fork does, in _setupChild.
+        # fork does, in setUpChild.
         return False
 
-    def _setupChild(self, *args: Any, **kwargs: Any) -> None:
+    def setUpChild(self, *args: Any, **kwargs: Any) -> None:
         os.setsid()
-        super()._setupChild(*args, **kwargs)
+        super().setUpChild(*args, **kwargs)
 
     def closeOutput(self, childFD: int) -> None:
         """
@@ -251,9 +254,9 @@ class PTYSessionProcess(SessionLeader, process.PTYProcess):
     A child on a pty (Twisted already makes it a session leader), read widely.
     """
 
-    def _fork(self, *args: Any, **kwargs: Any) -> None:
+    def forkChild(self, *args: Any, **kwargs: Any) -> None:
         try:
-            super()._fork(*args, **kwargs)
+            super().forkChild(*args, **kwargs)
         except BaseException:
             # Twisted closes a pty it opened itself, not one it was given.
             for fd in (kwargs["masterfd"], kwargs["slavefd"]):

@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from diegossh.logtext import SafeLogger
+from diegossh.ssh import _conch
 from diegossh.ssh.channel import BufferedChannel
 from diegossh.sshd import process
 from diegossh.sshd.environment import SessionEnvironment
@@ -143,6 +144,7 @@ class _ChildProtocol(ProcessProtocol):
         self.session.processEnded(reason)
 
 
+@_conch.routeConchLog
 @implementer(IPushProducer)
 class SessionChannel(BufferedChannel):
     """
@@ -151,7 +153,7 @@ class SessionChannel(BufferedChannel):
     """
 
     name = b"session"
-    _log = SafeLogger()
+    log = SafeLogger()
 
     def __init__(self, config: SessionConfig, reactor: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("localWindow", SESSION_WINDOW)
@@ -185,13 +187,13 @@ class SessionChannel(BufferedChannel):
     def requestReceived(self, requestType: bytes, data: bytes) -> int:
         handler = self._handlerFor(requestType)
         if handler is None:
-            self._log.info("unhandled request {requestType!r}", requestType=requestType)
+            self.log.info("unhandled request {requestType!r}", requestType=requestType)
             return 0
         try:
             return 1 if handler(data) else 0
         except Exception as e:
             # Never a traceback for what a client sent: refuse, log one line.
-            self._log.warn(
+            self.log.warn(
                 "request {requestType!r} refused: {error!r}", requestType=requestType, error=e
             )
             return 0
@@ -392,7 +394,7 @@ class SessionChannel(BufferedChannel):
         an exit status, after the reply to its request.
         """
         line, status = process.startFailure(executable, error)
-        self._log.info("session could not start: {line}", line=line.rstrip())
+        self.log.info("session could not start: {line}", line=line.rstrip())
         self.started = True
 
         def report() -> None:
@@ -407,7 +409,7 @@ class SessionChannel(BufferedChannel):
                 self.windowSize.apply(fd)
             applyModes(fd, self.ptyModes)
         except (OSError, termios.error) as e:
-            self._log.info("could not apply terminal settings: {error}", error=e)
+            self.log.info("could not apply terminal settings: {error}", error=e)
 
     # -- the child's side
 

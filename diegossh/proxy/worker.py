@@ -1,0 +1,129 @@
+# -*- test-case-name: tests.test_proxy_workers -*-
+"""
+The worker process of C{--workers N}: its main, L{runWorker}.
+
+The parent (L{diegossh.proxy.workers.WorkerPool}) starts each worker as
+C{python -c} running L{runWorker} (its C{_BOOT}), with the listening socket as
+descriptor L{WORKER_FD} and one JSON line on stdin: the parent's options and
+its host key. The worker rebuilds the parent's options with the proxy's own
+C{tap.Options} and builds its service with C{tap.makeService}, as twistd
+would, except that it listens on the inherited socket, serves no health check,
+and uses the parent's host key (so every process shows the client the same
+key). It keeps reading stdin: when the parent goes away the pipe closes and the
+worker stops.
+
+A module of its own because it is a separate program: it needs C{tap}, and
+C{tap} needs the parent's half (C{workers.listeningService}); kept apart, the
+two import in one direction only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from twisted.conch.ssh import keys
+from twisted.internet import stdio
+from twisted.internet.protocol import Protocol
+from twisted.logger import eventAsText, globalLogBeginner
+
+from diegossh.proxy import tap
+from diegossh.proxy.workers import WORKER_FD
+
+
+def _dieWithParent() -> None:
+    """
+    Ask Linux for SIGTERM when the parent dies; a parent already gone ends us now.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if parent == 1 or os.getppid() != parent:
+        os._exit(0)
+
+
+class _Lifeline(Protocol):
+    """
+    The parent's end of stdin: nothing more comes down it, and its closing
+    means the parent is gone.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._reactor.running:
+            self._reactor.stop()
+
+
+def _watchParent(reactor: Any) -> None:
+    """
+    Stop when stdin (the parent's pipe) closes.
+    """
+    standardIO: Any = stdio.StandardIO
+    standardIO(
+        _Lifeline(reactor), stdin=0, stdout=os.open(os.devnull, os.O_WRONLY), reactor=reactor
+    )
+
+
+def _stdoutObserver(event: dict[str, Any]) -> None:
+    # One line per event on stdout, which the parent copies into its log.
+    text = eventAsText(event, includeTimestamp=False)
+    try:
+        sys.stdout.write(text.replace("\n", "\n\t") + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def buildWorkerOptions(boot: dict[str, Any], fd: int = WORKER_FD) -> tap.Options:
+    """
+    The parent's options rebuilt in a worker, listening on the inherited C{fd}
+    and serving the parent's host key.
+    """
+    options = tap.Options()
+    options.update(boot["options"])
+    options.postOptions()
+    settings = options["settings"]
+    settings["workers"] = 1
+    settings["inheritedListenFD"] = fd
+    settings["disableHealthCheckServer"] = True
+    hostKeys = boot.get("hostKeys") or []
+    if hostKeys:
+        settings["hostKeyObject"] = keys.Key.fromString(hostKeys[0].encode())
+    return options
+
+
+def runWorker() -> None:
+    """
+    The worker's main: read the parent's options from stdin, serve until told to stop.
+    """
+    _dieWithParent()
+    line = sys.stdin.buffer.readline()
+    if not line:
+        sys.exit(0)
+    boot = json.loads(line)
+    observer: Any = _stdoutObserver
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    from twisted.internet import reactor
+
+    options = buildWorkerOptions(boot)
+    service = tap.makeService(options)
+    r: Any = reactor
+    _watchParent(r)
+    service.startService()
+    r.addSystemEventTrigger("before", "shutdown", service.stopService)
+    r.run()

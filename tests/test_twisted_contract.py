@@ -1,0 +1,290 @@
+"""
+The private parts of Twisted that diegossh relies on, checked against the
+installed Twisted.
+
+Everything here is reached in two modules only, L{diegossh.ssh._conch} (Conch)
+and L{diegossh._twisted} (the reactor's process and port internals); each test
+names one private name or shape and says what breaks without it. A Twisted
+upgrade that changes one fails here, by name. C{docs/twisted.md} says what to
+do then.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from twisted.conch.ssh import _kex, channel, connection, factory, userauth
+from twisted.conch.ssh import transport as conchTransport
+from twisted.internet import abstract, process, tcp
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import Interface
+
+from diegossh import _twisted
+from diegossh.ssh import _conch, kex
+from diegossh.ssh import connection as ourConnection
+from diegossh.ssh import factory as ourFactory
+from diegossh.ssh import transport as ourTransport
+from diegossh.sshd import process as ourProcess
+from diegossh.sshd import session as ourSession
+
+
+def parameters(function: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def source(function: Callable[..., Any]) -> str:
+    return inspect.getsource(function)
+
+
+# -- Conch's transport: key-exchange state
+
+
+def test_key_exchange_states_are_distinct_strings() -> None:
+    base = conchTransport.SSHTransportBase
+    states = {
+        base._KEY_EXCHANGE_NONE,
+        base._KEY_EXCHANGE_REQUESTED,
+        base._KEY_EXCHANGE_PROGRESSING,
+    }
+    assert len(states) == 3
+    assert all(isinstance(s, str) for s in states)
+    assert _conch.KEY_EXCHANGE_NONE == base._KEY_EXCHANGE_NONE
+    assert _conch.KEY_EXCHANGE_REQUESTED == base._KEY_EXCHANGE_REQUESTED
+
+
+def test_transport_starts_idle_with_nothing_held() -> None:
+    base = conchTransport.SSHTransportBase
+    assert base._keyExchangeState == base._KEY_EXCHANGE_NONE
+    assert base._blockedByKeyExchange is None
+
+
+def test_conch_kexinit_answers_through_our_sendKexInit() -> None:
+    """
+    Conch's C{ssh_KEXINIT} moves REQUESTED on (our KEXINIT went first) and
+    otherwise calls C{sendKexInit}, ours, which starts holding messages back.
+    """
+    text = source(conchTransport.SSHTransportBase.ssh_KEXINIT)
+    assert "self._keyExchangeState == self._KEY_EXCHANGE_REQUESTED" in text
+    assert "self._KEY_EXCHANGE_PROGRESSING" in text
+    assert "self.sendKexInit()" in text
+
+
+def test_allowed_key_exchange_message_type() -> None:
+    method = conchTransport.SSHTransportBase._allowedKeyExchangeMessageType
+    assert parameters(method) == ["self", "messageType"]
+    t = conchTransport.SSHTransportBase()
+    assert t._allowedKeyExchangeMessageType(conchTransport.MSG_NEWKEYS)
+    assert t._allowedKeyExchangeMessageType(30)  # KEXDH_INIT
+    assert t._allowedKeyExchangeMessageType(conchTransport.MSG_DISCONNECT)
+    # A second KEXINIT waits for the exchange under way to end.
+    assert not t._allowedKeyExchangeMessageType(conchTransport.MSG_KEXINIT)
+    assert not t._allowedKeyExchangeMessageType(conchTransport.MSG_SERVICE_REQUEST)
+    assert not t._allowedKeyExchangeMessageType(94)  # CHANNEL_DATA
+
+
+def test_key_setup_hook() -> None:
+    """
+    Every Conch key exchange ends in C{self._keySetup(sharedSecret,
+    exchangeHash)}, which our transport extends (C{keySetup}).
+    """
+    for cls in (
+        conchTransport.SSHTransportBase,
+        conchTransport.SSHServerTransport,
+        conchTransport.SSHClientTransport,
+    ):
+        assert parameters(cls._keySetup) == ["self", "sharedSecret", "exchangeHash"]
+    for cls in (conchTransport.SSHServerTransport, conchTransport.SSHClientTransport):
+        assert "self._keySetup(sharedSecret, exchangeHash)" in inspect.getsource(cls)
+
+
+def test_client_early_newkeys_flag() -> None:
+    """
+    Conch's client clears C{_gotNewKeys} in the C{connectionMade} we replace
+    and reads it in C{_keySetup}.
+    """
+    assert "self._gotNewKeys = 0" in source(conchTransport.SSHClientTransport.connectionMade)
+    assert "self._gotNewKeys" in source(conchTransport.SSHClientTransport._keySetup)
+
+
+def test_transport_internals_reach_conch_state() -> None:
+    t = ourTransport.SSHClientTransport()
+    assert t.keyExchangeState == _conch.KEY_EXCHANGE_NONE
+    t.keyExchangeState = _conch.KEY_EXCHANGE_REQUESTED
+    assert t._keyExchangeState == conchTransport.SSHTransportBase._KEY_EXCHANGE_REQUESTED
+    t.heldForKeyExchange = [(94, b"x")]
+    assert t._blockedByKeyExchange == [(94, b"x")]
+    t.clearEarlyNewKeys()
+    assert t._gotNewKeys == 0
+    assert t.sendableDuringKeyExchange(conchTransport.MSG_NEWKEYS)
+    assert not t.sendableDuringKeyExchange(94)
+
+
+# -- Conch's user authentication
+
+
+def test_userauth_ends_in_private_callbacks() -> None:
+    server = userauth.SSHUserAuthServer
+    assert parameters(server._cbFinishedAuth) == ["self", "result"]
+    assert parameters(server._ebBadAuth) == ["self", "reason"]
+    text = source(server.ssh_USERAUTH_REQUEST)
+    assert "self._cbFinishedAuth" in text
+    assert "self._ebBadAuth" in text
+
+
+def test_userauth_internals_forward() -> None:
+    mro = ourFactory.UserAuthServer.__mro__
+    assert mro.index(_conch.UserAuthServerInternals) < mro.index(userauth.SSHUserAuthServer)
+    assert "_cbFinishedAuth" not in vars(ourFactory.UserAuthServer)
+    assert "_ebBadAuth" not in vars(ourFactory.UserAuthServer)
+
+
+# -- Conch's loggers
+
+
+@pytest.mark.parametrize(
+    ("ours", "conchs"),
+    [
+        (ourTransport.SSHServerTransport, conchTransport.SSHTransportBase),
+        (ourTransport.SSHClientTransport, conchTransport.SSHTransportBase),
+        (ourConnection.SSHConnection, connection.SSHConnection),
+        (ourFactory.UserAuthServer, userauth.SSHUserAuthServer),
+        (ourFactory.SSHServerFactory, factory.SSHFactory),
+        (ourSession.SessionChannel, channel.SSHChannel),
+    ],
+    ids=lambda cls: cls.__name__,
+)
+def test_conch_logs_through_class_attribute(ours: type, conchs: type) -> None:
+    """
+    Conch's classes log through the class attribute C{_log}, where
+    L{_conch.routeConchLog} puts our logger.
+    """
+    assert isinstance(inspect.getattr_static(conchs, "_log"), Logger)
+    assert "self._log." in inspect.getsource(conchs)
+    assert conchs in ours.__mro__
+    assert inspect.getattr_static(ours, "_log") is inspect.getattr_static(ours, "log")
+
+
+# -- Conch's key-exchange registry
+
+
+def test_kex_registry_is_a_dict_of_algorithms() -> None:
+    registry = _kex._kexAlgorithms
+    assert isinstance(registry, dict)
+    assert all(isinstance(name, bytes) for name in registry)
+    assert b"diffie-hellman-group14-sha1" in registry
+    assert _kex.getKex(b"diffie-hellman-group14-sha1") is registry[b"diffie-hellman-group14-sha1"]
+
+
+def test_fixed_group_interface() -> None:
+    iface = _kex._IFixedGroupKexAlgorithm
+    assert issubclass(iface, Interface)
+    assert {"preference", "hashProcessor", "prime", "generator"} <= set(iface.names(all=True))
+    assert _conch.IFixedGroupKexAlgorithm is iface
+
+
+def test_fixed_group_lookup() -> None:
+    generator, prime = _conch.fixedGroup(b"diffie-hellman-group14-sha1")
+    assert generator == 2
+    assert prime.bit_length() == 2048
+
+
+def test_registered_groups_are_used_by_conch() -> None:
+    kex.install()
+    for name in (b"diffie-hellman-group14-sha256", b"diffie-hellman-group16-sha512"):
+        assert _kex.isFixedGroup(name)
+        assert name in _kex.getSupportedKeyExchanges()
+        assert _kex.getDHGeneratorAndPrime(name)[0] == 2
+
+
+# -- the reactor's process internals
+
+
+def test_process_steps() -> None:
+    base = process._BaseProcess
+    assert parameters(base._fork) == [
+        "self", "path", "uid", "gid", "executable", "args", "environment", "kwargs",
+    ]  # fmt: skip
+    assert parameters(base._execChild) == [
+        "self", "path", "uid", "gid", "executable", "args", "environment",
+    ]  # fmt: skip
+    assert parameters(process.Process._setupChild) == ["self", "fdmap"]
+    assert parameters(process.PTYProcess._setupChild) == ["self", "masterfd", "slavefd"]
+    text = source(base._fork)
+    assert "self._trySpawnInsteadOfFork(" in text
+    assert "self._setupChild(**kwargs)" in text
+    assert "self._execChild(path, uid, gid, executable, args, environment)" in text
+
+
+def test_pty_process_forks_with_its_descriptors_as_keywords() -> None:
+    """
+    L{ourProcess.PTYSessionProcess.forkChild} closes C{masterfd} and
+    C{slavefd} from the keywords when the fork fails.
+    """
+    text = source(process.PTYProcess.__init__)
+    assert "self._fork(" in text
+    assert "masterfd=" in text and "slavefd=" in text
+
+
+def test_spawn_instead_of_fork() -> None:
+    assert parameters(process._BaseProcess._trySpawnInsteadOfFork) == [
+        "self", "path", "uid", "gid", "executable", "args", "environment", "kwargs",
+    ]  # fmt: skip
+
+
+def test_process_internals_sit_before_twisted() -> None:
+    for cls in (ourProcess.PipeProcess, ourProcess.PTYSessionProcess):
+        mro = cls.__mro__
+        assert mro.index(_twisted.ProcessInternals) < mro.index(process._BaseProcess)
+        for name in ("_fork", "_setupChild", "_execChild", "_trySpawnInsteadOfFork"):
+            assert getattr(cls, name) is getattr(_twisted.ProcessInternals, name)
+
+
+# -- the reactor's TCP internals
+
+
+def test_adopt_listening_port() -> None:
+    assert isinstance(inspect.getattr_static(tcp.Port, "_fromListeningDescriptor"), classmethod)
+    assert parameters(tcp.Port._fromListeningDescriptor) == [
+        "reactor", "fd", "addressFamily", "factory",
+    ]  # fmt: skip
+
+    class MyPort(tcp.Port):
+        pass
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        sock.setblocking(False)
+        port = _twisted.adoptListeningPort(MyPort, object(), sock.fileno(), sock.family, Factory())
+        try:
+            assert type(port) is MyPort
+            assert port.factory is not None
+            # Twisted took its own duplicate of the descriptor.
+            assert port._preexistingSocket.fileno() != sock.fileno()
+        finally:
+            port._preexistingSocket.close()
+
+
+def test_port_accepts_up_to_numberAccepts() -> None:
+    """
+    L{diegossh.proxy.workers.SharedPort} makes C{numberAccepts} 1 to take one
+    connection per wake-up; Twisted's port reads and rewrites it.
+    """
+    text = source(tcp.Port.doRead)
+    assert "self.numberAccepts" in text
+
+
+def test_socket_io_sizes() -> None:
+    """
+    L{diegossh.ssh.transport} widens C{bufferSize} (bytes per C{recv}) and
+    C{SEND_LIMIT} (bytes per C{send}) on each connection.
+    """
+    assert isinstance(tcp.Connection.bufferSize, int)
+    assert isinstance(abstract.FileDescriptor.SEND_LIMIT, int)
+    assert "self.bufferSize" in source(tcp.Connection.doRead)
+    assert "self.SEND_LIMIT" in source(tcp.Connection.writeSomeData)
