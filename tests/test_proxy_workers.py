@@ -27,7 +27,7 @@ from diegossh.proxy.config import ConfigError, merge
 from diegossh.proxy.tap import Options
 from diegossh.proxy.worker import buildWorkerOptions
 from diegossh.proxy.workers import AdoptedPort, WorkerPool, bindListener, workerOptions
-from diegossh.sshd import hostkeys
+from diegossh.ssh.keys import generateHostKey
 from tests.support.daemon import Daemon, startDaemon
 from tests.support.proxy import Proxy, fingerprintOf, lrp, startProxy
 
@@ -106,7 +106,7 @@ def test_a_worker_serves_the_parents_host_key(tmp_path: Path, given: bool) -> No
     table.write_text(json.dumps({"lrps": []}))
     args = ["--address=127.0.0.1:0", "--enableDiegoAuth", "--diegoCredentials=secret",
             f"--lrpDirectory={table}", "--workers=2"]  # fmt: skip
-    key = hostkeys.generateHostKey()
+    key = generateHostKey()
     if given:
         path = tmp_path / "host_key"
         path.write_bytes(key.toString("OPENSSH"))
