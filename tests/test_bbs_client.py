@@ -30,12 +30,11 @@ from diegossh.proxy.bbs import (
     ACTUAL_LRPS_PATH,
     DESIRED_LRP_PATH_R2,
     BBSClient,
-    makeHTTPSAgent,
-    tlsPolicyFromPEMFiles,
 )
 from diegossh.proxy.bbs import models_pb2 as pb
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import LRPTarget
+from diegossh.tls import makeHTTPSAgent, tlsPolicyFromPEMFiles
 from tests.fakes.bbs import DESIRED_R3, Behaviour, FakeBBS
 from tests.fakes.tls import CertificateAuthority, MutualTLSFiles, makeMutualTLS
 
