@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL.SSL import Error as TLSError
 from service_identity import VerificationError
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -163,7 +163,7 @@ async def talk(pki: PKI) -> AsyncIterator[Talk]:
 
     yield lambda *a, **kw: Deferred.fromCoroutine(run(*a, **kw))
     for port in ports:
-        await port.stopListening()
+        await maybeDeferred(port.stopListening)
 
 
 def _refused(outcome: tuple[bytes, Failure]) -> bool:
