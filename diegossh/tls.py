@@ -264,8 +264,8 @@ def tlsPolicyFromPEMFiles(
     """
     trustRoot = trustRootFromPEM(PEM.fromFile(caCertFile))
     identity = ClientIdentity.fromPEM(
-        PEM.fromFile(clientCertFile) if clientCertFile else None,
-        PEM.fromFile(clientKeyFile) if clientKeyFile else None,
+        PEM.fromFile(clientCertFile) if clientCertFile is not None else None,
+        PEM.fromFile(clientKeyFile) if clientKeyFile is not None else None,
     )
     return VerifyingPolicy(trustRoot, identity, serverName)
 
