@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.test_tls -*-
 """
 Client-side TLS for every HTTPS or TLS call the proxy and the bastion make,
-built from PEM: mutual TLS to BBS, UAA and Cloud Controller verified against
-the operator's CA (or the system's roots), the Kubernetes API (CA, client
-certificate, C{insecure-skip-tls-verify}), and the backends' TLS per server
-name.
+built from PEM: mutual TLS to BBS; UAA and Cloud Controller verified against
+the operator's CA (or the system's roots); the Kubernetes API (CA, client
+certificate, C{insecure-skip-tls-verify}); and the backends' TLS, checked
+against each instance's server name.
 
 Verification is on unless the operator turns it off by name
 (C{--skipCertVerify}, C{insecure-skip-tls-verify: true}), and that choice is
