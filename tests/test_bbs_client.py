@@ -30,12 +30,11 @@ from diegossh.proxy.bbs import (
     ACTUAL_LRPS_PATH,
     DESIRED_LRP_PATH_R2,
     BBSClient,
-    makeHTTPSAgent,
-    tlsPolicyFromPEMFiles,
 )
 from diegossh.proxy.bbs import models_pb2 as pb
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import LRPTarget
+from diegossh.tls import makeHTTPSAgent, tlsPolicyFromPEMFiles
 from tests.fakes.bbs import DESIRED_R3, Behaviour, FakeBBS
 from tests.fakes.tls import CertificateAuthority, MutualTLSFiles, makeMutualTLS
 
@@ -295,36 +294,8 @@ async def test_server_from_wrong_ca(
     assert bbs.requests == []
 
 
-@pytest_twisted.ensureDeferred
-async def test_server_name_mismatch(
-    bbs: FakeBBS, connect: Callable[..., BBSClient], pki: MutualTLSFiles
-) -> None:
-    bbs.addLRP(GUID, 0)
-    elsewhere = pki.ca.issueServer("elsewhere", dnsNames=["bbs.example"], ipAddresses=[])
-    bbs.certificate = elsewhere
-    await bbs.stop()
-    await bbs.start()
-    assert await denied(connect().lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
-    assert bbs.requests == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_client_without_certificate(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
-    bbs.addLRP(GUID, 0)
-    client = connect(clientCert=None, clientKey=None, retries=1, retryDelay=0.01)
-    assert await denied(client.lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
-    assert bbs.requests == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_client_from_wrong_ca(
-    bbs: FakeBBS, connect: Callable[..., BBSClient], tmp_path: Path
-) -> None:
-    bbs.addLRP(GUID, 0)
-    stranger = CertificateAuthority.create(tmp_path / "other").issueClient("stranger")
-    client = connect(clientCert=stranger.certPath, clientKey=stranger.keyPath, retries=0)
-    assert await denied(client.lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
-    assert bbs.requests == []
+# Whether the policy refuses a wrong name or a client without (the right)
+# certificate is tested in test_tls, against a plain TLS server.
 
 
 # --- unit tests: in-memory agent and clock -----------------------------------

@@ -12,14 +12,15 @@ so the parser keeps what it has not yet framed.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
 
+from diegossh._http import BodyReader, deliverBody
 from diegossh.bastion._engineapi import ExecOutput, printable
 from diegossh.bastion.targets import EngineError
 
@@ -63,16 +64,15 @@ class MultiplexedStream:
         return len(self._buffer)
 
 
-class _StreamReader(Protocol):
+class _StreamReader(BodyReader[None]):
     """Feeds a response body through the parser into an L{ExecOutput}."""
 
-    def __init__(self, output: ExecOutput, finished: Deferred[None]) -> None:
+    def __init__(self, output: ExecOutput) -> None:
         self._output = output
         self._parser = MultiplexedStream()
-        self.finished: Deferred[None] | None = finished
 
     def dataReceived(self, data: bytes) -> None:
-        if self.finished is None:
+        if not self.reading:
             return
         try:
             for streamType, payload in self._parser.feed(data):
@@ -83,47 +83,22 @@ class _StreamReader(Protocol):
                 else:
                     self._output.stdout(payload)
         except EngineError:
-            self._done(Failure())
+            self.finish(Failure())
             self.abort()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         # Docker hijacks the connection: the stream ends when it closes.
         if not reason.check(ResponseDone, PotentialDataLoss):
-            self._done(reason)
+            self.finish(reason)
         elif self._parser.pending:
-            self._done(Failure(EngineError("the exec stream was cut short")))
+            self.finish(Failure(EngineError("the exec stream was cut short")))
         else:
-            self._done(None)
-
-    def _done(self, result: Failure | None) -> None:
-        finished, self.finished = self.finished, None
-        if finished is None:
-            return
-        if result is None:
-            finished.callback(None)
-        else:
-            finished.errback(result)
-
-    def abort(self) -> None:
-        transport: Any = self.transport
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", None) or transport.stopProducing
-            abort()
+            self.finish(None)
 
 
-def readExecStream(response: Any, output: ExecOutput) -> Deferred[None]:
+def readExecStream(response: IResponse, output: ExecOutput) -> Deferred[None]:
     """
-    Read an exec's multiplexed stream from C{response} (an L{IResponse})
-    into C{output}; cancelling drops the connection.
+    Read an exec's multiplexed stream from C{response} into C{output} (which
+    bounds what is kept); cancelling drops the connection.
     """
-    reader: _StreamReader
-
-    def cancel(d: Deferred[None]) -> None:
-        reader.finished = None
-        reader.abort()
-        d.errback(Failure(CancelledError()))
-
-    finished: Deferred[None] = Deferred(cancel)
-    reader = _StreamReader(output, finished)
-    response.deliverBody(reader)
-    return finished
+    return deliverBody(response, _StreamReader(output))

@@ -26,23 +26,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL
-from OpenSSL.crypto import FILETYPE_PEM, X509
-from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
-from twisted.internet.ssl import (
-    Certificate,
-    CertificateOptions,
-    KeyPair,
-    PrivateCertificate,
-    trustRootFromCertificates,
-)
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
 
-from diegossh.proxy.bbs.tls import MutualTLSPolicy
+from diegossh.tls import PEM, tlsPolicyFromPEM
 
 __all__ = [
     "SERVICE_ACCOUNT_DIR",
@@ -54,7 +41,6 @@ __all__ = [
     "checkNamespace",
     "fromInCluster",
     "fromKubeconfig",
-    "tlsPolicy",
 ]
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -144,97 +130,6 @@ class KubernetesAccess:
     token: TokenSource | None = field(default=None, repr=False)
 
 
-def _certificates(pem: bytes, where: str) -> list[x509.Certificate]:
-    try:
-        certs = x509.load_pem_x509_certificates(pem)
-    except ValueError:
-        certs = []
-    if not certs:
-        raise ValueError(f"{where}: no PEM certificate found")
-    return certs
-
-
-def _twisted(cert: x509.Certificate) -> Certificate:
-    return Certificate.loadPEM(cert.public_bytes(Encoding.PEM))
-
-
-def _clientIdentity(
-    certPEM: bytes | None, keyPEM: bytes | None
-) -> tuple[PrivateCertificate | None, list[X509]]:
-    if certPEM is None and keyPEM is None:
-        return None, []
-    if certPEM is None or keyPEM is None:
-        raise ValueError("a client certificate needs its key, and a key its certificate")
-    leaf, *chain = _certificates(certPEM, "client certificate")
-    try:
-        keyPair = KeyPair.load(keyPEM, format=FILETYPE_PEM)
-    except Exception:
-        raise ValueError("client key: not a PEM private key") from None
-    identity = PrivateCertificate.fromCertificateAndKeyPair(_twisted(leaf), keyPair)
-    if not identity.getPublicKey().matches(keyPair):
-        raise ValueError("the client key does not match the client certificate")
-    return identity, [X509.from_cryptography(c) for c in chain]
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _Unverified:
-    """TLS with the server's name sent (SNI) but its certificate not checked."""
-
-    def __init__(self, options: CertificateOptions, hostname: str) -> None:
-        self._options = options
-        self._hostname = hostname
-
-    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        connection = SSL.Connection(self._options.getContext(), None)
-        if not (isIPAddress(self._hostname) or isIPv6Address(self._hostname)):
-            connection.set_tlsext_host_name(self._hostname.encode("idna"))
-        connection.set_connect_state()
-        return connection
-
-
-@implementer(IPolicyForHTTPS)
-class _UnverifiedPolicy:
-    def __init__(self, options: CertificateOptions) -> None:
-        self._options = options
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> _Unverified:
-        return _Unverified(self._options, hostname.decode("ascii"))
-
-
-def tlsPolicy(
-    caPEM: bytes | None = None,
-    clientCertPEM: bytes | None = None,
-    clientKeyPEM: bytes | None = None,
-    *,
-    serverName: str | None = None,
-    insecure: bool = False,
-) -> IPolicyForHTTPS:
-    """
-    The TLS policy for an API server: verified against C{caPEM} (the
-    system's roots when None) by name (C{serverName} when it differs from
-    the URL's host), presenting the client certificate when one is given.
-    C{insecure} skips the server's verification, and cannot go with a CA.
-    """
-    identity, chain = _clientIdentity(clientCertPEM, clientKeyPEM)
-    if insecure:
-        if caPEM is not None:
-            raise ValueError("a CA certificate and insecure-skip-tls-verify exclude each other")
-        options: dict[str, Any] = {"verify": False}
-        if identity is not None:
-            options.update(
-                certificate=identity.original,
-                privateKey=identity.privateKey.original,
-                extraCertChain=chain,
-            )
-        return _UnverifiedPolicy(CertificateOptions(**options))
-    trustRoot = None
-    if caPEM is not None:
-        trustRoot = trustRootFromCertificates(
-            [_twisted(c) for c in _certificates(caPEM, "certificate authority")]
-        )
-    return MutualTLSPolicy(trustRoot, identity, chain, serverName=serverName)
-
-
 def fromInCluster(
     clock: IReactorTime,
     namespace: str | None = None,
@@ -259,7 +154,7 @@ def fromInCluster(
     return KubernetesAccess(
         apiURL=checkAPIURL(f"https://{host}:{port}"),
         namespace=checkNamespace(namespace),
-        tlsPolicy=tlsPolicy((directory / "ca.crt").read_bytes()),
+        tlsPolicy=tlsPolicyFromPEM(PEM.fromFile(directory / "ca.crt")),
         token=TokenFile(clock, directory / "token"),
     )
 
@@ -278,17 +173,20 @@ def _named(config: Mapping[str, Any], section: str, name: object, path: Path) ->
     raise ValueError(f"{path}: no {section[:-1]} named {name!r}")
 
 
-def _material(entry: Mapping[str, Any], key: str, base: Path, path: Path) -> bytes | None:
-    """C{key-data} (base64) or C{key} (a file, relative to the kubeconfig)."""
+def _material(entry: Mapping[str, Any], key: str, base: Path, path: Path) -> PEM | None:
+    """
+    C{key-data} (base64) or C{key} (a file, relative to the kubeconfig),
+    named for the errors of L{tlsPolicyFromPEM}.
+    """
     data = entry.get(key + "-data")
     if data:
         try:
-            return base64.b64decode(str(data), validate=True)
+            return PEM(base64.b64decode(str(data), validate=True), f"{path}: {key}-data")
         except (binascii.Error, ValueError):
             raise ValueError(f"{path}: {key}-data is not base64") from None
     name = entry.get(key)
     if name:
-        return (base / os.path.expanduser(str(name))).read_bytes()
+        return PEM.fromFile(base / os.path.expanduser(str(name)))
     return None
 
 
@@ -333,7 +231,7 @@ def fromKubeconfig(
         token = TokenFile(clock, base / os.path.expanduser(str(user["tokenFile"])))
     insecure = cluster.get("insecure-skip-tls-verify") is True
     serverName = cluster.get("tls-server-name")
-    policy = tlsPolicy(
+    policy = tlsPolicyFromPEM(
         _material(cluster, "certificate-authority", base, path),
         _material(user, "client-certificate", base, path),
         _material(user, "client-key", base, path),

@@ -36,6 +36,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from diegossh._http import jsonOrNone
 from diegossh.bastion._engineapi import MAX_FILE_SIZE, ExecOutput, jsonObject, printable
 from diegossh.bastion.targets import EngineError
 
@@ -91,20 +92,13 @@ def exitCodeFromStatus(payload: bytes, what: str) -> int:
 
 def rejectionError(code: int, body: bytes, where: str, pod: str) -> EngineError:
     """What an HTTP answer instead of the upgrade means, in words."""
-    message = jsonObject(_loads(body)).get("message")
+    message = jsonObject(jsonOrNone(body)).get("message")
     detail = f": {printable(message)}" if isinstance(message, str) else ""
     if code == 404:
         return EngineError(f"pod {pod} is gone{detail}")
     if code == 401:
         return EngineError(f"{where} refused the credentials (HTTP 401)")
     return EngineError(f"{where} answered HTTP {code} to exec in pod {pod}{detail}")
-
-
-def _loads(body: bytes) -> object:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 class ExecProtocol(Protocol):

@@ -27,6 +27,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
+from diegossh._http import BodyTooLarge, httpClient, jsonOrNone, readBody
 from diegossh.bastion._docker_stream import readExecStream
 from diegossh.bastion._engineapi import (
     EngineClient,
@@ -37,7 +38,6 @@ from diegossh.bastion._engineapi import (
 )
 from diegossh.bastion.targets import EngineError, EngineTarget
 from diegossh.interfaces import IContainerEngine
-from diegossh.proxy._http import BodyTooLarge, httpClient, readBody
 
 __all__ = ["DockerEngine"]
 
@@ -250,15 +250,13 @@ class DockerEngine(EngineClient):
         return response.code, await self._body(response)
 
     def _refused(self, doing: str, code: int, body: bytes) -> EngineError:
-        message = jsonObject(_parseJSON(body, "", strict=False)).get("message")
+        message = jsonObject(jsonOrNone(body)).get("message")
         detail = f": {printable(message)}" if isinstance(message, str) else ""
         return EngineError(f"{self._where()} answered HTTP {code} {doing}{detail}")
 
 
-def _parseJSON(body: bytes, what: str, strict: bool = True) -> object:
+def _parseJSON(body: bytes, what: str) -> object:
     try:
         return json.loads(body)
     except ValueError:
-        if not strict:
-            return None
         raise EngineError(f"the Docker engine sent {what} as invalid JSON") from None

@@ -16,7 +16,6 @@ from parts.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
+from diegossh._http import BodyTooLarge, httpClient, jsonOrNone, readBody
 from diegossh.bastion._engineapi import (
     EngineClient,
     ExecOutput,
@@ -50,7 +50,6 @@ from diegossh.bastion._kubernetes_config import (
 from diegossh.bastion._kubernetes_exec import ExecProtocol
 from diegossh.bastion.targets import EngineError, EngineTarget
 from diegossh.interfaces import IContainerEngine
-from diegossh.proxy._http import BodyTooLarge, httpClient, readBody
 
 __all__ = ["KubernetesAccess", "KubernetesEngine"]
 
@@ -89,7 +88,7 @@ class KubernetesEngine(EngineClient):
     @param timeout: seconds each L{listTargets} and each L{readFile} may
         take, connection and TLS included.
     @param tlsPolicy: how the server is verified and who we are in TLS
-        (see L{diegossh.bastion._kubernetes_config.tlsPolicy}).
+        (see L{diegossh.tls.tlsPolicyFromPEM}).
     @param token: gives the bearer token for each call (or None: no token,
         e.g. with a client certificate).
     @param container: the container to exec in, for pods with more than
@@ -223,10 +222,10 @@ class KubernetesEngine(EngineClient):
         if response.code == 401:
             raise EngineError(f"{self._where()} refused the credentials (HTTP 401)")
         if response.code != 200:
-            message = jsonObject(_loads(body)).get("message")
+            message = jsonObject(jsonOrNone(body)).get("message")
             detail = f": {printable(message)}" if isinstance(message, str) else ""
             raise EngineError(f"{self._where()} answered HTTP {response.code} listing pods{detail}")
-        podList = jsonObject(_loads(body))
+        podList = jsonObject(jsonOrNone(body))
         items = podList.get("items")
         if podList.get("kind") != "PodList" or not isinstance(items, list):
             raise EngineError(f"{self._where()} did not send a PodList")
@@ -301,10 +300,3 @@ class KubernetesEngine(EngineClient):
         except Exception as e:
             raise EngineError(f"cannot reach {self._where()}: {reasonText(e)}") from None
         return output.result(await protocol.done)
-
-
-def _loads(body: bytes) -> object:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None

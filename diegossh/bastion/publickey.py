@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from diegossh.proxy.cf._http import exchange, httpClient
+from diegossh._http import exchange, httpClient
 
 MAX_PUBLICKEY = 64 * 1024
 
@@ -37,10 +37,17 @@ class PublicKeyAPI:
         url = f"http://{host}:{self._port}/publickey"
         try:
             reply = await exchange(
-                self._http, self._clock, self._timeout, "GET", url, {}, retries=0
+                self._http,
+                self._clock,
+                self._timeout,
+                "GET",
+                url,
+                {},
+                retries=0,
+                limit=MAX_PUBLICKEY,
             )
         except Exception:
             return None
-        if reply.code != 200 or len(reply.body) > MAX_PUBLICKEY:
+        if reply.code != 200:
             return None
         return reply.body

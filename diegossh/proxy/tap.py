@@ -141,7 +141,8 @@ def _directory(reactor: Any, settings: dict[str, Any]) -> Any:
         return LRPTable(settings["lrpDirectory"], **placement)
     from twisted.web.client import HTTPConnectionPool
 
-    from diegossh.proxy.bbs import BBSClient, makeHTTPSAgent, tlsPolicyFromPEMFiles
+    from diegossh.proxy.bbs import BBSClient
+    from diegossh.tls import makeHTTPSAgent, tlsPolicyFromPEMFiles
 
     address = settings["bbsAddress"]
     policy = tlsPolicyFromPEMFiles(
@@ -154,34 +155,20 @@ def _directory(reactor: Any, settings: dict[str, Any]) -> Any:
 
 
 def _backendTLS(settings: dict[str, Any]) -> Any:
+    """
+    Each backend's TLS options by server name (the instance guid), verified
+    against C{--backendsTLSCACertificates}, presenting the client certificate
+    when one is given; L{ValueError} names a file that does not parse.
+    """
     if not settings["backendsTLSEnabled"]:
         return None
-    from twisted.internet.ssl import (
-        Certificate,
-        PrivateCertificate,
-        optionsForClientTLS,
-        trustRootFromCertificates,
-    )
+    from diegossh.tls import tlsPolicyFromPEMFiles
 
-    with open(settings["backendsTLSCACertificates"], "rb") as f:
-        pem = f.read()
-    blocks = [
-        b"-----BEGIN CERTIFICATE-----" + part
-        for part in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]
-    ]
-    trust = trustRootFromCertificates([Certificate.loadPEM(block) for block in blocks])
-    client = None
-    if settings["backendsTLSClientCertificate"]:
-        with open(settings["backendsTLSClientCertificate"], "rb") as f:
-            certPEM = f.read()
-        with open(settings["backendsTLSClientPrivateKey"], "rb") as f:
-            keyPEM = f.read()
-        client = PrivateCertificate.loadPEM(certPEM + b"\n" + keyPEM)
-
-    def options(serverName: str) -> Any:
-        return optionsForClientTLS(serverName, trustRoot=trust, clientCertificate=client)
-
-    return options
+    return tlsPolicyFromPEMFiles(
+        settings["backendsTLSCACertificates"],
+        settings["backendsTLSClientCertificate"] or None,
+        settings["backendsTLSClientPrivateKey"] or None,
+    ).creatorForName
 
 
 def _realms(reactor: Any, settings: dict[str, Any], directory: Any) -> list[Any]:

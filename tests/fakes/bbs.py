@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
-from twisted.internet.ssl import Certificate, PrivateCertificate
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from diegossh.proxy.bbs import models_pb2 as pb
 from tests.fakes.sites import TrackedSite, shutDown
-from tests.fakes.tls import CertificateAuthority, IssuedCertificate
+from tests.fakes.tls import CertificateAuthority, IssuedCertificate, serverOptions
 
 __all__ = ["GARBAGE", "Behaviour", "FakeBBS"]
 
@@ -171,8 +170,7 @@ class FakeBBS:
     async def start(self) -> FakeBBS:
         """Listen on 127.0.0.1, on a port of the kernel's choosing."""
         assert self.ca is not None and self.certificate is not None
-        server = PrivateCertificate.loadPEM(self.certificate.combinedPEM)
-        options = server.options(Certificate.loadPEM(self.ca.certPEM))
+        options = serverOptions(self.certificate, clientCA=self.ca)
         self._site = TrackedSite(self.resource())
         self._port = self.reactor.listenSSL(0, self._site, options, interface="127.0.0.1")
         return self

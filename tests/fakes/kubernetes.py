@@ -46,7 +46,6 @@ import yaml
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -65,7 +64,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from tests.fakes.enginecat import homeFiles, runCat
 from tests.fakes.sites import TrackedSite, shutDown
-from tests.fakes.tls import CertificateAuthority, IssuedCertificate
+from tests.fakes.tls import CertificateAuthority, IssuedCertificate, commonName, serverOptions
 
 __all__ = ["SUBPROTOCOL", "FakeKubernetesAPI", "FakePod", "KubeRequest", "status"]
 
@@ -344,7 +343,7 @@ def _peerCN(transport: Any) -> str | None:
     peer = getPeerCertificate() if getPeerCertificate is not None else None
     if peer is None:
         return None
-    return str(Certificate(peer).getSubject().commonName.decode())
+    return commonName(peer)
 
 
 class FakeKubernetesAPI:
@@ -386,14 +385,7 @@ class FakeKubernetesAPI:
 
     async def start(self) -> FakeKubernetesAPI:
         """Listen on 127.0.0.1 (on the same port again after L{stop})."""
-        server = PrivateCertificate.loadPEM(self.certificate.combinedPEM)
-        options = CertificateOptions(
-            privateKey=server.privateKey.original,
-            certificate=server.original,
-            verify=True,
-            requireCertificate=False,
-            caCerts=[Certificate.loadPEM(self.ca.certPEM).original],
-        )
+        options = serverOptions(self.certificate, clientCA=self.ca, requireClientCertificate=False)
         self._site = TrackedSite(_API(self))
         self._port = self.reactor.listenSSL(
             self._portNumber, _Factory(self), options, interface="127.0.0.1"

@@ -8,7 +8,11 @@ exactly as a deployment would.
     client = ca.issueClient("ssh-proxy")
     server.certPath, server.keyPath, ca.certPath
 
-Keys are P-256 for speed. Nothing here is fit for production.
+    options = serverOptions(server, clientCA=ca)  # for listenSSL
+
+Keys are P-256 for speed. Nothing here is fit for production. Servers get
+C{cryptography} objects, not Twisted's C{PrivateCertificate} (whose pyOpenSSL
+C{X509}/C{PKey} pyOpenSSL deprecates), as L{diegossh.tls} does for clients.
 """
 
 from __future__ import annotations
@@ -23,8 +27,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL.crypto import X509
+from twisted.internet.ssl import CertificateOptions
 
-__all__ = ["CertificateAuthority", "IssuedCertificate", "MutualTLSFiles", "makeMutualTLS"]
+__all__ = [
+    "CertificateAuthority",
+    "IssuedCertificate",
+    "MutualTLSFiles",
+    "commonName",
+    "makeMutualTLS",
+    "serverOptions",
+]
 
 _PEM = serialization.Encoding.PEM
 
@@ -45,11 +58,6 @@ class IssuedCertificate:
     keyPath: Path
     certPEM: bytes
     keyPEM: bytes
-
-    @property
-    def combinedPEM(self) -> bytes:
-        """Certificate then key: what C{PrivateCertificate.loadPEM} wants."""
-        return self.certPEM + self.keyPEM
 
 
 @dataclass
@@ -185,3 +193,36 @@ def makeMutualTLS(
     """A fresh CA under C{directory} with a loopback server and a client cert."""
     ca = CertificateAuthority.create(directory)
     return MutualTLSFiles(ca, ca.issueServer(serverName), ca.issueClient(clientName))
+
+
+def serverOptions(
+    issued: IssuedCertificate,
+    clientCA: CertificateAuthority | None = None,
+    *,
+    requireClientCertificate: bool = True,
+) -> CertificateOptions:
+    """
+    TLS server options presenting C{issued}; with C{clientCA}, client
+    certificates are verified against it (and required, unless
+    C{requireClientCertificate} is false).
+    """
+    key = serialization.load_pem_private_key(issued.keyPEM, password=None)
+    options: dict[str, object] = {
+        "privateKey": key,
+        "certificate": x509.load_pem_x509_certificate(issued.certPEM),
+    }
+    if clientCA is not None:
+        options.update(
+            verify=True,
+            requireCertificate=requireClientCertificate,
+            # the trust store takes only pyOpenSSL's X509
+            caCerts=[X509.from_cryptography(clientCA.certificate)],
+        )
+    return CertificateOptions(**options)  # type: ignore[arg-type]
+
+
+def commonName(peer: x509.Certificate | X509) -> str:
+    """The CN of a peer certificate, as C{getPeerCertificate} gives it."""
+    certificate = peer.to_cryptography() if isinstance(peer, X509) else peer
+    [attribute] = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attribute.value)

@@ -25,13 +25,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
-from twisted.internet.ssl import PrivateCertificate
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.fakes.bbs import Behaviour
 from tests.fakes.sites import TrackedSite, shutDown
-from tests.fakes.tls import CertificateAuthority, IssuedCertificate
+from tests.fakes.tls import CertificateAuthority, IssuedCertificate, serverOptions
 
 __all__ = [
     "GARBAGE",
@@ -141,7 +140,7 @@ class FakeHTTPSServer:
     async def start(self) -> Any:
         """Listen on 127.0.0.1, on a port of the kernel's choosing."""
         assert self.certificate is not None
-        options = PrivateCertificate.loadPEM(self.certificate.combinedPEM).options()
+        options = serverOptions(self.certificate)
         self._site = TrackedSite(self.resource())
         self._port = self.reactor.listenSSL(0, self._site, options, interface="127.0.0.1")
         host: Any = self._port.getHost()

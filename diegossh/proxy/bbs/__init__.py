@@ -1,8 +1,8 @@
 """
 Diego's BBS as an L{ILRPDirectory}: protobuf over HTTPS with mutual TLS.
 
-Public face: L{BBSClient}, plus L{tlsPolicyFromPEMFiles} and
-L{makeHTTPSAgent} to build the agent it is given.
+Public face: L{BBSClient}; the agent it is given is built with
+L{diegossh.tls.tlsPolicyFromPEMFiles} and L{diegossh.tls.makeHTTPSAgent}.
 
 C{models.proto} declares exactly the BBS fields the proxy reads;
 C{models_pb2.py} and C{models_pb2.pyi} are generated from it and checked in.
@@ -25,14 +25,10 @@ from diegossh.proxy.bbs._client import (
     DESIRED_LRP_PATH_R3,
     BBSClient,
 )
-from diegossh.proxy.bbs.tls import MutualTLSPolicy, makeHTTPSAgent, tlsPolicyFromPEMFiles
 
 __all__ = [
     "ACTUAL_LRPS_PATH",
     "DESIRED_LRP_PATH_R2",
     "DESIRED_LRP_PATH_R3",
     "BBSClient",
-    "MutualTLSPolicy",
-    "makeHTTPSAgent",
-    "tlsPolicyFromPEMFiles",
 ]

@@ -13,10 +13,8 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
-from OpenSSL.SSL import Error as TLSError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
-    ConnectingCancelledError,
     ConnectionClosed,
     ConnectionRefusedError,
 )
@@ -27,9 +25,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
+from diegossh._http import BodyTooLarge, httpClient, isCancelled, isStaleConnection, readBody
 from diegossh.interfaces import ILRPDirectory
 from diegossh.logtext import SafeLogger
-from diegossh.proxy._http import BodyTooLarge, httpClient, readBody
 from diegossh.proxy.bbs import models_pb2 as pb
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import (
@@ -73,12 +71,8 @@ def _isTransient(failure: Failure) -> bool:
     A refused, reset or dropped connection is worth a quick retry; a TLS
     failure, a cancellation or anything else is not.
     """
-    if failure.check(ConnectionRefusedError, ConnectionClosed):
-        return True
-    reasons = _reasons(failure)
-    if reasons:
-        return all(r.check(ConnectionClosed) and not r.check(TLSError) for r in reasons)
-    return False
+    direct = failure.check(ConnectionRefusedError, ConnectionClosed)
+    return direct is not None or isStaleConnection(failure)
 
 
 @implementer(ILRPDirectory)
@@ -88,7 +82,7 @@ class BBSClient:
     the desired LRP for its C{diego-ssh} route.
 
     @param agent: the HTTPS agent (mutual TLS, see
-        L{diegossh.proxy.bbs.tls.tlsPolicyFromPEMFiles}).
+        L{diegossh.tls.tlsPolicyFromPEMFiles}).
     @param baseURL: e.g. C{https://bbs.service.cf.internal:8889}.
     @param clock: measures C{communicationTimeout} and spaces retries.
     @param retries: extra attempts after a refused/reset connection.
@@ -228,7 +222,7 @@ class BBSClient:
                 raise
             except Exception:
                 failure = Failure()
-                if failure.check(CancelledError, ConnectingCancelledError) or _cancelled(failure):
+                if isCancelled(failure):
                     raise
                 if attempt < self._retries and _isTransient(failure):
                     attempt += 1
@@ -276,16 +270,6 @@ async def _discard(response: IResponse) -> None:
         raise
     except Exception:  # noqa: S110 (the status already decided the outcome)
         pass
-
-
-def _reasons(failure: Failure) -> list[Failure]:
-    """The failures an Agent error wraps (C{ResponseNeverReceived} and kin)."""
-    reasons = getattr(failure.value, "reasons", None)
-    return [r for r in reasons if isinstance(r, Failure)] if isinstance(reasons, list) else []
-
-
-def _cancelled(failure: Failure) -> bool:
-    return any(r.check(CancelledError) for r in _reasons(failure))
 
 
 def _preferred(value: int) -> PreferredAddress:

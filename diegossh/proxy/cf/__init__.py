@@ -15,12 +15,10 @@ A login pipeline uses them as::
 from diegossh.proxy.cf.authenticator import CFAuthenticator, CFLogin
 from diegossh.proxy.cf.cloudcontroller import CloudControllerClient
 from diegossh.proxy.cf.factory import makeCFHTTPClients
-from diegossh.proxy.cf.tls import AcceptAnyCertificatePolicy, serverTLSPolicy
 from diegossh.proxy.cf.uaa import Token, UAAClient
 from diegossh.proxy.cf.usernames import AppInstance, parseAppInstance
 
 __all__ = [
-    "AcceptAnyCertificatePolicy",
     "AppInstance",
     "CFAuthenticator",
     "CFLogin",
@@ -29,5 +27,4 @@ __all__ = [
     "UAAClient",
     "makeCFHTTPClients",
     "parseAppInstance",
-    "serverTLSPolicy",
 ]

@@ -10,15 +10,21 @@ proxy then looks up in BBS. The token is sent and never logged.
 
 from __future__ import annotations
 
-import json
 import re
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
 
+from diegossh._http import (
+    BodyTooLarge,
+    TimedOut,
+    Unreachable,
+    exchange,
+    httpClient,
+    jsonOrNone,
+)
 from diegossh.logtext import SafeLogger
-from diegossh.proxy.cf._http import BodyTooLarge, TimedOut, Unreachable, exchange, httpClient
 from diegossh.proxy.cf.uaa import Token
 from diegossh.proxy.cf.usernames import checkAppInstance
 from diegossh.proxy.errors import LoginDenied
@@ -109,19 +115,13 @@ class CloudControllerClient:
 
 
 def _processGuid(body: bytes) -> str | None:
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    obj = jsonOrNone(body)
     guid = obj.get("process_guid") if isinstance(obj, dict) else None
     return guid if isinstance(guid, str) and _PROCESS_GUID.fullmatch(guid) else None
 
 
 def _errorCode(body: bytes) -> str:
     """Cloud Controller's C{error_code} (C{CF-NotAuthorized}, ...) for the log."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return ""
+    obj = jsonOrNone(body)
     code = obj.get("error_code") if isinstance(obj, dict) else None
     return code if isinstance(code, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", code) else ""

@@ -17,10 +17,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
-from diegossh.proxy.bbs.tls import makeHTTPSAgent
 from diegossh.proxy.cf.cloudcontroller import CloudControllerClient
-from diegossh.proxy.cf.tls import serverTLSPolicy
 from diegossh.proxy.cf.uaa import UAAClient
+from diegossh.tls import makeHTTPSAgent, serverTLSPolicy
 
 __all__ = ["makeCFHTTPClients"]
 

@@ -23,8 +23,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
 
+from diegossh._http import (
+    BodyTooLarge,
+    Reply,
+    TimedOut,
+    Unreachable,
+    exchange,
+    httpClient,
+    jsonOrNone,
+)
 from diegossh.logtext import SafeLogger
-from diegossh.proxy.cf._http import BodyTooLarge, Reply, TimedOut, Unreachable, exchange, httpClient
 from diegossh.proxy.errors import LoginDenied
 
 __all__ = ["INVALID", "REFUSED", "TIMED_OUT", "UNAVAILABLE", "Token", "UAAClient"]
@@ -196,9 +204,6 @@ class UAAClient:
 
 def _errorCode(body: bytes) -> str:
     """The OAuth C{error} field, if it is a plain code; never the description."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return ""
+    obj = jsonOrNone(body)
     error = obj.get("error") if isinstance(obj, dict) else None
     return error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else ""
