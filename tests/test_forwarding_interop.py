@@ -355,7 +355,7 @@ async def test_slow_socket_bounded(h: Harness) -> None:
     windowClosed = h.observed.when("windowClosed")
     await within(windowClosed)
     channel = lastChannel(h)
-    assert channel.socketPaused
+    assert channel.sinkPaused
     # everything since the pause is held, ungranted: at most one window
     assert channel.localWindowLeft == 0
     assert 0 < channel.owed <= channel.localWindowSize

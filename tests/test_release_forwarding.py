@@ -373,7 +373,7 @@ async def backUpDirectChannel(world: World, conn: RawConnection) -> tuple[int, R
             # peer's kernel buffer is full, the rest waits in the server.
             adjusted = await conn.waitFor(ADJUST).addTimeout(1, theReactor())
         except defer.TimeoutError:
-            if channel.socketPaused:
+            if channel.sinkPaused:
                 break
             continue
         window += struct.unpack(">L", adjusted[4:8])[0]
