@@ -20,7 +20,7 @@ import pytest_twisted
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from diegossh.sshd.forwarding import RelayChannel
+from diegossh.ssh.tcpip_relay import RelayChannel
 from tests.support.forwardserver import (
     Client,
     PeerFactory,

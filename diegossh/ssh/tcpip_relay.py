@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_forwarding_relay -*-
 """
 One TCP socket relayed over one SSH channel, with backpressure both ways and
-half-close both ways.
+half-close both ways: every C{direct-tcpip} channel (L{diegossh.ssh.tcpip},
+the daemon's and the bastion's) and the daemon's C{forwarded-tcpip} ones.
 
 socket -> channel: the socket's transport is the channel's producer; above the
 channel's high-water mark (the client's window is shut) reading stops.
