@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_bastion_interop -*-
+# -*- test-case-name: tests.test_bastion_realm,tests.test_bastion_docker_interop -*-
 """
 The bastion realm: a key logs in when a target published it, and the user it
 becomes can open C{direct-tcpip} tunnels to the targets that published that
