@@ -150,6 +150,23 @@ class IKeyRealm(Interface):
         """
 
 
+class ITCPRouter(Interface):
+    """
+    Where a C{direct-tcpip} channel (C{ssh -L}, C{-W}, C{-J}) goes, or why it
+    may not open: the one thing the daemon's and the bastion's channels differ
+    in (L{diegossh.ssh.tcpip.makeDirectTCPIPChannel}).
+    """
+
+    def route(host: str, port: int) -> object:
+        """
+        An L{twisted.internet.interfaces.IStreamClientEndpoint} to connect
+        the channel's socket through, or a L{diegossh.ssh.tcpip.Refusal} (the
+        reason the client is shown and the SSH open-failure code). Called
+        once per channel, before anything connects; C{host} is what the
+        client sent (a name or an address), C{port} is in 1..65535.
+        """
+
+
 class IAdmission(Interface):
     """
     Who may start a login, and what a source pays for failing one (OpenSSH's

@@ -1,14 +1,22 @@
 """
 L{BufferedChannel}: chunks cut to the peer's window and maximum packet, in
-order and complete, producer paused and resumed, EOF after the last byte.
+order and complete, producer paused and resumed, EOF after the last byte; and
+the peer's window granted back only for what the sink has taken, on a real
+connection service.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any
 
+from twisted.conch.avatar import ConchUser
+from twisted.conch.ssh import common
+from twisted.conch.ssh import connection as conch
+
 from diegossh.ssh.channel import BufferedChannel
+from diegossh.ssh.connection import SSHConnection
 
 
 class FakeConn:
@@ -153,3 +161,193 @@ def test_abort_drops_a_partly_sent_head() -> None:
     chan.write(b"xyz")
     chan.addWindowBytes(10)
     assert conn.sent == [(None, b"abc"), (None, b"xyz")]
+
+
+# -- the peer's data: window granted back only once the sink has taken it
+
+WINDOW = 64 * 1024
+PACKET = 16 * 1024
+
+
+class Sink:
+    """
+    A consumer like a Twisted transport: it takes every write into its buffer,
+    pauses its producer above C{bufferSize}, and resumes it once it has
+    written the whole buffer out (L{drain}).
+    """
+
+    def __init__(self, bufferSize: int) -> None:
+        self.bufferSize = bufferSize
+        self.buffer = bytearray()
+        self.written = bytearray()
+        self.producer: Any = None
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > self.bufferSize and not self.paused:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def drain(self, nbytes: int | None = None) -> None:
+        nbytes = len(self.buffer) if nbytes is None else nbytes
+        self.written += self.buffer[:nbytes]
+        del self.buffer[:nbytes]
+        if not self.buffer and self.paused:
+            self.paused = False
+            self.producer.resumeProducing()
+
+
+class SinkChannel(BufferedChannel):
+    name = b"session"
+    sink: Sink
+
+    def dataReceived(self, data: bytes) -> None:
+        self.sink.write(data)
+        self.delivered(len(data))
+
+
+class SSHTransport:
+    def __init__(self, avatar: Any) -> None:
+        self.avatar = avatar
+        self.packets: list[tuple[int, bytes]] = []
+        self.disconnected: list[bytes] = []
+
+    def sendPacket(self, messageType: int, payload: bytes) -> None:
+        self.packets.append((messageType, payload))
+
+    def sendDisconnect(self, reason: int, description: bytes) -> None:
+        self.disconnected.append(description)
+
+    def logPrefix(self) -> str:
+        return "memory"
+
+
+class Peer:
+    """
+    The other end of one channel on a real L{SSHConnection}: opens it, sends
+    data, and reads the window adjustments we send back.
+    """
+
+    def __init__(self, bufferSize: int) -> None:
+        self.sink = Sink(bufferSize)
+        avatar = ConchUser()
+        avatar.channelLookup[b"session"] = self._channel
+        self.conn = SSHConnection()
+        self.transport = SSHTransport(avatar)
+        self.conn.transport = self.transport
+        self.conn.serviceStarted()
+        self.conn.ssh_CHANNEL_OPEN(common.NS(b"session") + struct.pack(">3L", 5, 1 << 20, 32768))
+        ((kind, payload),) = self.transport.packets
+        assert kind == conch.MSG_CHANNEL_OPEN_CONFIRMATION
+        _, self.local, window, maxPacket = struct.unpack(">4L", payload[:16])
+        assert (window, maxPacket) == (WINDOW, PACKET)
+        self.window = window
+        self.granted: list[int] = []
+        self.transport.packets.clear()
+
+    def _channel(self, **kwargs: Any) -> SinkChannel:
+        self.channel = SinkChannel(localWindow=WINDOW, localMaxPacket=PACKET, **kwargs)
+        self.channel.sink = self.sink
+        self.sink.producer = self.channel
+        return self.channel
+
+    def send(self, nbytes: int) -> None:
+        """
+        Send C{nbytes} in packets of at most the maximum, as far as the window
+        goes (a peer that keeps to it).
+        """
+        while nbytes:
+            size = min(nbytes, PACKET, self.window)
+            assert size, "the peer's window is shut"
+            self.conn.ssh_CHANNEL_DATA(struct.pack(">2L", self.local, size) + b"d" * size)
+            self.window -= size
+            nbytes -= size
+            self.read()
+
+    def read(self) -> list[int]:
+        """
+        The window adjustments sent since the last read, added to the window.
+        """
+        grants = [
+            struct.unpack(">2L", payload[:8])[1]
+            for kind, payload in self.transport.packets
+            if kind == conch.MSG_CHANNEL_WINDOW_ADJUST
+        ]
+        self.transport.packets.clear()
+        self.window += sum(grants)
+        self.granted += grants
+        return grants
+
+
+def test_a_sink_that_never_drains_gets_no_window_beyond_the_first() -> None:
+    peer = Peer(bufferSize=0)
+    peer.send(WINDOW)
+    assert peer.granted == []
+    assert peer.window == 0
+    assert peer.channel.owed == WINDOW
+    assert len(peer.sink.buffer) == WINDOW  # at most one window held for the sink
+
+
+def test_what_the_sink_takes_at_once_is_granted_in_batches_of_half_a_window() -> None:
+    peer = Peer(bufferSize=1 << 30)
+    peer.send(WINDOW // 2 - 1)
+    assert peer.granted == []  # under the batching threshold: no adjustment yet
+    peer.send(1)
+    assert peer.granted == [WINDOW // 2]
+    peer.send(3 * WINDOW)
+    assert all(grant >= WINDOW // 2 for grant in peer.granted)
+    assert sum(peer.granted) == len(peer.sink.buffer) == WINDOW // 2 + 3 * WINDOW
+    assert peer.channel.owed == 0
+
+
+def test_consuming_n_bytes_grants_exactly_n() -> None:
+    peer = Peer(bufferSize=PACKET)
+    peer.send(WINDOW)
+    # The sink paused the channel after its second packet: those and the
+    # rest are owed, the first was granted (under the threshold: not yet sent).
+    assert peer.granted == []
+    assert peer.channel.owed == WINDOW - PACKET
+    peer.sink.drain(WINDOW - 1)
+    assert peer.read() == []  # not all written out yet: still paused
+    peer.sink.drain(1)
+    assert peer.read() == [WINDOW]
+    assert peer.window == WINDOW
+    assert bytes(peer.sink.written) == b"d" * WINDOW
+    peer.send(WINDOW)
+    peer.sink.drain()
+    peer.read()
+    assert sum(peer.granted) == 2 * WINDOW == len(peer.sink.written)
+
+
+def test_nothing_is_granted_after_close() -> None:
+    peer = Peer(bufferSize=0)
+    peer.send(WINDOW)
+    peer.conn.ssh_CHANNEL_CLOSE(struct.pack(">L", peer.local))
+    peer.sink.drain()
+    assert peer.read() == []
+
+
+def test_eof_keeps_what_is_owed_until_the_sink_drains() -> None:
+    peer = Peer(bufferSize=0)
+    peer.send(WINDOW)
+    peer.conn.ssh_CHANNEL_EOF(struct.pack(">L", peer.local))
+    assert peer.read() == []
+    peer.sink.drain()
+    assert peer.read() == [WINDOW]
+
+
+def test_a_sink_gone_grants_nothing_more() -> None:
+    peer = Peer(bufferSize=1 << 30)
+    peer.channel.stopProducing()  # the sink's transport lost its connection
+    peer.send(WINDOW)
+    assert peer.granted == []
+    assert peer.channel.owed == WINDOW
+
+
+def test_a_peer_beyond_the_window_is_disconnected() -> None:
+    peer = Peer(bufferSize=0)
+    peer.send(WINDOW)
+    peer.conn.ssh_CHANNEL_DATA(struct.pack(">2L", peer.local, 1) + b"x")
+    assert peer.transport.disconnected == [b"channel data beyond the window"]
+    assert len(peer.sink.buffer) == WINDOW

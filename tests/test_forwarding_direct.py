@@ -1,5 +1,5 @@
 """
-direct-tcpip channels on a memory reactor: the open is confirmed only once the
+direct-tcpip channels on a memory reactor: routed, then confirmed only once the
 socket connects, refused with the reason otherwise; and the connection
 service's support for that (a channel factory returning a Deferred).
 """
@@ -16,18 +16,24 @@ from twisted.conch.ssh import common
 from twisted.conch.ssh import connection as conch
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
+from diegossh.interfaces import ITCPRouter
 from diegossh.ssh.connection import SSHConnection
-from diegossh.sshd.forwarding import (
+from diegossh.ssh.tcpip import (
     CONNECT_TIMEOUT,
     DirectTCPIPChannel,
-    RelayChannel,
+    HostnameRouter,
+    Refusal,
+    connectFailureReason,
     makeDirectTCPIPChannel,
+    refusedChannel,
 )
-from diegossh.sshd.forwarding_direct import connectFailureReason
+from diegossh.ssh.tcpip_relay import RelayChannel
 from tests.test_forwarding_relay import FakeTCP
 
 
@@ -117,27 +123,83 @@ def test_cancel_is_not_a_refusal() -> None:
     assert failureOf(d).check(defer.CancelledError)
 
 
-def test_endpoint_for() -> None:
+@implementer(ITCPRouter)
+class Router:
+    """
+    Routes every channel to one answer, and remembers what it was asked.
+    """
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, int]] = []
+
+    def route(self, host: str, port: int) -> object:
+        self.asked.append((host, port))
+        return self.answer
+
+
+def test_default_router_connects_by_name_through_the_reactor() -> None:
     reactor = MemoryReactorClock()
-    asked: list[tuple[str, int]] = []
+    router = HostnameRouter(reactor)
+    assert verifyObject(ITCPRouter, router)
+    endpoint = router.route("db.internal", 5432)
+    assert isinstance(endpoint, HostnameEndpoint)
 
-    def endpointFor(host: str, port: int) -> TCP4ClientEndpoint:
-        asked.append((host, port))
-        return TCP4ClientEndpoint(reactor, "192.0.2.1", 9)
 
-    d = startOpen(reactor, endpointFor=endpointFor)
-    assert asked == [("127.0.0.1", 8080)]
+def test_routed_endpoint() -> None:
+    reactor = MemoryReactorClock()
+    endpoint = TCP4ClientEndpoint(reactor, "192.0.2.1", 9)
+    router = Router(endpoint)
+    d = startOpen(reactor, router=router)
+    assert router.asked == [("127.0.0.1", 8080)]
     assert reactor.tcpClients[-1][:2] == ("192.0.2.1", 9)
     connectLast(reactor)
-    assert isinstance(resultOf(d), DirectTCPIPChannel)
+    channel = resultOf(d)
+    assert isinstance(channel, DirectTCPIPChannel)
+    assert channel.endpoint is endpoint
 
 
-def test_permit() -> None:
+@pytest.mark.parametrize(
+    "refusal",
+    [Refusal("not here"), Refusal("no such target", conch.OPEN_CONNECT_FAILED)],
+)
+def test_routed_refusal(refusal: Refusal) -> None:
     reactor = MemoryReactorClock()
     with pytest.raises(ConchError) as e:
-        startOpen(reactor, permit=lambda host, port: port != 8080)
-    assert e.value.args == ("port forwarding refused", conch.OPEN_ADMINISTRATIVELY_PROHIBITED)
+        startOpen(reactor, router=Router(refusal))
+    assert e.value.args == (refusal.reason, refusal.code)
     assert reactor.tcpClients == []
+
+
+def test_refusal_defaults_to_prohibited() -> None:
+    assert Refusal("no").code == conch.OPEN_ADMINISTRATIVELY_PROHIBITED
+    refuse = refusedChannel("sessions are not served here")
+    with pytest.raises(ConchError) as e:
+        refuse(remoteWindow=1, remoteMaxPacket=32768, data=b"", avatar=None)
+    assert e.value.args == ("sessions are not served here", conch.OPEN_ADMINISTRATIVELY_PROHIBITED)
+
+
+def test_failed_connect_reported_to_the_channel() -> None:
+    """
+    The channel hears of a failed connect through C{openFailed}, with the
+    error the open is refused with; a cancelled one is not reported.
+    """
+    failures: list[Any] = []
+
+    class Channel(DirectTCPIPChannel):
+        def openFailed(self, reason: Any) -> None:
+            failures.append(reason)
+            super().openFailed(reason)
+
+    reactor = MemoryReactorClock()
+    d = startOpen(reactor, channelClass=Channel)
+    factory = reactor.tcpClients[-1][2]
+    factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError(osError=111)))
+    reactor.advance(1)
+    refused = failureOf(d).value
+    assert failures == [refused]
+    startOpen(reactor, channelClass=Channel).cancel()
+    assert failures == [refused]
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import pytest_twisted
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from diegossh.sshd.forwarding import RelayChannel
+from diegossh.ssh.tcpip_relay import RelayChannel
 from tests.support.forwardserver import (
     Client,
     PeerFactory,
@@ -355,7 +355,7 @@ async def test_slow_socket_bounded(h: Harness) -> None:
     windowClosed = h.observed.when("windowClosed")
     await within(windowClosed)
     channel = lastChannel(h)
-    assert channel.socketPaused
+    assert channel.sinkPaused
     # everything since the pause is held, ungranted: at most one window
     assert channel.localWindowLeft == 0
     assert 0 < channel.owed <= channel.localWindowSize

@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from diegossh.sshd.forwarding_relay import RelayChannel, SocketProtocol
+from diegossh.ssh.tcpip_relay import RelayChannel, SocketProtocol
 
 
 class FakeTCP(StringTransport):

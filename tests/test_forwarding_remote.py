@@ -17,18 +17,18 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 
+from diegossh.ssh.tcpip_relay import SocketProtocol
+from diegossh.ssh.tcpip_wire import (
+    MalformedRequest,
+    packForwardedTCPIP,
+    parseDirectTCPIP,
+    parseTCPIPForward,
+)
 from diegossh.sshd.forwarding import (
     ForwardedTCPIPChannel,
     ForwardingAvatarMixin,
     RemoteForwards,
     bindAddress,
-)
-from diegossh.sshd.forwarding_relay import SocketProtocol
-from diegossh.sshd.forwarding_wire import (
-    MalformedRequest,
-    packForwardedTCPIP,
-    parseDirectTCPIP,
-    parseTCPIPForward,
 )
 
 

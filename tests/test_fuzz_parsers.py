@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.logger import LogLevel, globalLogPublisher
 
-from diegossh.sshd import forwarding_wire
+from diegossh.ssh import tcpip_wire
 from diegossh.sshd.pty import WindowSize, parseModes
 from diegossh.sshd.scp import buildSCP
 from diegossh.sshd.scp._input import EndOfInput, InputBuffer
@@ -213,10 +213,10 @@ def test_window_size_fits_a_winsize(cols: int, rows: int, x: int, y: int) -> Non
 @FAST
 @given(anyBytes)
 def test_forwarding_requests_refuse_cleanly(data: bytes) -> None:
-    for parse in (forwarding_wire.parseDirectTCPIP, forwarding_wire.parseTCPIPForward):
+    for parse in (tcpip_wire.parseDirectTCPIP, tcpip_wire.parseTCPIPForward):
         try:
             result = parse(data)
-        except forwarding_wire.MalformedRequest:
+        except tcpip_wire.MalformedRequest:
             continue
         host, port = result[0], result[1]
         assert isinstance(host, str) and "\0" not in host
@@ -231,8 +231,8 @@ def test_forwarding_requests_refuse_cleanly(data: bytes) -> None:
     st.integers(0, 0xFFFF),
 )
 def test_forwarded_tcpip_round_trip(host: str, port: int, origHost: str, origPort: int) -> None:
-    packed = forwarding_wire.packForwardedTCPIP(host, port, origHost, origPort)
-    assert forwarding_wire.parseDirectTCPIP(packed) == (host, port, origHost, origPort)
+    packed = tcpip_wire.packForwardedTCPIP(host, port, origHost, origPort)
+    assert tcpip_wire.parseDirectTCPIP(packed) == (host, port, origHost, origPort)
 
 
 @pytest.mark.parametrize(
@@ -240,8 +240,8 @@ def test_forwarded_tcpip_round_trip(host: str, port: int, origHost: str, origPor
     [b"", b"\0\0", ns(b"127.0.0.1"), ns(b"127.0.0.1") + b"\0\0", ns(b"\xff") + b"\0\0\0\1"],
 )
 def test_forwarding_truncations_refused(data: bytes) -> None:
-    with pytest.raises(forwarding_wire.MalformedRequest):
-        forwarding_wire.parseTCPIPForward(data)
+    with pytest.raises(tcpip_wire.MalformedRequest):
+        tcpip_wire.parseTCPIPForward(data)
 
 
 # -- the SFTP server, packet by packet

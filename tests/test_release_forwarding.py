@@ -26,18 +26,14 @@ from twisted.conch.ssh import connection as conchConnection
 from twisted.internet import defer, protocol, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from zope.interface import implementer
 
-from diegossh.sshd.forwarding import (
-    DRAIN_TIMEOUT,
-    MAX_LISTENERS,
-    ForwardingAvatarMixin,
-    RelayChannel,
-    RemoteForwards,
-    SocketSet,
-    makeDirectTCPIPChannel,
-)
-from diegossh.sshd.forwarding_relay import SocketProtocol
+from diegossh.interfaces import ITCPRouter
+from diegossh.ssh.tcpip import makeDirectTCPIPChannel
+from diegossh.ssh.tcpip_relay import DRAIN_TIMEOUT, RelayChannel, SocketProtocol, SocketSet
+from diegossh.sshd.forwarding import MAX_LISTENERS, ForwardingAvatarMixin, RemoteForwards
 from tests.support.forwardserver import forwardServerFactory
 from tests.support.keys import key
 from tests.support.sshclient import LoginClient, RawConnection
@@ -168,9 +164,10 @@ class Avatar(ForwardingAvatarMixin):
         self.installForwarding(reactor)
 
 
+@implementer(IStreamClientEndpoint, ITCPRouter)
 class FakeEndpoint:
     """
-    Connects at once, to a L{FakeTCP}.
+    Connects at once, to a L{FakeTCP}; and routes every channel to itself.
     """
 
     def __init__(self) -> None:
@@ -183,6 +180,9 @@ class FakeEndpoint:
         proto.makeConnection(tcp)
         return defer.succeed(proto)
 
+    def route(self, host: str, port: int) -> FakeEndpoint:
+        return self
+
 
 def test_logout_aborts_direct_and_forwarded_sockets() -> None:
     """
@@ -193,7 +193,7 @@ def test_logout_aborts_direct_and_forwarded_sockets() -> None:
     reactor = MemoryReactorClock()
     avatar = Avatar(reactor)
     endpoint = FakeEndpoint()
-    opener = makeDirectTCPIPChannel(reactor, endpointFor=lambda host, port: endpoint)
+    opener = makeDirectTCPIPChannel(reactor, router=endpoint)
     data = common.NS(b"127.0.0.1") + struct.pack(">L", 80) + common.NS(b"::1") + b"\0\0\0\1"
     direct = opener(1 << 20, 32768, data, avatar).result
     direct.conn = avatar.conn
@@ -373,7 +373,7 @@ async def backUpDirectChannel(world: World, conn: RawConnection) -> tuple[int, R
             # peer's kernel buffer is full, the rest waits in the server.
             adjusted = await conn.waitFor(ADJUST).addTimeout(1, theReactor())
         except defer.TimeoutError:
-            if channel.socketPaused:
+            if channel.sinkPaused:
                 break
             continue
         window += struct.unpack(">L", adjusted[4:8])[0]

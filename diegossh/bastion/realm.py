@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_bastion_interop -*-
+# -*- test-case-name: tests.test_bastion_realm,tests.test_bastion_docker_interop -*-
 """
 The bastion realm: a key logs in when a target published it, and the user it
 becomes can open C{direct-tcpip} tunnels to the targets that published that
@@ -12,20 +12,17 @@ from typing import Any
 
 from twisted.conch.avatar import ConchUser
 from twisted.conch.error import ConchError
-from twisted.conch.ssh.connection import OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_CONNECT_FAILED
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from diegossh.bastion.keycache import KeyCache
+from diegossh.bastion.keycache import Destination, KeyCache
 from diegossh.bastion.policy import TargetPolicy
-from diegossh.interfaces import IKeyRealm
+from diegossh.interfaces import IKeyRealm, ITCPRouter
 from diegossh.proxy.keylogin import KeyLogin
 from diegossh.proxy.login import BadCredentials
-from diegossh.sshd.forwarding import refusedChannel
-from diegossh.sshd.forwarding_direct import DirectTCPIPChannel, makeDirectTCPIPChannel
-from diegossh.sshd.forwarding_wire import MalformedRequest, parseDirectTCPIP
+from diegossh.ssh.tcpip import DirectTCPIPChannel, Refusal, makeDirectTCPIPChannel, refusedChannel
 
 access = Logger(namespace="diegossh.access")
 
@@ -35,14 +32,43 @@ SESSION_REFUSED = (
 )
 
 
+class TargetEndpoint(HostnameEndpoint):
+    """
+    The connect to a target's address, with the target it reaches (for the
+    access log).
+    """
+
+    def __init__(self, reactor: Any, destination: Destination, port: int) -> None:
+        super().__init__(reactor, destination.address, port)
+        self.destination = destination
+
+
 class TunnelChannel(DirectTCPIPChannel):
     """
-    A C{direct-tcpip} channel that counts its bytes for the access log.
+    A C{direct-tcpip} channel to a target (its C{endpoint} is a
+    L{TargetEndpoint}, its C{avatar} the L{TunnelUser}): logs its outcome
+    and counts its bytes for the access log.
     """
 
     bytesIn = 0  # from the client to the target
     bytesOut = 0  # from the target to the client
-    onClosed: Any = None
+    started: float | None = None
+    avatar: TunnelUser
+    endpoint: TargetEndpoint
+
+    def channelOpen(self, specificData: bytes) -> None:
+        user = self.avatar
+        user.tunnels += 1
+        self.started = user.realm.clock.seconds()
+        destination = self.endpoint.destination
+        user.logTunnel("opened", destination.name, self.port, address=destination.address)
+        super().channelOpen(specificData)
+
+    def openFailed(self, reason: Any) -> None:
+        super().openFailed(reason)
+        if isinstance(reason, ConchError):
+            name = self.endpoint.destination.name
+            self.avatar.logTunnel("failed", name, self.port, reason=str(reason.value))
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
@@ -54,16 +80,27 @@ class TunnelChannel(DirectTCPIPChannel):
 
     def closed(self) -> None:
         super().closed()
-        callback, self.onClosed = self.onClosed, None
-        if callback is not None:
-            callback(self)
+        started, self.started = self.started, None
+        if started is None:
+            return
+        destination = self.endpoint.destination
+        self.avatar.logTunnel(
+            "closed",
+            destination.name,
+            self.port,
+            address=destination.address,
+            bytes_from_client=self.bytesIn,
+            bytes_to_client=self.bytesOut,
+            duration=self.avatar.realm.clock.seconds() - started,
+        )
 
 
+@implementer(ITCPRouter)
 class TunnelUser(ConchUser):
     """
-    One bastion login: tunnels only, each checked against the key's targets
-    at the moment it opens (a target that stopped publishing the key is
-    closed to new tunnels at once).
+    One bastion login: tunnels only, each routed to a target that published
+    the key, checked at the moment it opens (a target that stopped
+    publishing the key is closed to new tunnels at once).
     """
 
     def __init__(self, realm: BastionRealm, login: KeyLogin, client: str) -> None:
@@ -74,14 +111,12 @@ class TunnelUser(ConchUser):
         self.blob: bytes = login.grant
         self.started = realm.clock.seconds()
         self.tunnels = 0
-        self._open = makeDirectTCPIPChannel(
+        self.channelLookup[b"direct-tcpip"] = makeDirectTCPIPChannel(
             realm.reactor,
+            router=self,
             connectTimeout=realm.connectTimeout,
-            endpointFor=self._endpointFor,
             channelClass=TunnelChannel,
         )
-        self._destinations: dict[tuple[str, int], Any] = {}
-        self.channelLookup[b"direct-tcpip"] = self._openTunnel
         self.channelLookup[b"session"] = refusedChannel(SESSION_REFUSED)
         for name in (b"direct-streamlocal@openssh.com", b"x11", b"auth-agent@openssh.com"):
             self.channelLookup[name] = refusedChannel(SESSION_REFUSED)
@@ -89,16 +124,12 @@ class TunnelUser(ConchUser):
     # ConchUser refuses global requests it has no method for: tcpip-forward
     # (ssh -R on the proxy itself) is refused that way.
 
-    def _openTunnel(
-        self, remoteWindow: int, remoteMaxPacket: int, data: bytes, avatar: Any
-    ) -> defer.Deferred[Any]:
-        try:
-            host, port, _, _ = parseDirectTCPIP(data)
-        except MalformedRequest as e:
-            raise ConchError(f"bad direct-tcpip request: {e}", OPEN_CONNECT_FAILED) from e
+    def route(self, host: str, port: int) -> TargetEndpoint | Refusal:
+        """
+        The key's target at C{host}, inside the operator's fence, or why not.
+        """
         realm = self.realm
-        name = realm.cache.targetName(host)
-        reason = realm.policy.refusal(name, port)
+        reason = realm.policy.refusal(realm.cache.targetName(host), port)
         destination = None
         if reason is None:
             destination = realm.cache.destination(self.blob, host, port)
@@ -106,43 +137,11 @@ class TunnelUser(ConchUser):
                 reason = f"your key does not open {host}"
         if reason is not None or destination is None:
             reason = reason or "refused"
-            self._logTunnel("refused", host, port, reason=reason)
-            raise ConchError(reason, OPEN_ADMINISTRATIVELY_PROHIBITED)
-        self._destinations[(host, port)] = destination
-        d = self._open(remoteWindow, remoteMaxPacket, data, avatar)
+            self.logTunnel("refused", host, port, reason=reason)
+            return Refusal(reason)
+        return TargetEndpoint(realm.reactor, destination, port)
 
-        def opened(channel: TunnelChannel) -> TunnelChannel:
-            self.tunnels += 1
-            started = realm.clock.seconds()
-            self._logTunnel("opened", destination.name, port, address=destination.address)
-
-            def ended(ch: TunnelChannel) -> None:
-                self._logTunnel(
-                    "closed",
-                    destination.name,
-                    port,
-                    address=destination.address,
-                    bytes_from_client=ch.bytesIn,
-                    bytes_to_client=ch.bytesOut,
-                    duration=realm.clock.seconds() - started,
-                )
-
-            channel.onClosed = ended
-            return channel
-
-        def failed(failure: Any) -> Any:
-            value = failure.value
-            if isinstance(value, ConchError):
-                self._logTunnel("failed", destination.name, port, reason=str(value.value))
-            return failure
-
-        return d.addCallbacks(opened, failed)
-
-    def _endpointFor(self, host: str, port: int) -> Any:
-        destination = self._destinations.pop((host, port))
-        return HostnameEndpoint(self.realm.reactor, destination.address, port)
-
-    def _logTunnel(self, outcome: str, target: str, port: int, **fields: Any) -> None:
+    def logTunnel(self, outcome: str, target: str, port: int, **fields: Any) -> None:
         access.info(
             "Tunnel by {client} ({fingerprint}) to {target}:{port}: {outcome}",
             event="tunnel",

@@ -17,6 +17,13 @@ window is open, the transport can send and the queue is under the low-water
 mark. A channel therefore holds at most about one read of its producer beyond
 what it can send, whatever window the peer granted: the window is a promise
 about the peer's buffer, not a licence to buffer here.
+
+The other way, the channel is the push producer of its sink (a process's
+stdin, a forwarded socket, a program served in Python): the peer's window is
+granted back only for data the sink has taken (L{BufferedChannel.delivered}).
+Data handed to a sink that paused the channel is owed, and granted when the
+sink resumes it, so the peer can never have more in flight than one window
+plus what the sink itself buffers, however slowly the sink drains.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IConsumer, IProducer
+from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from zope.interface import implementer
 
 from diegossh.ssh.connection import FlowControlledChannel
@@ -34,11 +41,14 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
 
-@implementer(IConsumer)
+@implementer(IConsumer, IPushProducer)
 class BufferedChannel(FlowControlledChannel):
     """
     Subclasses call L{write} / L{writeExtended} freely; memory is bounded by the
     high-water mark as long as the producer honours C{pauseProducing}.
+
+    Subclasses hand the peer's data to their sink and call L{delivered}; the
+    sink pauses and resumes the channel as its L{IPushProducer}.
     """
 
     highWater = HIGH_WATER
@@ -56,6 +66,10 @@ class BufferedChannel(FlowControlledChannel):
         self._closeWhenDrained = False
         self._sentEOF = False
         self._drainWaiters: list[Callable[[], None]] = []
+        #: the sink cannot take more now: what it is handed is owed
+        self.sinkPaused = False
+        #: bytes of the peer's data handed to a paused sink, not yet granted back
+        self.owed = 0
 
     def extReceived(self, dataType: int, data: bytes) -> None:
         """
@@ -84,6 +98,41 @@ class BufferedChannel(FlowControlledChannel):
 
     def writeSequence(self, data: list[bytes]) -> None:
         self._enqueue(None, b"".join(data))
+
+    # -- the peer's data: its window granted back only once the sink has it
+
+    def delivered(self, nbytes: int) -> None:
+        """
+        C{nbytes} of the peer's data were handed to the sink: the peer may
+        send that much more now if the sink is keeping up, or once it resumes
+        the channel if it paused it (so a sink that never drains gets nothing
+        beyond the window the peer already had).
+        """
+        if self.sinkPaused:
+            self.owed += nbytes
+        else:
+            self.consumed(nbytes)
+
+    def pauseProducing(self) -> None:
+        """
+        The sink's buffer is full: what it is handed from now on is owed.
+        """
+        self.sinkPaused = True
+
+    def resumeProducing(self) -> None:
+        """
+        The sink drained: grant back what it was handed meanwhile.
+        """
+        self.sinkPaused = False
+        owed, self.owed = self.owed, 0
+        if owed:
+            self.consumed(owed)
+
+    def stopProducing(self) -> None:
+        """
+        The sink is gone: nothing handed to it is granted back any more.
+        """
+        self.sinkPaused = True
 
     # -- window and queue
 

@@ -1,9 +1,12 @@
-# -*- test-case-name: tests.test_forwarding -*-
+# -*- test-case-name: tests.test_forwarding_remote -*-
 """
 Port forwarding for the daemon's avatar: C{direct-tcpip} channels (C{ssh -L},
 C{-W}, C{-D}) and C{tcpip-forward} listeners (C{ssh -R}), with backpressure
 and half-close both ways. Unix-socket forwarding is refused; agent and X11
 forwarding are session requests that a session without handlers refuses.
+The C{direct-tcpip} channels and the relay are the shared ones of
+L{diegossh.ssh.tcpip}; the listeners are the daemon's own
+(L{diegossh.sshd.forwarding_remote}).
 
 Wiring, for a L{twisted.conch.avatar.ConchUser} subclass::
 
@@ -23,21 +26,19 @@ See docs/forwarding.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from twisted.conch.error import ConchError
-from twisted.conch.ssh.connection import OPEN_ADMINISTRATIVELY_PROHIBITED
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP
 
-from diegossh.sshd.forwarding_direct import (
+from diegossh.interfaces import ITCPRouter
+from diegossh.ssh.tcpip import (
     CONNECT_TIMEOUT,
     ChannelFactory,
-    DirectTCPIPChannel,
     makeDirectTCPIPChannel,
+    refusedChannel,
 )
-from diegossh.sshd.forwarding_relay import DRAIN_TIMEOUT, RelayChannel, SocketSet
+from diegossh.ssh.tcpip_relay import RelayChannel, SocketSet
 from diegossh.sshd.forwarding_remote import (
     MAX_LISTENERS,
     ForwardedTCPIPChannel,
@@ -46,36 +47,17 @@ from diegossh.sshd.forwarding_remote import (
 )
 
 __all__ = [
-    "CONNECT_TIMEOUT",
-    "DRAIN_TIMEOUT",
     "MAX_LISTENERS",
     "REFUSED_CHANNELS",
-    "DirectTCPIPChannel",
     "ForwardedTCPIPChannel",
     "ForwardingAvatarMixin",
-    "RelayChannel",
     "RemoteForwards",
-    "SocketSet",
     "bindAddress",
-    "makeDirectTCPIPChannel",
-    "refusedChannel",
 ]
 
 #: channel types a client may ask for that are refused as prohibited (any
 #: other unknown type gets OPEN_UNKNOWN_CHANNEL_TYPE)
 REFUSED_CHANNELS = (b"direct-streamlocal@openssh.com",)
-
-
-def refusedChannel(text: str) -> Callable[..., Any]:
-    """
-    A C{channelLookup} entry that refuses with
-    C{OPEN_ADMINISTRATIVELY_PROHIBITED} and C{text}.
-    """
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise ConchError(text, OPEN_ADMINISTRATIVELY_PROHIBITED)
-
-    return refuse
 
 
 class ForwardingAvatarMixin:
@@ -104,7 +86,7 @@ class ForwardingAvatarMixin:
         reactor: IReactorTCP,
         *,
         connectTimeout: float = CONNECT_TIMEOUT,
-        permitConnect: Callable[[str, int], bool] | None = None,
+        router: ITCPRouter | None = None,
         gatewayPorts: bool = False,
         maxListeners: int = MAX_LISTENERS,
         directFactory: ChannelFactory | None = None,
@@ -113,6 +95,9 @@ class ForwardingAvatarMixin:
         """
         Register C{direct-tcpip} (and the refusals) in C{channelLookup} and
         enable C{tcpip-forward}.
+
+        @param router: where C{direct-tcpip} channels go, or why not; by
+            default every destination (the container's network decides).
         """
         self._forwardingReactor = reactor
         self.forwardingSockets = SocketSet()
@@ -123,7 +108,7 @@ class ForwardingAvatarMixin:
             "sockets": self.forwardingSockets,
         }
         self.channelLookup[b"direct-tcpip"] = directFactory or makeDirectTCPIPChannel(
-            reactor, connectTimeout=connectTimeout, permit=permitConnect
+            reactor, router=router, connectTimeout=connectTimeout
         )
         for name in REFUSED_CHANNELS:
             self.channelLookup[name] = refusedChannel(f"{name.decode()} channels are not supported")

@@ -24,8 +24,8 @@ from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.internet.protocol import ServerFactory
 
 from diegossh.logtext import SafeLogger
-from diegossh.sshd.forwarding_relay import RelayChannel, SocketProtocol, SocketSet
-from diegossh.sshd.forwarding_wire import (
+from diegossh.ssh.tcpip_relay import RelayChannel, SocketProtocol, SocketSet
+from diegossh.ssh.tcpip_wire import (
     MalformedRequest,
     packForwardedTCPIP,
     packPort,

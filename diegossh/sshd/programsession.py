@@ -25,8 +25,10 @@ class ProgramTransport:
     The channel seen from the program's side.
 
     Client data the program is not ready for (it called C{pauseProducing}) waits
-    here; the client's window is refilled only as the program takes it, so the
-    wait is bounded by the window.
+    here, as in a transport's write buffer: the program's pause pauses the
+    channel, so that data is owed to the client, and granted back only once
+    the program has taken all of it and resumed (the wait is bounded by the
+    window).
     """
 
     disconnecting = False
@@ -85,13 +87,16 @@ class ProgramTransport:
 
     def pauseProducing(self) -> None:
         self._paused = True
+        self._channel.pauseProducing()
 
     def resumeProducing(self) -> None:
         self._paused = False
         while self._pending and not self._paused:
-            data = self._pending.popleft()
-            self._deliver(data)
-        if not self._pending and not self._paused and self._eofPending:
+            self._program.dataReceived(self._pending.popleft())
+        if self._paused:
+            return
+        self._channel.resumeProducing()
+        if self._eofPending:
             self._eofPending = False
             self._deliverEOF()
 
@@ -99,14 +104,15 @@ class ProgramTransport:
         self._channel.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Client data: handed on now, or kept until the program resumes (the
+        channel accounts for the window, see
+        L{diegossh.ssh.channel.BufferedChannel.delivered}).
+        """
         if self._paused or self._pending:
             self._pending.append(data)
             return
-        self._deliver(data)
-
-    def _deliver(self, data: bytes) -> None:
         self._program.dataReceived(data)
-        self._channel.consumed(len(data))
 
     def eofReceived(self) -> None:
         if self._paused or self._pending:

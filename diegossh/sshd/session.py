@@ -34,10 +34,8 @@ from typing import Any
 from twisted.conch.ssh import common
 from twisted.conch.ssh.connection import EXTENDED_DATA_STDERR
 from twisted.internet import error as netError
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from diegossh.logtext import SafeLogger
 from diegossh.ssh import _conch
@@ -145,7 +143,6 @@ class _ChildProtocol(ProcessProtocol):
 
 
 @_conch.routeConchLog
-@implementer(IPushProducer)
 class SessionChannel(BufferedChannel):
     """
     One C{session} channel. It is also the producer feeding the child's stdin,
@@ -170,8 +167,6 @@ class SessionChannel(BufferedChannel):
         self.started = False
         self._openOutputs = {1, 2}
         self._exitReason: Failure | None = None
-        self._stdinPaused = False
-        self._stdinOwed = 0
         self._finished = False
         # The client still reads the program's output (no eow@openssh.com yet).
         self._outputWanted = True
@@ -450,29 +445,14 @@ class SessionChannel(BufferedChannel):
     # -- stdin: the client's data, with backpressure from the child
 
     def dataReceived(self, data: bytes) -> None:
+        # The program or child pauses the channel while it cannot take more
+        # (the channel is its producer); before either starts, stdin is
+        # dropped and granted back.
         if self.program is not None:
             self.program.dataReceived(data)
-            return
-        if self.child is None:
-            self.consumed(len(data))
-            return
-        self.child.write(data)
-        if self._stdinPaused:
-            self._stdinOwed += len(data)
-        else:
-            self.consumed(len(data))
-
-    def pauseProducing(self) -> None:
-        self._stdinPaused = True
-
-    def resumeProducing(self) -> None:
-        self._stdinPaused = False
-        owed, self._stdinOwed = self._stdinOwed, 0
-        if owed:
-            self.consumed(owed)
-
-    def stopProducing(self) -> None:
-        self._stdinPaused = True
+        elif self.child is not None:
+            self.child.write(data)
+        self.delivered(len(data))
 
     def eofReceived(self) -> None:
         if self.program is not None:
@@ -482,8 +462,6 @@ class SessionChannel(BufferedChannel):
             # make Twisted resume it instead of closing: the child would never
             # see EOF. Nothing more comes from the client anyway.
             self.child.unregisterProducer()
-            owed, self._stdinOwed = self._stdinOwed, 0
-            self.consumed(owed)
             self.child.closeStdin()
 
     # -- ending

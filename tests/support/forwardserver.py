@@ -30,13 +30,9 @@ from zope.interface import implementer
 
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.factory import SSHServerFactory
-from diegossh.sshd.forwarding import (
-    DirectTCPIPChannel,
-    ForwardedTCPIPChannel,
-    ForwardingAvatarMixin,
-    RelayChannel,
-    makeDirectTCPIPChannel,
-)
+from diegossh.ssh.tcpip import DirectTCPIPChannel, makeDirectTCPIPChannel
+from diegossh.ssh.tcpip_relay import RelayChannel
+from diegossh.sshd.forwarding import ForwardedTCPIPChannel, ForwardingAvatarMixin
 from tests.support.memoryserver import MemorySession
 from tests.support.openssh import BASE_OPTIONS
 

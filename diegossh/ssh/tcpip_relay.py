@@ -1,14 +1,16 @@
 # -*- test-case-name: tests.test_forwarding_relay -*-
 """
 One TCP socket relayed over one SSH channel, with backpressure both ways and
-half-close both ways.
+half-close both ways: every C{direct-tcpip} channel (L{diegossh.ssh.tcpip},
+the daemon's and the bastion's) and the daemon's C{forwarded-tcpip} ones.
 
 socket -> channel: the socket's transport is the channel's producer; above the
 channel's high-water mark (the client's window is shut) reading stops.
 
 channel -> socket: the channel is the producer of the socket's transport; while
-the transport's write buffer is full, bytes the client sends are not
-C{consumed()}, so the client's window closes.
+the transport's write buffer is full, bytes the client sends are owed, not
+granted back (L{diegossh.ssh.channel.BufferedChannel.delivered}), so the
+client's window closes.
 
 So a channel holds at most its high-water mark plus one socket read on the way
 out and its receive window plus the transport's buffer on the way in, however
@@ -33,7 +35,6 @@ from typing import Any
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
-    IPushProducer,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -76,7 +77,6 @@ class SocketSet:
             socket.abortConnection()
 
 
-@implementer(IPushProducer)
 class RelayChannel(BufferedChannel):
     """
     A channel relaying to a TCP transport, attached by L{SocketProtocol}.
@@ -97,10 +97,6 @@ class RelayChannel(BufferedChannel):
         super().__init__(*args, **kwargs)
         # an ITCPTransport that is also an IPushProducer and an IConsumer
         self.socket: Any = None
-        #: the socket's write buffer is full; what arrives now is owed
-        self.socketPaused = False
-        #: bytes received from the client and not yet granted back
-        self.owed = 0
         self._opened = False
         self._peerEOF = False
         self._socketEOF = False
@@ -180,10 +176,7 @@ class RelayChannel(BufferedChannel):
             # Nowhere to go: dropped, and not granted, so the client stops.
             return
         socket.write(data)
-        if self.socketPaused:
-            self.owed += len(data)
-        else:
-            self.consumed(len(data))
+        self.delivered(len(data))
 
     def eofReceived(self) -> None:
         self._peerEOF = True
@@ -232,20 +225,6 @@ class RelayChannel(BufferedChannel):
         self._drainTimer = None
         if self.socket is not None:
             self.socket.abortConnection()
-
-    # -- IPushProducer, for the socket's transport
-
-    def pauseProducing(self) -> None:
-        self.socketPaused = True
-
-    def resumeProducing(self) -> None:
-        self.socketPaused = False
-        owed, self.owed = self.owed, 0
-        if owed:
-            self.consumed(owed)
-
-    def stopProducing(self) -> None:
-        pass
 
 
 @implementer(IHalfCloseableProtocol)

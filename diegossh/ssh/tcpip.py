@@ -1,14 +1,23 @@
 # -*- test-case-name: tests.test_forwarding_direct -*-
 """
-C{direct-tcpip} channels (C{ssh -L}, C{-W}, C{-D}): connect first, confirm the
-channel only once connected, refuse with C{OPEN_CONNECT_FAILED} and the reason
-otherwise, as OpenSSH's sshd does.
+C{direct-tcpip} channels (C{ssh -L}, C{-W}, C{-D}, C{-J}): ask the router
+where the channel goes, connect, confirm the channel only once connected, and
+refuse with the router's refusal or with C{OPEN_CONNECT_FAILED} and the
+connect's reason otherwise, as OpenSSH's sshd does.
+
+The daemon and the bastion build their channels here and differ only in their
+L{diegossh.interfaces.ITCPRouter}: the daemon's L{HostnameRouter} lets the
+container's network decide, the bastion's checks the key's targets and the
+operator's fence. Conch keeps the same pieces in C{twisted.conch.ssh.forwarding},
+on the global reactor and without backpressure; here the reactor is passed in
+and the relay is L{diegossh.ssh.tcpip_relay}.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.conch.error import ConchError
@@ -17,21 +26,74 @@ from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from diegossh.interfaces import ITCPRouter
 from diegossh.logtext import SafeLogger
-from diegossh.sshd.forwarding_relay import RelayChannel, SocketFactory
-from diegossh.sshd.forwarding_wire import MalformedRequest, parseDirectTCPIP
+from diegossh.ssh.tcpip_relay import RelayChannel, SocketFactory
+from diegossh.ssh.tcpip_wire import MalformedRequest, parseDirectTCPIP
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "ChannelFactory",
     "DirectTCPIPChannel",
+    "HostnameRouter",
+    "Refusal",
     "connectFailureReason",
     "makeDirectTCPIPChannel",
+    "refusedChannel",
 ]
 
+#: seconds for name resolution and connect together, as OpenSSH's
+#: ConnectTimeout would bound a client's own connect
 CONNECT_TIMEOUT = 10.0
 
 _log = SafeLogger()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """
+    Why a channel may not open: the text the client prints and the SSH
+    open-failure code (RFC 4254 section 5.1) it is refused with.
+    """
+
+    reason: str
+    code: int = OPEN_ADMINISTRATIVELY_PROHIBITED
+
+    def error(self) -> ConchError:
+        """
+        The error a channel factory raises (or fails with) to refuse the open.
+        """
+        return ConchError(self.reason, self.code)
+
+
+def refusedChannel(reason: str) -> Callable[..., Any]:
+    """
+    A C{channelLookup} entry that refuses every open with
+    C{OPEN_ADMINISTRATIVELY_PROHIBITED} and C{reason}.
+    """
+    refusal = Refusal(reason)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise refusal.error()
+
+    return refuse
+
+
+@implementer(ITCPRouter)
+class HostnameRouter:
+    """
+    Every destination, by name or address, through a L{HostnameEndpoint} on
+    the reactor passed in: the daemon's router, where the container's own
+    network policy decides.
+    """
+
+    def __init__(self, reactor: IReactorTCP) -> None:
+        self.reactor = reactor
+
+    def route(self, host: str, port: int) -> IStreamClientEndpoint:
+        return HostnameEndpoint(self.reactor, host, port)
 
 
 class DirectTCPIPChannel(RelayChannel):
@@ -39,6 +101,8 @@ class DirectTCPIPChannel(RelayChannel):
 
     host = ""
     port = 0
+    #: what the router chose for C{(host, port)}
+    endpoint: IStreamClientEndpoint | None = None
 
 
 class ChannelFactory(Protocol):
@@ -74,24 +138,23 @@ def connectFailureReason(failure: Failure) -> str:
 def makeDirectTCPIPChannel(
     reactor: IReactorTCP,
     *,
+    router: ITCPRouter | None = None,
     connectTimeout: float = CONNECT_TIMEOUT,
-    permit: Callable[[str, int], bool] | None = None,
-    endpointFor: Callable[[str, int], IStreamClientEndpoint] | None = None,
     channelClass: type[DirectTCPIPChannel] = DirectTCPIPChannel,
 ) -> ChannelFactory:
     """
     A factory for C{channelLookup[b"direct-tcpip"]}.
 
-    @param reactor: connects (and times out) through this reactor only; it
-        must also provide L{IReactorTime}.
+    @param reactor: connects (without a C{router}) and times out through
+        this reactor only; it must also provide L{IReactorTime}.
+    @param router: where each channel goes, or why it may not open; by
+        default a L{HostnameRouter} on C{reactor}.
     @param connectTimeout: seconds for name resolution and connect together.
-    @param permit: C{permit(host, port)} false refuses with
-        C{OPEN_ADMINISTRATIVELY_PROHIBITED}; by default every destination is
-        allowed (the container's own network policy applies).
-    @param endpointFor: builds the endpoint for C{(host, port)}; a
-        L{HostnameEndpoint} on C{reactor} by default.
+    @param channelClass: made once the router has chosen; a failed connect is
+        reported to it through C{openFailed}, as a refused open of ours is.
     """
     clock: IReactorTime = reactor  # type: ignore[assignment]
+    routes = router if router is not None else HostnameRouter(reactor)
 
     def open(
         remoteWindow: int, remoteMaxPacket: int, data: bytes, avatar: Any
@@ -100,17 +163,18 @@ def makeDirectTCPIPChannel(
             host, port, _, _ = parseDirectTCPIP(data)
         except MalformedRequest as e:
             raise ConchError(f"bad direct-tcpip request: {e}", OPEN_CONNECT_FAILED) from e
-        if permit is not None and not permit(host, port):
-            raise ConchError("port forwarding refused", OPEN_ADMINISTRATIVELY_PROHIBITED)
+        routed = routes.route(host, port)
+        if isinstance(routed, Refusal):
+            raise routed.error()
+        endpoint = IStreamClientEndpoint(routed)
         channel = channelClass(
             remoteWindow=remoteWindow, remoteMaxPacket=remoteMaxPacket, data=data, avatar=avatar
         )
-        channel.host, channel.port = host, port
+        channel.host, channel.port, channel.endpoint = host, port, endpoint
         channel.clock = clock
         # The avatar's open sockets (ForwardingAvatarMixin): aborted when the
         # SSH connection ends, whatever state their channel is in.
         channel.sockets = getattr(avatar, "forwardingSockets", None)
-        endpoint = endpointFor(host, port) if endpointFor else HostnameEndpoint(reactor, host, port)
         connecting = endpoint.connect(SocketFactory(channel))
         timedOut = False
 
@@ -134,7 +198,9 @@ def makeDirectTCPIPChannel(
                 return Failure(defer.CancelledError())
             reason = "Connection timed out" if timedOut else connectFailureReason(failure)
             _log.info("direct-tcpip {host}:{port}: {reason}", host=host, port=port, reason=reason)
-            return Failure(ConchError(reason, OPEN_CONNECT_FAILED))
+            refusal = Refusal(reason, OPEN_CONNECT_FAILED).error()
+            channel.openFailed(refusal)
+            return Failure(refusal)
 
         return connecting.addCallbacks(connected, failed)
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_forwarding_wire -*-
+# -*- test-case-name: tests.test_forwarding_remote,tests.test_fuzz_parsers -*-
 """
 The request and channel-open payloads of RFC 4254 section 7, parsed strictly:
 a peer's bytes become a host string and a port in range, or L{MalformedRequest}.
