@@ -34,6 +34,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check diegossh twisted tests docs/examples $(wildcard bench)
 	$(VENV)/bin/ruff format --check diegossh twisted tests docs/examples $(wildcard bench)
+	$(VENV)/bin/lint-imports --no-cache  # the layers: docs/architecture.md
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -35,7 +35,12 @@ from typing import Any
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from zope.interface import implementer
 
+from diegossh.ssh._conch import routeConchLog
 from diegossh.ssh.connection import FlowControlledChannel
+
+# Channels outside this package route Conch's own log lines through theirs with
+# this decorator; _conch stays private to diegossh.ssh (import-linter).
+__all__ = ["BufferedChannel", "routeConchLog"]
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024

@@ -38,8 +38,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 from diegossh.logtext import SafeLogger
-from diegossh.ssh import _conch
-from diegossh.ssh.channel import BufferedChannel
+from diegossh.ssh.channel import BufferedChannel, routeConchLog
 from diegossh.sshd import process
 from diegossh.sshd.environment import SessionEnvironment
 from diegossh.sshd.programsession import ProgramTransport
@@ -142,7 +141,7 @@ class _ChildProtocol(ProcessProtocol):
         self.session.processEnded(reason)
 
 
-@_conch.routeConchLog
+@routeConchLog
 class SessionChannel(BufferedChannel):
     """
     One C{session} channel. It is also the producer feeding the child's stdin,
