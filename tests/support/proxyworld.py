@@ -171,23 +171,37 @@ def backendFactory(
     acceptPassword: bool = True,
 ) -> SSHServerFactory:
     """
-    The container's SSH daemon: a memory server taking the route's key
-    and/or the route's password for C{vcap}.
+    The container's SSH daemon: a memory server offering public key and
+    password logins for C{vcap}, and taking the route's key and/or the
+    route's password.
     """
-    checkers: list[Any] = []
-    if acceptKey:
-        checkers.append(SSHPublicKeyChecker(InMemorySSHKeyDB({b"vcap": [ROUTE_KEY.public()]})))
-    if acceptPassword:
-        db = InMemoryUsernamePasswordDatabaseDontUse()
-        db.addUser(BACKEND_USER.encode(), BACKEND_PASSWORD.encode())
-        checkers.append(db)
+    authorized = [ROUTE_KEY.public()] if acceptKey else []
+    db = InMemoryUsernamePasswordDatabaseDontUse()
+    db.addUser(BACKEND_USER.encode(), BACKEND_PASSWORD.encode() if acceptPassword else b"other")
+    checkers = [SSHPublicKeyChecker(InMemorySSHKeyDB({b"vcap": authorized})), db]
     return SSHServerFactory(
-        Portal(MemoryRealm(), checkers),
+        RecordingPortal(MemoryRealm(), checkers),
         [hostKey],
         AlgorithmPolicy.everything(),
         clock,
         b"SSH-2.0-OpenSSH_9.6 memory-backend",
     )
+
+
+class RecordingPortal(Portal):
+    """
+    The container's portal, writing down every login it is asked for: how
+    a test sees that the proxy never offered the route's credentials to a
+    container whose host key it refused.
+    """
+
+    def __init__(self, realm: Any, checkers: Sequence[Any]) -> None:
+        super().__init__(realm, checkers)
+        self.attempts: list[Any] = []
+
+    def login(self, credentials: Any, mind: Any, *interfaces: Any) -> Any:
+        self.attempts.append(credentials)
+        return super().login(credentials, mind, *interfaces)
 
 
 class Mute(Protocol):
@@ -199,21 +213,38 @@ class Mute(Protocol):
 
 @dataclass
 class Request:
-    """One user authentication request as the user sends it."""
+    """
+    One user authentication request as the user sends it. A C{publickey}
+    request offers C{key}; with C{signer} it carries a signature by that
+    key over this session (RFC 4252 section 7), without, it is a probe.
+    """
 
     user: bytes
     method: bytes = b"password"
     password: bytes = CREDENTIALS.encode()
     raw: bytes | None = None  # the method-specific part, verbatim
+    key: keys.Key | None = None
+    signer: keys.Key | None = None
 
-    def payload(self) -> bytes:
+    def payload(self, sessionID: bytes = b"") -> bytes:
+        head = common.NS(self.user) + common.NS(b"ssh-connection") + common.NS(self.method)
         if self.raw is not None:
-            rest = self.raw
-        elif self.method == b"password":
-            rest = b"\0" + common.NS(self.password)
-        else:
-            rest = b""
-        return common.NS(self.user) + common.NS(b"ssh-connection") + common.NS(self.method) + rest
+            return head + self.raw
+        if self.method == b"password":
+            return head + b"\0" + common.NS(self.password)
+        if self.method == b"publickey" and self.key is not None:
+            blob = self.key.public().blob()
+            algorithm = self.key.sshType()
+            if self.signer is None:
+                return head + b"\0" + common.NS(algorithm) + common.NS(blob)
+            signed = head + b"\1" + common.NS(algorithm) + common.NS(blob)
+            data = common.NS(sessionID) + bytes((MSG_USERAUTH_REQUEST,)) + signed
+            return signed + common.NS(self.signer.sign(data))
+        return head
+
+
+def publickey(user: str, k: keys.Key, signer: keys.Key | None = None) -> Request:
+    return Request(user.encode(), b"publickey", key=k, signer=signer)
 
 
 def password(user: str | bytes, secret: str | bytes = CREDENTIALS) -> Request:
@@ -250,7 +281,10 @@ class ScriptedAuth(service.SSHService):
 
     def sendNext(self) -> None:
         if self.requests:
-            self.transport.sendPacket(MSG_USERAUTH_REQUEST, self.requests.pop(0).payload())
+            request = self.requests.pop(0)
+            self.transport.sendPacket(
+                MSG_USERAUTH_REQUEST, request.payload(self.transport.sessionID)
+            )
 
     def packetReceived(self, messageNum: int, packet: bytes) -> None:
         if messageNum == MSG_USERAUTH_BANNER:
@@ -377,6 +411,7 @@ class ProxyWorld:
         self.diegoRealm = DiegoRealm(CREDENTIALS, self.directory)
         self.keyRealm = FakeKeyRealm() if keyRealm else None
         self.backend = "ssh"
+        self.connectError: Exception = error.ConnectionRefusedError(111, "Connection refused")
         self.backendFactory = backendFactory(self.clock)
         self.backendTimeout = backendTimeout
         self.dials: list[Dial] = []
@@ -417,8 +452,7 @@ class ProxyWorld:
             if self.backend == "hold":
                 continue
             if self.backend == "refuse":
-                reason = Failure(error.ConnectionRefusedError(111, "Connection refused"))
-                factory.clientConnectionFailed(dial.connector, reason)
+                factory.clientConnectionFailed(dial.connector, Failure(self.connectError))
                 continue
             dial.protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
             if self.backend == "mute":
@@ -482,8 +516,17 @@ class ProxyWorld:
         self.flush()
 
     def pending(self) -> list[Any]:
-        """The timers still on the clock."""
-        return [call for call in self.clock.getDelayedCalls() if call.active()]
+        """
+        The timers still on the clock, but for the factory's per-source log
+        budgets (L{diegossh.ssh.logthrottle}): those outlive connections on
+        purpose and go when the listening service stops.
+        """
+        throttle = self.factory.logThrottle
+        return [
+            call
+            for call in self.clock.getDelayedCalls()
+            if call.active() and getattr(call.func, "__self__", None) is not throttle
+        ]
 
     def closeAll(self) -> None:
         """Every user leaves; what is still open is dropped."""
@@ -497,4 +540,5 @@ class ProxyWorld:
         self.flush()
 
     def stop(self) -> None:
+        self.factory.logThrottle.stop()
         globalLogPublisher.removeObserver(self.outcomes)
