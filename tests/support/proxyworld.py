@@ -49,7 +49,7 @@ from diegossh.ssh.factory import SSHServerFactory
 from diegossh.ssh.keys import fingerprints
 from tests.support.keys import key
 from tests.support.memoryserver import MemoryRealm
-from tests.support.sshclient import LoginClient
+from tests.support.sshclient import LoginClient, RecordingServer
 
 CREDENTIALS = "diego-secret-3f9a"
 GUID = "app-guid"
@@ -179,13 +179,15 @@ def backendFactory(
     db = InMemoryUsernamePasswordDatabaseDontUse()
     db.addUser(BACKEND_USER.encode(), BACKEND_PASSWORD.encode() if acceptPassword else b"other")
     checkers = [SSHPublicKeyChecker(InMemorySSHKeyDB({b"vcap": authorized})), db]
-    return SSHServerFactory(
+    factory = SSHServerFactory(
         RecordingPortal(MemoryRealm(), checkers),
         [hostKey],
         AlgorithmPolicy.everything(),
         clock,
         b"SSH-2.0-OpenSSH_9.6 memory-backend",
     )
+    factory.protocol = RecordingServer
+    return factory
 
 
 class RecordingPortal(Portal):
