@@ -30,6 +30,7 @@ from tests.support.proxyworld import (
     CREDENTIALS,
     MSG_USERAUTH_FAILURE,
     MSG_USERAUTH_SUCCESS,
+    ROUTE_KEY,
     ProxyWorld,
     backendFactory,
     diego,
@@ -62,6 +63,14 @@ def assertNothingSecretShown(world: ProxyWorld, *shown: str) -> None:
     text = "\n".join([*shown, *world.outcomes.denials()])
     for secret in (host, str(port), BACKEND_PASSWORD, CREDENTIALS, "PRIVATE KEY", "Traceback"):
         assert secret not in text, f"{secret!r} shown to the user: {text!r}"
+
+
+def assertNoSecretLogged(world: ProxyWorld) -> None:
+    """The operator's log may name the address, never a secret."""
+    text = world.outcomes.text()
+    routeKey = ROUTE_KEY.toString("openssh").decode()
+    for secret in (BACKEND_PASSWORD, CREDENTIALS, routeKey.splitlines()[1]):
+        assert secret not in text, f"{secret!r} logged"
 
 
 def login(world: ProxyWorld) -> Any:
@@ -110,6 +119,7 @@ def test_host_key_mismatch_is_refused(world: ProxyWorld, pinned: str) -> None:
     assert dial.server.disconnectReceived[0] == conchTransport.DISCONNECT_HOST_KEY_NOT_VERIFIABLE
     assert dial.protocol.transport.disconnecting
     assertNothingSecretShown(world, *user.banners)
+    assertNoSecretLogged(world)
     assert f"at {target().address}" in world.outcomes.text()  # the operator's log says where
 
 
@@ -216,6 +226,7 @@ def test_backend_refusing_the_route_credentials(world: ProxyWorld) -> None:
     assert "SSHPrivateKey" in methods and "UsernamePassword" in methods
     assert world.dials[0].protocol.transport.disconnecting
     assertNothingSecretShown(world, *user.banners)
+    assertNoSecretLogged(world)
 
 
 def test_password_is_tried_when_the_key_is_refused(world: ProxyWorld) -> None:

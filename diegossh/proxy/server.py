@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_interop -*-
+# -*- test-case-name: tests.test_proxy_server,tests.test_proxy_interop -*-
 """
 The user-facing side of the proxy: the SSH server users log into, the login
 that dials the container before it succeeds, and the idle timeout.
