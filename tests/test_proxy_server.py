@@ -456,3 +456,74 @@ def test_users_are_independent(world: ProxyWorld) -> None:
         world.advance(1)
     assert bad.disconnectReceived == TOO_MANY
     assert good.answers == [MSG_USERAUTH_SUCCESS]
+
+
+# -- the transport: idle connections and a container that goes
+
+
+def test_an_idle_connection_is_closed_before_login(worlds: Callable[..., ProxyWorld]) -> None:
+    w = worlds(idleTimeout=60, loginGraceTime=0)
+    user = w.user()
+    w.advance(59)
+    assert user.disconnectReceived is None
+    w.advance(1)
+    assert user.disconnectReceived == (conchTransport.DISCONNECT_BY_APPLICATION, b"idle timeout")
+
+
+def test_anything_the_user_sends_is_activity_before_login(
+    worlds: Callable[..., ProxyWorld],
+) -> None:
+    """Before login only the grace time ends a talkative connection."""
+    w = worlds(idleTimeout=30, loginGraceTime=100)
+    user = w.user()
+    for _ in range(4):
+        w.advance(20)
+        user.sendPacket(conchTransport.MSG_IGNORE, common.NS(b"x"))
+        w.flush()
+    assert user.disconnectReceived is None
+    w.advance(20)
+    assert user.disconnectReceived == (
+        conchTransport.DISCONNECT_BY_APPLICATION,
+        b"no login within 100 seconds",
+    )
+
+
+@pytest.mark.parametrize("side", ["user", "container"])
+def test_traffic_either_way_keeps_a_session_alive(
+    worlds: Callable[..., ProxyWorld], side: str
+) -> None:
+    """
+    A user who only reads (the container talks) is not idle, nor is one
+    who only writes; a session where neither talks is.
+    """
+    w = worlds(idleTimeout=60)
+    user = w.user(password(diego(0)))
+    channels = user.channels()
+    assert channels is not None
+    keepalive = common.NS(b"keepalive@openssh.com") + b"\0"
+    for _ in range(3):
+        w.advance(45)
+        if side == "user":
+            channels.send(MSG_GLOBAL_REQUEST, keepalive)
+        else:
+            w.dials[0].server.sendPacket(MSG_GLOBAL_REQUEST, keepalive)
+        w.flush()
+    assert user.disconnectReceived is None
+    if side == "container":
+        assert [num for num, _ in channels.received] == [MSG_GLOBAL_REQUEST] * 3
+    w.advance(60)
+    assert user.disconnectReceived == (conchTransport.DISCONNECT_BY_APPLICATION, b"idle timeout")
+    assert w.dials[0].protocol.transport.disconnecting
+
+
+def test_the_container_going_ends_the_users_session(world: ProxyWorld) -> None:
+    user = world.user(password(diego(0)))
+    assert user.answers == [MSG_USERAUTH_SUCCESS]
+    world.dials[0].server.transport.loseConnection()
+    world.flush()
+    assert user.disconnectReceived == (
+        conchTransport.DISCONNECT_BY_APPLICATION,
+        b"the instance closed the connection",
+    )
+    ends = [e for e in world.outcomes.access if e.get("event") == "session_end"]
+    assert len(ends) == 1

@@ -345,6 +345,14 @@ class User(LoginClient):
 # -- the world
 
 
+class Socket(iosim.FakeTransport):
+    """iosim's transport with the C{connected} flag TCP transports have."""
+
+    @property
+    def connected(self) -> bool:
+        return not self.disconnected
+
+
 @dataclass
 class Dial:
     """One backend dial the proxy made, and what became of it."""
@@ -465,9 +473,9 @@ class ProxyWorld:
                 )
             dial.pump = iosim.connect(
                 dial.server,
-                iosim.FakeTransport(dial.server, isServer=True),
+                Socket(dial.server, isServer=True),
                 dial.protocol,
-                iosim.FakeTransport(dial.protocol, isServer=False),
+                Socket(dial.protocol, isServer=False),
                 greet=False,
                 clock=self.clock,
             )
@@ -491,9 +499,9 @@ class ProxyWorld:
         self.pumps.append(
             iosim.connect(
                 server,
-                iosim.FakeTransport(server, isServer=True, peerAddress=USER_ADDRESS),
+                Socket(server, isServer=True, peerAddress=USER_ADDRESS),
                 user,
-                iosim.FakeTransport(user, isServer=False),
+                Socket(user, isServer=False),
                 greet=False,
                 clock=self.clock,
             )
