@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_interop -*-
+# -*- test-case-name: tests.test_proxy_server,tests.test_proxy_interop -*-
 """
 The user-facing side of the proxy: the SSH server users log into, the login
 that dials the container before it succeeds, and the idle timeout.
@@ -129,8 +129,18 @@ class ProxyUserAuthServer(UserAuthServer):
     def serviceStarted(self) -> None:
         super().serviceStarted()
         self._pendingLogins: set[defer.Deferred[Any]] = set()
+        # refusals waiting out the password delay, and their timers
+        self._delays: dict[defer.Deferred[Any], Any] = {}
         slot = getattr(self.transport, "backendSlot", None)
         self.portal = _AddressedPortal(self.portal, slot or self.transport.peerAddress)
+
+    def ssh_USERAUTH_REQUEST(self, packet: bytes) -> Any:
+        # A connection that is closing (too many failures, the grace time,
+        # the user's goodbye) checks no more requests, not even those queued
+        # behind the last answered one: no lookup, no backend dialled for it.
+        if _closing(self.transport):
+            return None
+        return super().ssh_USERAUTH_REQUEST(packet)
 
     def tryAuth(self, kind: bytes, user: bytes, data: bytes) -> Any:
         d = super().tryAuth(kind, user, data)
@@ -150,6 +160,8 @@ class ProxyUserAuthServer(UserAuthServer):
         pending, self._pendingLogins = self._pendingLogins, set()
         for d in pending:
             d.cancel()
+        for delayed in list(self._delays):
+            delayed.cancel()
 
     def auth_publickey(self, packet: bytes) -> Any:
         try:
@@ -182,18 +194,31 @@ class ProxyUserAuthServer(UserAuthServer):
         A refused password is answered after C{passwordDelay} (1 s), as
         Conch's own password method does: without it the proxy answered a
         guess in under a millisecond.
+
+        Only a refusal is delayed: a login the user abandoned (cancelled, or
+        already turned into L{IgnoreAuthentication}) is answered by nobody,
+        so it waits for nothing. A delay still running when the service
+        stops (the user left) is cancelled with the rest, quietly: no timer
+        stays on the clock, and the attempt is neither answered, counted nor
+        logged as an error.
         """
-        if failure.check(defer.CancelledError):
+        if failure.check(defer.CancelledError, IgnoreAuthentication):
             return failure
-        call: Any = None
-
-        def cancel(_: Any) -> None:
-            if call is not None and call.active():
-                call.cancel()
-
-        delayed: defer.Deferred[Any] = defer.Deferred(cancel)
-        call = self.clock.callLater(self.passwordDelay, delayed.errback, failure)
+        delayed: defer.Deferred[Any] = defer.Deferred(self._abandonDelay)
+        self._delays[delayed] = self.clock.callLater(
+            self.passwordDelay, self._answerRefusal, delayed, failure
+        )
         return delayed
+
+    def _answerRefusal(self, delayed: defer.Deferred[Any], failure: Failure) -> None:
+        del self._delays[delayed]
+        delayed.errback(failure)
+
+    def _abandonDelay(self, delayed: defer.Deferred[Any]) -> None:
+        call = self._delays.pop(delayed, None)
+        if call is not None and call.active():
+            call.cancel()
+        delayed.errback(Failure(IgnoreAuthentication()))
 
     def _denied(self, failure: Failure, **audit: str) -> Failure:
         username = (self.user or b"").decode("utf-8", "replace")
@@ -315,6 +340,11 @@ class ProxyFactory(SSHServerFactory):
         if service == b"ssh-connection" and getattr(transport, "avatar", None) is not None:
             return SSHConnection  # a key realm's user: channels end here
         return None
+
+
+def _closing(transport: Any) -> bool:
+    """Whether the user's connection is closing (or gone)."""
+    return bool(getattr(getattr(transport, "transport", None), "disconnecting", False))
 
 
 def _address(peer: Any) -> str:
