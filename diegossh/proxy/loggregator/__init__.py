@@ -11,7 +11,7 @@ Public face:
   - L{ConnectionTelemetry}: what upstream's proxy sends per relayed
     connection ("Successful remote access by ...", "Remote access ended for
     ...", the C{ssh-connections} gauge);
-  - L{IngressTLS}, L{ComponentIdentity}, L{lrpLogTags}.
+  - L{IngressTLS}, L{ComponentIdentity}, L{lrpLogTags}, L{clientAddress}.
 
 C{envelope.proto} and C{ingress.proto} declare exactly the parts of
 Loggregator's v2 API that the proxy sends (field numbers are upstream's);
@@ -37,7 +37,11 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorFromThreads
 
-from diegossh.proxy.loggregator.connections import SSH_CONNECTIONS_METRIC, ConnectionTelemetry
+from diegossh.proxy.loggregator.connections import (
+    SSH_CONNECTIONS_METRIC,
+    ConnectionTelemetry,
+    clientAddress,
+)
 from diegossh.proxy.loggregator.credentials import AGENT_SERVER_NAME, IngressTLS
 from diegossh.proxy.loggregator.emitter import (
     BATCH_SIZE,
@@ -74,6 +78,7 @@ __all__ = [
     "IEnvelopeSender",
     "IngressTLS",
     "LoggregatorEmitter",
+    "clientAddress",
     "lrpLogTags",
     "makeEmitter",
 ]
