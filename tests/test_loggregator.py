@@ -563,8 +563,17 @@ def _deployment(world: World, address: str | None = None) -> LoggregatorEmitter:
 
 
 async def _stop(emitter: LoggregatorEmitter) -> None:
+    """Stop, and check that nothing of the emitter's is left on the reactor."""
+    from twisted.internet import reactor
+
     await emitter.stopService()
-    assert emitter._timer is None
+    assert emitter._timer is None and emitter._inFlight is None
+    ours = [
+        call
+        for call in reactor.getDelayedCalls()
+        if getattr(call.func, "__self__", None) is emitter
+    ]
+    assert ours == []
 
 
 @pytest_twisted.ensureDeferred
@@ -676,6 +685,10 @@ async def test_stopOverTheWireIsBoundedWhenTheAgentHangs(world: World) -> None:
     assert time.monotonic() - began < 2.0
     assert emitter.stats.sent == 0
     assert emitter.stats.droppedSendFailed + emitter.stats.droppedStopped == 150
+    assert emitter._inFlight is None
+    assert not [
+        c for c in reactor.getDelayedCalls() if getattr(c.func, "__self__", None) is emitter
+    ]
     world.agent.release()
 
 
