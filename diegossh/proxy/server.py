@@ -134,14 +134,6 @@ class ProxyUserAuthServer(UserAuthServer):
         slot = getattr(self.transport, "backendSlot", None)
         self.portal = _AddressedPortal(self.portal, slot or self.transport.peerAddress)
 
-    def ssh_USERAUTH_REQUEST(self, packet: bytes) -> Any:
-        # A connection that is closing (too many failures, the grace time,
-        # the user's goodbye) checks no more requests, not even those queued
-        # behind the last answered one: no lookup, no backend dialled for it.
-        if _closing(self.transport):
-            return None
-        return super().ssh_USERAUTH_REQUEST(packet)
-
     def tryAuth(self, kind: bytes, user: bytes, data: bytes) -> Any:
         d = super().tryAuth(kind, user, data)
         self._pendingLogins.add(d)
@@ -340,11 +332,6 @@ class ProxyFactory(SSHServerFactory):
         if service == b"ssh-connection" and getattr(transport, "avatar", None) is not None:
             return SSHConnection  # a key realm's user: channels end here
         return None
-
-
-def _closing(transport: Any) -> bool:
-    """Whether the user's connection is closing (or gone)."""
-    return bool(getattr(getattr(transport, "transport", None), "disconnecting", False))
 
 
 def _address(peer: Any) -> str:
