@@ -51,8 +51,8 @@ def test_options_read_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
     options = Options()
     options.parseOptions([])
-    assert options["authorized"] == key("ed25519").public()
-    assert options["hostKeyObject"] == key("p256")
+    assert options["settings"].authorizedKey == key("ed25519").public()
+    assert options["settings"].hostKey == key("p256")
     import os
 
     assert "SSHD_AUTHKEY" not in os.environ
@@ -64,7 +64,7 @@ def test_host_key_from_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
     options = Options()
     options.parseOptions([f"--hostKey={path}", "--allowUnauthenticatedClients"])
-    assert options["hostKeyObject"] == key("rsa")
+    assert options["settings"].hostKey == key("rsa")
 
 
 def test_public_host_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,7 +124,7 @@ def test_session_and_channel_limits_reach_the_factory(monkeypatch: pytest.Monkey
     assert (factory.maxSessions, factory.maxChannels) == (3, 7)
     defaults = Options()
     defaults.parseOptions(["--allowUnauthenticatedClients"])
-    assert (defaults["maxSessions"], defaults["maxChannels"]) == (10, 64)
+    assert (defaults["settings"].maxSessions, defaults["settings"].maxChannels) == (10, 64)
 
 
 @pytest.mark.parametrize("flag", ["--maxSessions=0", "--maxChannels=0", "--maxSessions=x"])

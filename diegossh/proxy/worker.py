@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import replace
 from typing import Any
 
 from twisted.conch.ssh import keys
@@ -97,13 +98,15 @@ def buildWorkerOptions(boot: dict[str, Any], fd: int = WORKER_FD) -> tap.Options
     options = tap.Options()
     options.update(boot["options"])
     options.postOptions()
-    settings = options["settings"]
-    settings["workers"] = 1
-    settings["inheritedListenFD"] = fd
-    settings["disableHealthCheckServer"] = True
     hostKeys = boot.get("hostKeys") or []
-    if hostKeys:
-        settings["hostKeyObject"] = keys.Key.fromString(hostKeys[0].encode())
+    parent = options["settings"]
+    options["settings"] = replace(
+        parent,
+        workers=1,
+        inheritedListenFD=fd,
+        healthCheckAddress=None,
+        hostKey=keys.Key.fromString(hostKeys[0].encode()) if hostKeys else parent.hostKey,
+    )
     return options
 
 
