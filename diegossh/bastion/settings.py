@@ -8,10 +8,10 @@ that configured that bastion configures this one.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from diegossh.bastion.policy import TargetPolicy
@@ -52,6 +52,9 @@ ENVIRONMENT: dict[str, str] = {
     "SSH_KEY_REFRESH_MIN_INTERVAL": "keyRefreshMinInterval",
 }
 
+# flag -> environment variable
+_VARIABLES = {flag: variable for variable, flag in ENVIRONMENT.items()}
+
 ENGINES = ("auto", "docker", "kubernetes", "none")
 
 _LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?")
@@ -85,6 +88,7 @@ def parsePort(text: str) -> int:
     return int(text)
 
 
+T = TypeVar("T")
 IN_CLUSTER_HOST = "KUBERNETES_SERVICE_HOST"
 IN_CLUSTER_PORT = "KUBERNETES_SERVICE_PORT"
 _UNIX = "unix://"
@@ -153,6 +157,18 @@ def _dockerSocket(host: str, chosen: bool) -> str:
     return path
 
 
+def _checked(flag: str, parse: Callable[[str], T], value: str) -> T:
+    """
+    C{parse(value)}; its L{ValueError} names the flag and its variable.
+    """
+    try:
+        return parse(value)
+    except ValueError as e:
+        variable = _VARIABLES[flag]
+        reason = str(e).removeprefix(f"{variable}: ")
+        raise ValueError(f"--{flag} ({variable}): {reason}") from None
+
+
 def parse(settings: Mapping[str, Any], environ: Mapping[str, str]) -> BastionSettings:
     """
     The bastion's settings from the proxy's merged raw settings, with the
@@ -165,12 +181,15 @@ def parse(settings: Mapping[str, Any], environ: Mapping[str, str]) -> BastionSet
     containerEngine = settings["containerEngine"]
     if containerEngine not in ENGINES:
         raise ValueError(
-            f"--containerEngine must be one of {', '.join(ENGINES)}, not {containerEngine!r}"
+            f"--containerEngine (SSH_CONTAINER_ENGINE) must be one of {', '.join(ENGINES)}, "
+            f"not {containerEngine!r}"
         )
-    labels = parseLabels(settings["sshTargetLabels"] or "")
-    port = parsePort(settings["sshTargetPublickeyApiPort"])
-    policy = TargetPolicy.fromSettings(
-        settings["sshPermitTargetHost"], settings["sshPermitTargetPort"]
+    labels = _checked("sshTargetLabels", parseLabels, settings["sshTargetLabels"] or "")
+    port = _checked("sshTargetPublickeyApiPort", parsePort, settings["sshTargetPublickeyApiPort"])
+    hosts, ports = settings["sshPermitTargetHost"], settings["sshPermitTargetPort"]
+    _checked("sshPermitTargetPort", lambda text: TargetPolicy.fromSettings("*", text), ports)
+    policy = _checked(
+        "sshPermitTargetHost", lambda text: TargetPolicy.fromSettings(text, ports), hosts
     )
     kubeconfig = settings["kubeconfig"] or None
     engine = chooseEngine(containerEngine, bool(settings["manualAuthFile"]), kubeconfig, environ)

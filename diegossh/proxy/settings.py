@@ -26,6 +26,7 @@ from twisted.conch.ssh.keys import Key
 from diegossh.addresses import parseAddress
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.flags import algorithmPolicy, named
 from diegossh.ssh.keys import loadHostKey
 
 # upstream's switches, kept: each enables one of the realms
@@ -177,20 +178,19 @@ def parseSettings(
     L{diegossh.proxy.config.merge} gives it), the installed realm plugins by
     name and the C{--realm} names given.
 
-    @raise ValueError: naming the flag (and
-        L{diegossh.ssh.algorithms.UnknownAlgorithm}, one, naming the algorithm).
+    @raise ValueError: naming the flag.
     """
     address = _text(raw, "address") or ""
-    parseAddress(address)
+    named("address", parseAddress, address)
     healthCheckAddress = None
     if not raw.get("disableHealthCheckServer"):
         healthCheckAddress = _text(raw, "healthCheckAddress") or ""
-        parseAddress(healthCheckAddress)
-    policy = AlgorithmPolicy.fromOptions(
+        named("healthCheckAddress", parseAddress, healthCheckAddress)
+    policy = algorithmPolicy(
         _text(raw, "allowedCiphers"), _text(raw, "allowedMACs"), _text(raw, "allowedKeyExchanges")
     )
     hostKeyText = _text(raw, "hostKey")
-    hostKey = loadHostKey(hostKeyText) if hostKeyText else None
+    hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
     realms = enabledRealms(raw, installed, requested)
     limits = admission.AdmissionLimits.parse(
         raw["maxStartups"],

@@ -19,6 +19,7 @@ from twisted.conch.ssh.keys import Key
 from diegossh.addresses import parseAddress
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.flags import algorithmPolicy, named
 from diegossh.ssh.keys import loadAuthorizedKey, loadHostKey
 
 
@@ -48,16 +49,18 @@ def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
     The daemon's settings from its parsed options (flag -> value, the key
     flags already resolved from the environment).
 
-    @raise ValueError: naming the flag (L{UnknownAlgorithm} and the key
-        parsers' errors are L{ValueError}s).
+    @raise ValueError: naming the flag.
     """
     address = options["address"]
-    parseAddress(address)
-    policy = AlgorithmPolicy.fromOptions(
+    named("address", parseAddress, address)
+    policy = algorithmPolicy(
         options["allowedCiphers"], options["allowedMACs"], options["allowedKeyExchanges"]
     )
-    authorized = loadAuthorizedKey(options["authorizedKey"]) if options["authorizedKey"] else None
-    hostKey = loadHostKey(options["hostKey"]) if options["hostKey"] else None
+    authorizedText, hostKeyText = options["authorizedKey"], options["hostKey"]
+    authorized = (
+        named("authorizedKey", loadAuthorizedKey, authorizedText) if authorizedText else None
+    )
+    hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
     loginGraceTime = admission.parseTime(str(options["loginGraceTime"]), "--loginGraceTime")
     limits = admission.AdmissionLimits.parse(
         options["maxStartups"],
