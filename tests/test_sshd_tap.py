@@ -16,6 +16,8 @@ from diegossh.sshd.tap import Options
 from tests.support.daemon import TWISTD, freePort, startDaemon
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 
+PEM_P256 = key("p256").toString("openssh").decode()
+
 
 def startup(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -131,4 +133,34 @@ def test_session_and_channel_limits_reach_the_factory(monkeypatch: pytest.Monkey
 def test_unusable_limits_stop_startup(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
     monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
     with pytest.raises(usage.UsageError):
+        Options().parseOptions(["--allowUnauthenticatedClients", flag])
+
+
+def test_settings_are_parsed_once_and_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from diegossh.sshd.settings import SSHDSettings
+
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    options = Options()
+    options.parseOptions(["--allowUnauthenticatedClients", f"--hostKey={PEM_P256}"])
+    settings = options["settings"]
+    assert isinstance(settings, SSHDSettings)
+    assert (settings.authorizedKey, settings.allowUnauthenticatedClients) == (None, True)
+    assert settings.loginGraceTime == 120.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.maxSessions = 1  # type: ignore[misc]
+    assert "PRIVATE" not in repr(settings) and "hostKey" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["--address=nowhere", "--hostKey=not-a-key", "--authorizedKey=ssh-ed25519",
+     "--allowedMACs=crc32", "--allowedKeyExchanges=guess"],
+)  # fmt: skip
+def test_refusals_name_the_flag(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    monkeypatch.delenv("SSHD_AUTHKEY", raising=False)
+    monkeypatch.delenv("SSHD_HOSTKEY", raising=False)
+    with pytest.raises(usage.UsageError, match=flag.split("=")[0] + ":"):
         Options().parseOptions(["--allowUnauthenticatedClients", flag])

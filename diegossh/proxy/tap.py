@@ -3,7 +3,10 @@
 C{twistd diego-ssh-proxy}: options and service assembly.
 
 The flags and JSON keys are upstream ssh-proxy's (L{diegossh.proxy.config}),
-so a deployment can switch without rewriting its manifests.
+so a deployment can switch without rewriting its manifests. C{postOptions}
+merges them once and parses the result once into a frozen
+L{diegossh.proxy.settings.ProxySettings} (C{self["settings"]}); assembly
+reads its attributes and nothing else.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ its host key. The worker rebuilds the parent's options with the proxy's own
 C{tap.Options} and builds its service with C{tap.makeService}, as twistd
 would, except that it listens on the inherited socket, serves no health check,
 and uses the parent's host key (so every process shows the client the same
-key). It keeps reading stdin: when the parent goes away the pipe closes and the
-worker stops.
+key): one C{dataclasses.replace} of the settings it parsed. It keeps reading
+stdin: when the parent goes away the pipe closes and the worker stops.
 
 A module of its own because it is a separate program: it needs C{tap}, and
 C{tap} needs the parent's half (C{workers.listeningService}); kept apart, the

@@ -5,7 +5,9 @@ C{twistd diego-sshd}: options and service assembly.
 Flags are upstream diego-sshd's, in Twisted's C{--long} form. Key material
 given on the command line is moved into the environment and the process
 re-executed, so C{ps} never shows it; the variables are removed before any
-session starts, so no child sees them either.
+session starts, so no child sees them either. The options are parsed once
+into a frozen L{diegossh.sshd.settings.SSHDSettings} (C{self["settings"]}),
+which C{makeService} reads.
 """
 
 from __future__ import annotations
