@@ -32,7 +32,7 @@ from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
 from diegossh.proxy.settings import ProxySettings, parseSettings
 from diegossh.ssh import admission
-from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
+from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.keys import hostKeyOrGenerated
 
 _REALMS = installedRealms()
@@ -85,12 +85,12 @@ class Options(usage.Options):
             environment = proxyConfig.fromEnvironment(_ENVIRONMENT, dict(os.environ), _SETTINGS)
             for variable in proxyConfig.secretEnvironment(_SECRETS):
                 os.environ.pop(variable, None)  # read once; no child inherits it
-            settings = proxyConfig.merge(given, self["config"], _SETTINGS, environment)
-            proxyConfig.resolveSecrets(settings, given, environment, _SECRETS)
+            raw = proxyConfig.merge(given, self["config"], _SETTINGS, environment)
+            proxyConfig.resolveSecrets(raw, given, environment, _SECRETS)
             for flag in _SECRETS:
-                self[flag] = settings[flag]  # what a worker gets on its stdin
-            self["settings"] = parseSettings(settings, _REALMS, self["realms"])
-        except (ValueError, UnknownAlgorithm) as e:
+                self[flag] = raw[flag]  # what a worker gets on its stdin
+            self["settings"] = parseSettings(raw, _REALMS, self["realms"])
+        except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
 
