@@ -7,13 +7,18 @@ module of theirs plus a dropin in a C{twisted/plugins} directory on the path.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 
 from diegossh.interfaces import IAuthRealm, ILRPDirectory, IRealmPlugin
 from diegossh.proxy.login import DiegoRealm
+
+if TYPE_CHECKING:
+    from diegossh.proxy.cf.realm import CFSettings
 
 
 def installedRealms() -> dict[str, Any]:
@@ -28,18 +33,29 @@ def installedRealms() -> dict[str, Any]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class DiegoSettings:
+    """
+    The C{diego} realm's one setting: the shared credentials.
+    """
+
+    credentials: str = field(repr=False)
+
+
 @implementer(IPlugin, IRealmPlugin)
 class DiegoRealmPlugin:
     name = "diego"
     description = "diego:PROCESS-GUID/INDEX with the shared --diegoCredentials"
     settings: dict[str, tuple[str, str, Any]] = {}
 
-    def check(self, settings: dict[str, Any]) -> None:
-        if not settings.get("diegoCredentials"):
+    def parse(self, settings: Mapping[str, Any]) -> DiegoSettings:
+        credentials = settings.get("diegoCredentials")
+        if not credentials or not isinstance(credentials, str):
             raise ValueError("the diego realm needs --diegoCredentials")
+        return DiegoSettings(credentials)
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> IAuthRealm:
-        return DiegoRealm(settings["diegoCredentials"], directory)
+    def build(self, reactor: Any, parsed: DiegoSettings, directory: ILRPDirectory) -> IAuthRealm:
+        return DiegoRealm(parsed.credentials, directory)
 
 
 @implementer(IPlugin, IRealmPlugin)
@@ -48,12 +64,12 @@ class CFRealmPlugin:
     description = "cf:APP-GUID/INDEX with a `cf ssh-code` one-time code (UAA + Cloud Controller)"
     settings: dict[str, tuple[str, str, Any]] = {}
 
-    def check(self, settings: dict[str, Any]) -> None:
-        for required in ("ccAPIURL", "uaaTokenURL", "uaaUsername", "uaaPassword"):
-            if not settings.get(required):
-                raise ValueError(f"the cf realm needs --{required}")
+    def parse(self, settings: Mapping[str, Any]) -> CFSettings:
+        from diegossh.proxy.cf.realm import CFSettings
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> IAuthRealm:
+        return CFSettings.fromSettings(settings)
+
+    def build(self, reactor: Any, parsed: CFSettings, directory: ILRPDirectory) -> IAuthRealm:
         from diegossh.proxy.cf.realm import makeCFRealm
 
-        return makeCFRealm(reactor, settings, directory)
+        return makeCFRealm(reactor, parsed, directory)
