@@ -218,6 +218,7 @@ def test_remote_forwarding_through_the_proxy(world: World) -> None:
     assert result.stdout == b"hello from the client side\n", result.stderr
 
 
+@pytest.mark.slow
 def test_one_gib_both_ways_with_rekeys(world: World, tmp_path: Path) -> None:
     p = world.proxy
     size = 1 << 30

@@ -381,6 +381,7 @@ async def backUpDirectChannel(world: World, conn: RawConnection) -> tuple[int, R
     return theirs, channel
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_connection_drop_closes_a_backed_up_forwarded_socket(world: World) -> None:
     """
@@ -400,6 +401,7 @@ async def test_connection_drop_closes_a_backed_up_forwarded_socket(world: World)
     await until(lambda: openDescriptors() == before, f"{before} descriptors again")
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_channel_close_closes_a_backed_up_forwarded_socket(
     world: World, monkeypatch: pytest.MonkeyPatch

@@ -99,6 +99,7 @@ async def gone(tag: str, seconds: float = 20) -> list[int]:
     return marked(tag)
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("usePTY", [False, True])
 @pytest_twisted.ensureDeferred
 async def test_a_missing_program_is_one_line_and_status_127(usePTY: bool) -> None:
@@ -110,6 +111,7 @@ async def test_a_missing_program_is_one_line_and_status_127(usePTY: bool) -> Non
     assert said == b"diego-sshd: cannot run /bin/nosuch: No such file or directory\n"
 
 
+@pytest.mark.interop
 @pytest_twisted.ensureDeferred
 async def test_a_program_that_is_not_executable_is_126(tmp_path: Path) -> None:
     script = tmp_path / "script"
@@ -121,6 +123,7 @@ async def test_a_program_that_is_not_executable_is_126(tmp_path: Path) -> None:
     assert bytes(proto.out[2]) == f"diego-sshd: cannot run {script}: Permission denied\n".encode()
 
 
+@pytest.mark.interop
 @pytest_twisted.ensureDeferred
 async def test_a_missing_home_directory_is_reported_and_the_program_runs_in_root() -> None:
     proto = Collector()
@@ -134,6 +137,7 @@ async def test_a_missing_home_directory_is_reported_and_the_program_runs_in_root
     )
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("usePTY", [False, True])
 @pytest_twisted.ensureDeferred
 async def test_hang_up_reaches_the_group_and_closes_paused_descriptors(usePTY: bool) -> None:
@@ -164,6 +168,7 @@ async def test_hang_up_reaches_the_group_and_closes_paused_descriptors(usePTY: b
     assert child.pid is None  # reaped
 
 
+@pytest.mark.interop
 @pytest_twisted.ensureDeferred
 async def test_kill_group_ends_what_ignores_the_hang_up() -> None:
     tag = f"nohup-{os.getpid()}"
@@ -188,6 +193,7 @@ async def test_kill_group_ends_what_ignores_the_hang_up() -> None:
     assert await gone(tag) == []
 
 
+@pytest.mark.interop
 def test_signal_group_reaches_a_child_that_has_no_group_yet() -> None:
     # Between fork and setsid the child is still in our process group: no
     # group bears its number, so the leader itself is signalled.
@@ -205,6 +211,7 @@ def test_signal_group_reaches_a_child_that_has_no_group_yet() -> None:
     assert not leader.signalGroup(signal.SIGKILL)
 
 
+@pytest.mark.interop
 @pytest_twisted.ensureDeferred
 async def test_terminal_fd_only_while_the_pty_is_open() -> None:
     proto = Collector()
