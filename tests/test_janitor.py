@@ -43,6 +43,34 @@ def test_a_pending_call_is_found_and_cancelled() -> None:
     assert not snapshot(reactor).without(before)
 
 
+class Ticker:
+    """A timer that reschedules itself, as twisted.web's log clock does."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.call = reactor.callLater(60, self.tick)
+
+    def tick(self) -> None:
+        self.call = self.reactor.callLater(60, self.tick)
+
+
+def test_a_timer_that_rescheduled_itself_is_not_a_leftover() -> None:
+    reactor = _reactor()
+    ticker = Ticker(reactor)
+    try:
+        before = snapshot(reactor)
+        first = ticker.call
+        first.cancel()
+        ticker.tick()  # what the reactor does when the first call comes due
+        assert ticker.call is not first
+        assert not snapshot(reactor).without(before)
+        other = Ticker(reactor)
+        assert list(snapshot(reactor).without(before).delayedCalls.values()) == [other.call]
+        other.call.cancel()
+    finally:
+        ticker.call.cancel()
+
+
 def test_a_cancelled_call_is_not_a_leftover() -> None:
     reactor = _reactor()
     before = snapshot(reactor)

@@ -33,14 +33,26 @@ class ReactorState:
 
     delayedCalls: dict[int, Any] = field(default_factory=dict)
     selectables: dict[int, Any] = field(default_factory=dict)
+    functions: tuple[Any, ...] = ()
+    """What the calls call, kept: a call that runs or is cancelled forgets it."""
 
     def __bool__(self) -> bool:
         return bool(self.delayedCalls or self.selectables)
 
     def without(self, before: ReactorState) -> ReactorState:
-        """What is here and was not in C{before}."""
+        """
+        What is here and was not in C{before}. A timer that reschedules
+        itself (a web server's log clock, ticking each second) is a new
+        call object each time: a call to the same function on the same
+        object as one in C{before} is that one.
+        """
+        earlier = before.functions
         return ReactorState(
-            {k: v for k, v in self.delayedCalls.items() if k not in before.delayedCalls},
+            {
+                k: c
+                for k, c in self.delayedCalls.items()
+                if k not in before.delayedCalls and not _rescheduled(c.func, earlier)
+            },
             {k: v for k, v in self.selectables.items() if k not in before.selectables},
         )
 
@@ -50,6 +62,13 @@ class ReactorState:
         return "\n".join(lines)
 
 
+def _rescheduled(func: Any, earlier: tuple[Any, ...]) -> bool:
+    """Whether C{func} is a bound method one of the C{earlier} calls was to."""
+    if getattr(func, "__self__", None) is None:
+        return False
+    return any(func == f for f in earlier)
+
+
 def snapshot(reactor: Any) -> ReactorState:
     """The active timed calls and the non-internal readers and writers of C{reactor}."""
     internal = getattr(reactor, "_internalReaders", set())
@@ -57,7 +76,7 @@ def snapshot(reactor: Any) -> ReactorState:
     selectables = {
         id(s): s for s in [*reactor.getReaders(), *reactor.getWriters()] if s not in internal
     }
-    return ReactorState(calls, selectables)
+    return ReactorState(calls, selectables, tuple(c.func for c in calls.values()))
 
 
 def sweep(reactor: Any, left: ReactorState) -> None:
