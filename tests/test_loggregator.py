@@ -482,6 +482,7 @@ def test_fieldNumbersAreUpstreams() -> None:
     assert {f.name: f.number for f in value.fields} == {"unit": 1, "value": 2}
 
 
+@pytest.mark.interop
 def test_proxyWithoutLoggregatorNeverImportsGrpc(tmp_path: Path) -> None:
     """
     Importing the proxy, and even building the emitter, loads no gRPC: only
