@@ -170,9 +170,11 @@ type keepalives struct {
 	accepted int
 	errors   []string
 	answer   chan struct{}
+	finished chan struct{}
 }
 
 func (k *keepalives) run(conn ssh.Conn, interval time.Duration, stop <-chan struct{}) {
+	defer close(k.finished)
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -397,7 +399,7 @@ func main() {
 	client := connect(o)
 	defer client.Close()
 
-	k := &keepalives{answer: make(chan struct{}, 1)}
+	k := &keepalives{answer: make(chan struct{}, 1), finished: make(chan struct{})}
 	stop := make(chan struct{})
 	steps := map[string]bool{}
 	for _, s := range strings.Split(o.steps, ",") {
@@ -423,6 +425,7 @@ func main() {
 			<-k.answer
 		}
 		close(stop)
+		<-k.finished // a request in flight is counted with its reply
 		k.mu.Lock()
 		report(map[string]interface{}{
 			"step": "keepalive", "ok": len(k.errors) == 0, "sent": k.sent,
