@@ -79,17 +79,23 @@ func parseOptions() options {
 	return o
 }
 
-// report writes one step's outcome as a JSON line.
+var reportLock sync.Mutex
+
+// report writes one step's outcome as a JSON line, whole, whichever
+// goroutine reports.
 func report(fields map[string]interface{}) {
 	line, err := json.Marshal(fields)
 	if err != nil {
 		panic(err)
 	}
+	reportLock.Lock()
+	defer reportLock.Unlock()
 	os.Stdout.Write(append(line, '\n'))
 }
 
 func fail(step string, err error) {
 	report(map[string]interface{}{"step": step, "ok": false, "error": err.Error()})
+	reportLock.Lock() // no other line after this one
 	os.Exit(1)
 }
 
@@ -150,6 +156,7 @@ func connect(o options) *ssh.Client {
 	client, err := ssh.Dial("tcp", o.address, config)
 	if err != nil {
 		report(map[string]interface{}{"step": "connect", "ok": false, "error": err.Error(), "hostKey": seen})
+		reportLock.Lock()
 		os.Exit(1)
 	}
 	report(map[string]interface{}{
