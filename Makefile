@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := openssh-client openssh-server rsync sshpass
+APT_PACKAGES := openssh-client openssh-server rsync sshpass golang-go golang-golang-x-crypto-dev
+# Debian packages Go sources here; the Go client test (tests/test_go_client.py) builds offline from it.
+GO_X_CRYPTO := /usr/share/gocode/src/golang.org/x/crypto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit suite bench system-deps clean
@@ -18,10 +20,11 @@ $(STAMP): pyproject.toml
 
 system-deps:
 	@missing=""; \
-	for p in ssh:openssh-client sshd:openssh-server rsync:rsync sshpass:sshpass; do \
+	for p in ssh:openssh-client sshd:openssh-server rsync:rsync sshpass:sshpass go:golang-go; do \
 	  bin=$${p%%:*}; pkg=$${p##*:}; \
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; \
 	done; \
+	[ -d $(GO_X_CRYPTO) ] || missing="$$missing golang-golang-x-crypto-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
