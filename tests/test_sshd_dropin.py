@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -524,3 +525,20 @@ def test_go_flag_error_exits_2(tmp_path: Path, started: list[Running]) -> None:
     assert lines[0] == "flag provided but not defined: -x"
     assert lines[1] == f"Usage of {DIEGO_SSHD}:"
     assert daemon.out.read_text() == ""
+
+
+@pytest.mark.interop
+def test_debug_server_changes_the_level(tmp_path: Path, started: list[Running]) -> None:
+    identity, authorized = userIdentity(tmp_path)
+    port, debugPort = freePort(), freePort()
+    arguments = [*ccArguments(port, ccHostKey(), authorized), f"-debugAddr=127.0.0.1:{debugPort}"]
+    daemon = serve(tmp_path, started, arguments, environment(tmp_path), port)
+    assert login(daemon, identity, "exit 0").returncode == 0
+    assert daemon.out.read_text() == ""  # fatal
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{debugPort}/log-level", data=b"info", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    assert daemon.stop() == 0
+    assert "sshd.exited" in [line["message"] for line in daemon.lines()]

@@ -389,16 +389,20 @@ def run(
     except UsageExit as e:
         stderr.write(e.message)
         return e.code
-    if command.keysOnCommandLine and not environ.get(secretargs.REEXEC_MARK):
-        secretargs.reexec(
-            [*secretargs.programPrefix(), *reexecArguments(command)],
-            reexecEnvironment(command, environ),
-        )
     observer = LagerObserver(_lineWriter(stdout), SOURCE, timeFormat="unix-epoch")
     observer.setLevel(str(command.given.get("logLevel", "info")))
     if command.given.get("timeFormat") in ("rfc3339", "1"):
         observer.timeFormat = "rfc3339"
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    if command.keysOnCommandLine and not environ.get(secretargs.REEXEC_MARK):
+        try:
+            secretargs.reexec(
+                [*secretargs.programPrefix(), *reexecArguments(command)],
+                reexecEnvironment(command, environ),
+            )
+        except OSError as e:
+            _log.error("{error}", error=str(e), lager="failed-exec", lager_data={"error": str(e)})
+            return 1
     try:
         options = readOptions(command, environ)
     except usage.UsageError as e:
