@@ -542,3 +542,9 @@ def test_debug_server_changes_the_level(tmp_path: Path, started: list[Running]) 
         assert response.status == 200
     assert daemon.stop() == 0
     assert "sshd.exited" in [line["message"] for line in daemon.lines()]
+
+
+def test_int_flags_take_gos_base_prefixes() -> None:
+    command = script.parseCommand(["-maxSessions=0x10", "-maxChannels", "0o20"])
+    assert "--maxSessions=16" in script.optionsArguments(command)
+    assert "--maxChannels=16" in script.optionsArguments(command)

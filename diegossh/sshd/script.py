@@ -223,7 +223,7 @@ def parseCommand(arguments: Sequence[str], program: str = "diego-sshd") -> Comma
         text = given.get(name)
         if flag.typeWord == "int" and isinstance(text, str):
             try:
-                int(text, 0)
+                given[name] = str(int(text, 0))  # Go's base prefixes, for Options' int()
             except ValueError:
                 raise UsageExit(
                     f'invalid value "{text}" for flag -{name}: parse error\n{usage_}', 2
