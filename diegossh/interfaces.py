@@ -92,9 +92,14 @@ class IRealmPlugin(Interface):
         Raise L{ValueError} naming what is missing or wrong; called at start-up.
         """
 
-    def build(reactor: object, settings: dict[str, object], directory: ILRPDirectory) -> IAuthRealm:
+    def build(reactor: object, settings: dict[str, object], directory: ILRPDirectory) -> object:
         """
-        The realm, with the reactor and the proxy's LRP directory passed in.
+        The realm, with the reactor and the proxy's LRP directory passed in,
+        as a L{diegossh.proxy.realms.BuiltRealm}: the realm (an L{IAuthRealm}
+        or an L{IKeyRealm}) and the L{twisted.application.service.IService}s
+        it needs running (timers, connection pools), which the proxy makes
+        children of its own service: they start when the proxy starts and
+        stop when it stops. C{build} itself starts nothing.
         """
 
 

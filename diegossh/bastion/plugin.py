@@ -13,7 +13,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from diegossh.bastion import settings as bastionSettings
-from diegossh.interfaces import IRealmPlugin
+from diegossh.proxy.realms import BuiltRealm, IRealmPlugin
 
 IN_CLUSTER_HOST = "KUBERNETES_SERVICE_HOST"
 
@@ -68,7 +68,7 @@ class BastionRealmPlugin:
     def check(self, settings: dict[str, Any]) -> None:
         bastionSettings.validate(settings)
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: Any) -> Any:
+    def build(self, reactor: Any, settings: dict[str, Any], directory: Any) -> BuiltRealm:
         from twisted.web.client import Agent, HTTPConnectionPool
 
         from diegossh.bastion.keycache import KeyCache
@@ -98,4 +98,4 @@ class BastionRealmPlugin:
         policy = TargetPolicy.fromSettings(
             settings["sshPermitTargetHost"], settings["sshPermitTargetPort"]
         )
-        return BastionRealm(reactor, cache, policy, timeout)
+        return BuiltRealm(BastionRealm(reactor, cache, policy, timeout))

@@ -12,8 +12,9 @@ from typing import Any
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 
-from diegossh.interfaces import IAuthRealm, ILRPDirectory, IRealmPlugin
+from diegossh.interfaces import ILRPDirectory, IRealmPlugin
 from diegossh.proxy.login import DiegoRealm
+from diegossh.proxy.realms import BuiltRealm
 
 
 def installedRealms() -> dict[str, Any]:
@@ -38,8 +39,8 @@ class DiegoRealmPlugin:
         if not settings.get("diegoCredentials"):
             raise ValueError("the diego realm needs --diegoCredentials")
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> IAuthRealm:
-        return DiegoRealm(settings["diegoCredentials"], directory)
+    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> BuiltRealm:
+        return BuiltRealm(DiegoRealm(settings["diegoCredentials"], directory))
 
 
 @implementer(IPlugin, IRealmPlugin)
@@ -53,7 +54,7 @@ class CFRealmPlugin:
             if not settings.get(required):
                 raise ValueError(f"the cf realm needs --{required}")
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> IAuthRealm:
+    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> BuiltRealm:
         from diegossh.proxy.cf.realm import makeCFRealm
 
-        return makeCFRealm(reactor, settings, directory)
+        return BuiltRealm(makeCFRealm(reactor, settings, directory))

@@ -26,6 +26,7 @@ from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
 from diegossh.proxy.realmplugins import installedRealms
+from diegossh.proxy.realms import BuiltRealm
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
@@ -171,7 +172,10 @@ def _backendTLS(settings: dict[str, Any]) -> Any:
     ).creatorForName
 
 
-def _realms(reactor: Any, settings: dict[str, Any], directory: Any) -> list[Any]:
+def _realms(reactor: Any, settings: dict[str, Any], directory: Any) -> list[BuiltRealm]:
+    """
+    Each enabled realm, built, with the services it runs while it serves.
+    """
     return [plugin.build(reactor, settings, directory) for plugin in settings["enabledRealms"]]
 
 
@@ -208,7 +212,8 @@ def makeService(config: Options) -> IService:
     def connect(target: Any) -> Any:
         return connectBackend(reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions)
 
-    realms = _realms(reactor, settings, directory)
+    built = _realms(reactor, settings, directory)
+    realms = [each.realm for each in built]
     keyRealms = [realm for realm in realms if IKeyRealm.providedBy(realm)]
     passwordRealms = [realm for realm in realms if not IKeyRealm.providedBy(realm)]
     checkers: list[Any] = []
@@ -222,6 +227,9 @@ def makeService(config: Options) -> IService:
     factory.maxAuthTries = settings["maxAuthTries"]
     listening = admission.fromSettings(factory, reactor, settings["admission"])
     top = MultiService()
+    for each in built:
+        for service in each.services:
+            service.setServiceParent(top)
     workers.listeningService(reactor, config, listening).setServiceParent(top)
     if not settings["disableHealthCheckServer"]:
         StreamServerEndpointService(

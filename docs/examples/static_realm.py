@@ -23,9 +23,15 @@ from twisted.internet import defer
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from diegossh.interfaces import IAuthRealm, IRealmPlugin
-from diegossh.proxy.login import BadCredentials, LoginResult
-from diegossh.proxy.target import LRPTarget, SSHRoute
+from diegossh.proxy.realms import (
+    BadCredentials,
+    BuiltRealm,
+    IAuthRealm,
+    IRealmPlugin,
+    LoginResult,
+    LRPTarget,
+    SSHRoute,
+)
 
 
 @implementer(IAuthRealm)
@@ -67,5 +73,6 @@ class StaticRealmPlugin:
         if not settings.get("staticRealmFile"):
             raise ValueError("the static realm needs --staticRealmFile")
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: Any) -> IAuthRealm:
-        return StaticRealm(settings["staticRealmFile"])
+    def build(self, reactor: Any, settings: dict[str, Any], directory: Any) -> BuiltRealm:
+        # A realm with timers or pools would return them as BuiltRealm(realm, (service, ...)).
+        return BuiltRealm(StaticRealm(settings["staticRealmFile"]))
