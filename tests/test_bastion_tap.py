@@ -79,3 +79,25 @@ def test_engine_choice() -> None:
         {**base, "containerEngine": "docker"}, {"KUBERNETES_SERVICE_HOST": "x"}
     ) == ("docker")
     assert chooseEngine({**base, "manualAuthFile": True}, {}) == "none"
+
+
+def test_the_key_cache_is_the_realms_service(tmp_path: Path) -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from diegossh.bastion.keycache import KeyCache
+    from diegossh.bastion.plugin import BastionRealmPlugin
+
+    keysFile = tmp_path / "authorized_keys_cache"
+    settings = options("--realm", "bastion", "--manualAuthFile",
+                       f"--authorizedKeysCache={keysFile}")["settings"]  # fmt: skip
+    reactor = MemoryReactorClock()
+    built = BastionRealmPlugin().build(reactor, settings, None)
+    caches = [service for service in built.services if isinstance(service, KeyCache)]
+    assert len(caches) == 1 and built.realm.cache is caches[0]  # type: ignore[attr-defined]
+    # building starts nothing, and asks the reactor for no start-up or shutdown hook
+    assert reactor.getDelayedCalls() == []
+    assert reactor.whenRunningHooks == [] and reactor.triggers == {}
+    caches[0].startService()
+    assert reactor.getDelayedCalls() != []  # the refresh timer
+    caches[0].stopService()
+    assert reactor.getDelayedCalls() == []

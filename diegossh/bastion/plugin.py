@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_bastion_interop -*-
+# -*- test-case-name: tests.test_bastion_tap -*-
 """
 The bastion as a realm plugin (C{--realm bastion}): settings, environment
 variables, and the assembly of engine, key cache and realm.
@@ -93,9 +93,8 @@ class BastionRealmPlugin:
             settings["keyRefreshInterval"],
             settings["keyRefreshMinInterval"],
         )
-        reactor.callWhenRunning(cache.start)
-        reactor.addSystemEventTrigger("before", "shutdown", cache.stop)
         policy = TargetPolicy.fromSettings(
             settings["sshPermitTargetHost"], settings["sshPermitTargetPort"]
         )
-        return BuiltRealm(BastionRealm(reactor, cache, policy, timeout))
+        # The cache refreshes while the proxy runs: its timer is a service.
+        return BuiltRealm(BastionRealm(reactor, cache, policy, timeout), (cache,))
