@@ -13,7 +13,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from diegossh.bastion import settings as bastionSettings
-from diegossh.proxy.realms import BuiltRealm, IRealmPlugin
+from diegossh.proxy.realms import BuiltRealm, IRealmPlugin, PoolService
 
 IN_CLUSTER_HOST = "KUBERNETES_SERVICE_HOST"
 
@@ -69,7 +69,7 @@ class BastionRealmPlugin:
         bastionSettings.validate(settings)
 
     def build(self, reactor: Any, settings: dict[str, Any], directory: Any) -> BuiltRealm:
-        from twisted.web.client import Agent, HTTPConnectionPool
+        from twisted.web.client import Agent
 
         from diegossh.bastion.keycache import KeyCache
         from diegossh.bastion.policy import TargetPolicy
@@ -80,8 +80,9 @@ class BastionRealmPlugin:
         engine = buildEngine(reactor, settings, environ)
         timeout = settings["communicationTimeout"]
         fetch = None
+        pools = PoolService(reactor)
         if engine is not None:
-            agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+            agent = Agent(reactor, pool=pools.pool(persistent=False))
             port = bastionSettings.parsePort(settings["sshTargetPublickeyApiPort"])
             fetch = PublicKeyAPI(agent, reactor, port, timeout).fetch
         cache = KeyCache(
@@ -96,5 +97,6 @@ class BastionRealmPlugin:
         policy = TargetPolicy.fromSettings(
             settings["sshPermitTargetHost"], settings["sshPermitTargetPort"]
         )
-        # The cache refreshes while the proxy runs: its timer is a service.
-        return BuiltRealm(BastionRealm(reactor, cache, policy, timeout), (cache,))
+        # The cache refreshes while the proxy runs: its timer is a service,
+        # stopped (last added, first stopped) before the pools close.
+        return BuiltRealm(BastionRealm(reactor, cache, policy, timeout), (pools, cache))

@@ -56,5 +56,7 @@ class CFRealmPlugin:
 
     def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> BuiltRealm:
         from diegossh.proxy.cf.realm import makeCFRealm
+        from diegossh.proxy.pools import PoolService
 
-        return BuiltRealm(makeCFRealm(reactor, settings, directory))
+        pools = PoolService(reactor)  # UAA's and Cloud Controller's connections
+        return BuiltRealm(makeCFRealm(reactor, settings, directory, pools), (pools,))

@@ -21,6 +21,7 @@ from diegossh.interfaces import IAuthRealm, IKeyRealm, ILRPDirectory, IRealmPlug
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.keylogin import KeyLogin
 from diegossh.proxy.login import BadCredentials, LoginResult
+from diegossh.proxy.pools import PoolService
 from diegossh.proxy.target import LRPTarget, SSHRoute
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "LRPTarget",
     "LoginDenied",
     "LoginResult",
+    "PoolService",
     "SSHRoute",
 ]
 

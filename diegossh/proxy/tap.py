@@ -25,6 +25,7 @@ from diegossh.proxy.backend import connectBackend
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
+from diegossh.proxy.pools import PoolService
 from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.realms import BuiltRealm
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
@@ -129,7 +130,11 @@ class Options(usage.Options):
         return enabled
 
 
-def _directory(reactor: Any, settings: dict[str, Any]) -> Any:
+def _directory(reactor: Any, settings: dict[str, Any], pools: PoolService) -> Any:
+    """
+    The LRP directory: the local table, or the BBS client (its kept-alive
+    connections in a pool of C{pools}), or L{None}.
+    """
     if not settings["lrpDirectory"] and not settings["bbsAddress"]:
         return None  # only realms that find their own targets are enabled
     placement = {
@@ -140,8 +145,6 @@ def _directory(reactor: Any, settings: dict[str, Any]) -> Any:
         from diegossh.proxy.lrptable import LRPTable
 
         return LRPTable(settings["lrpDirectory"], **placement)
-    from twisted.web.client import HTTPConnectionPool
-
     from diegossh.proxy.bbs import BBSClient
     from diegossh.tls import makeHTTPSAgent, tlsPolicyFromPEMFiles
 
@@ -149,7 +152,7 @@ def _directory(reactor: Any, settings: dict[str, Any]) -> Any:
     policy = tlsPolicyFromPEMFiles(
         settings["bbsCACert"], settings["bbsClientCert"], settings["bbsClientKey"]
     )
-    agent = makeHTTPSAgent(reactor, policy, pool=HTTPConnectionPool(reactor, persistent=True))
+    agent = makeHTTPSAgent(reactor, policy, pool=pools.pool(persistent=True))
     return BBSClient(
         agent, address, reactor, communicationTimeout=settings["communicationTimeout"], **placement
     )
@@ -204,7 +207,8 @@ def makeService(config: Options) -> IService:
         settings["accessLogMaxBytes"],
         settings["accessLogMaxFiles"],
     )
-    directory = _directory(reactor, settings)
+    directoryPools = PoolService(reactor)
+    directory = _directory(reactor, settings, directoryPools)
     tlsOptions = _backendTLS(settings)
     policy = settings["policy"]
     timeout = settings["communicationTimeout"]
@@ -227,6 +231,7 @@ def makeService(config: Options) -> IService:
     factory.maxAuthTries = settings["maxAuthTries"]
     listening = admission.fromSettings(factory, reactor, settings["admission"])
     top = MultiService()
+    directoryPools.setServiceParent(top)
     for each in built:
         for service in each.services:
             service.setServiceParent(top)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 
 from diegossh.interfaces import IAuthRealm, ILRPDirectory
@@ -20,6 +19,7 @@ from diegossh.proxy.cf.factory import makeCFHTTPClients
 from diegossh.proxy.cf.usernames import parseAppInstance
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.login import BadCredentials, LoginResult
+from diegossh.proxy.pools import PoolService
 
 
 @implementer(IAuthRealm)
@@ -48,16 +48,18 @@ class CFRealm:
         return d.addCallback(found)
 
 
-def makeCFRealm(reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> CFRealm:
+def makeCFRealm(
+    reactor: Any, settings: dict[str, Any], directory: ILRPDirectory, pools: PoolService
+) -> CFRealm:
     """
     Build the realm from the proxy's settings, with one pool of kept-alive
-    HTTPS connections shared by UAA and Cloud Controller calls.
+    HTTPS connections shared by UAA and Cloud Controller calls, made by
+    C{pools} (which closes it when the proxy stops).
     """
     for required in ("ccAPIURL", "uaaTokenURL", "uaaUsername", "uaaPassword"):
         if not settings.get(required):
             raise ValueError(f"--enableCFAuth needs --{required}")
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 16
+    pool = pools.pool(persistent=True, maxPersistentPerHost=16)
     uaa, cc = makeCFHTTPClients(
         reactor,
         pool,
