@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.cred.portal import Portal
 from twisted.python import usage
 
@@ -29,6 +29,7 @@ from diegossh.proxy.pools import PoolService
 from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.realms import BuiltRealm
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
+from diegossh.proxy.shutdown import ClosingService, LiveConnections, StopInOrder
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
 from diegossh.ssh.keys import hostKeyOrGenerated, loadHostKey
@@ -201,12 +202,6 @@ def makeService(config: Options) -> IService:
 
     settings = config["settings"]
     hostKey = hostKeyOrGenerated(settings["hostKeyObject"])
-    accesslog.openAccessLog(
-        settings["accessLog"],
-        reactor,
-        settings["accessLogMaxBytes"],
-        settings["accessLogMaxFiles"],
-    )
     directoryPools = PoolService(reactor)
     directory = _directory(reactor, settings, directoryPools)
     tlsOptions = _backendTLS(settings)
@@ -229,12 +224,24 @@ def makeService(config: Options) -> IService:
     factory = ProxyFactory(portal, [hostKey], policy, reactor, settings["idleConnectionTimeout"])
     factory.loginGraceTime = settings["loginGraceTime"]
     factory.maxAuthTries = settings["maxAuthTries"]
-    listening = admission.fromSettings(factory, reactor, settings["admission"])
-    top = MultiService()
+    limited = admission.fromSettings(factory, reactor, settings["admission"])
+    live = LiveConnections(limited.admission, reactor)
+    listening = admission.AdmittingFactory(factory, live)
+    # Started in this order, stopped in the reverse one, each stop awaited
+    # (diegossh.proxy.shutdown): the access log is the last to go.
+    top = StopInOrder()
+    if settings["accessLog"]:
+        accesslog.AccessLogService(
+            settings["accessLog"],
+            reactor,
+            settings["accessLogMaxBytes"],
+            settings["accessLogMaxFiles"],
+        ).setServiceParent(top)
     directoryPools.setServiceParent(top)
     for each in built:
         for service in each.services:
             service.setServiceParent(top)
+    ClosingService(live, reactor).setServiceParent(top)
     workers.listeningService(reactor, config, listening).setServiceParent(top)
     if not settings["disableHealthCheckServer"]:
         StreamServerEndpointService(
