@@ -28,18 +28,6 @@ class ISessionTransport(ITransport):
         """
 
 
-class ISessionProgramFactory(Interface):
-    """
-    Builds the protocol that serves one Python-implemented command or subsystem.
-    """
-
-    def buildProgram(argv: list[str], environ: dict[str, str]) -> object:
-        """
-        Return an L{twisted.internet.interfaces.IProtocol} provider for C{argv},
-        or L{None} when this factory does not serve that command.
-        """
-
-
 class ILRPDirectory(Interface):
     """
     Finds where a long-running process's SSH endpoint lives (BBS, or a local table).
