@@ -66,13 +66,39 @@ class IRealmPlugin(Interface):
     An auth realm as a Twisted plugin: found with C{twisted.plugin.getPlugins}
     in C{twisted.plugins}, enabled with C{--realm NAME}. A provider must also
     provide L{twisted.plugin.IPlugin}, or Twisted's plugin cache skips it.
+
+    Everything the proxy reads from a plugin is declared here; what a
+    realm author imports is in L{diegossh.proxy.realms}. C{environment},
+    C{secrets} and C{usesDirectory} are optional: the proxy reads them with
+    the defaults given below.
     """
 
     name = Attribute("The realm's name: the username prefix and the --realm value.")
     description = Attribute("One line for --help.")
     settings = Attribute(
-        "The realm's own options: a dict of flag name to (JSON key, kind, default), kind one "
-        "of 'str', 'bool', 'duration', as in L{diegossh.proxy.config.SETTINGS}."
+        "The realm's own options, which become flags of the proxy and keys of its "
+        "--config file: a dict of flag name to (JSON key, kind, default), as in "
+        "L{diegossh.proxy.config.SETTINGS}. The kind says how a value is read and "
+        "what the realm gets: 'str' (text, as given), 'bool' (a switch: true or false "
+        "in the config file or a variable, a bare --flag on the command line), "
+        "'duration' (seconds as a float, from 10s, 5m, 1m30s, 300ms or a bare number), "
+        "'count' (a whole number of at least 1). A setting not given is its default, "
+        "unconverted (often None)."
+    )
+    environment = Attribute(
+        "Optional, default {}: a dict of environment variable to flag, for deployments "
+        "configured by variables. A flag beats its variable, which beats the config file."
+    )
+    secrets = Attribute(
+        "Optional, default {}: a dict of flag to environment variable for the settings "
+        "that are secrets (as L{diegossh.proxy.config.SECRETS}): each also has a --SFile "
+        "setting and a _FILE variable, is moved off the command line at start-up, and its "
+        "variable is removed from the proxy's environment once read."
+    )
+    usesDirectory = Attribute(
+        "Optional, default True: whether the realm looks its targets up in the proxy's "
+        "LRP directory. With False the proxy needs no --bbsAddress or --lrpDirectory for "
+        "it, and build may get None as the directory."
     )
 
     def check(settings: dict[str, object]) -> None:

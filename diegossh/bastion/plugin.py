@@ -63,6 +63,7 @@ class BastionRealmPlugin:
     )
     settings = bastionSettings.SETTINGS
     environment = bastionSettings.ENVIRONMENT
+    secrets: dict[str, str] = {}
     usesDirectory = False
 
     def check(self, settings: dict[str, Any]) -> None:

@@ -34,6 +34,9 @@ class DiegoRealmPlugin:
     name = "diego"
     description = "diego:PROCESS-GUID/INDEX with the shared --diegoCredentials"
     settings: dict[str, tuple[str, str, Any]] = {}
+    environment: dict[str, str] = {}
+    secrets: dict[str, str] = {}  # its secrets are the proxy's own (config.SECRETS)
+    usesDirectory = True
 
     def check(self, settings: dict[str, Any]) -> None:
         if not settings.get("diegoCredentials"):
@@ -48,6 +51,9 @@ class CFRealmPlugin:
     name = "cf"
     description = "cf:APP-GUID/INDEX with a `cf ssh-code` one-time code (UAA + Cloud Controller)"
     settings: dict[str, tuple[str, str, Any]] = {}
+    environment: dict[str, str] = {}
+    secrets: dict[str, str] = {}  # its secrets are the proxy's own (config.SECRETS)
+    usesDirectory = True
 
     def check(self, settings: dict[str, Any]) -> None:
         for required in ("ccAPIURL", "uaaTokenURL", "uaaUsername", "uaaPassword"):
