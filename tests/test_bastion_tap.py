@@ -101,3 +101,46 @@ def test_the_key_cache_is_the_realms_service(tmp_path: Path) -> None:
     assert reactor.getDelayedCalls() != []  # the refresh timer
     caches[0].stopService()
     assert reactor.getDelayedCalls() == []
+
+
+_WITHOUT_THE_EXTRA = """
+import sys
+sys.modules["yaml"] = None  # as if pyyaml and wsproto were not installed
+sys.modules["wsproto"] = None
+from twisted.internet.testing import MemoryReactorClock
+from diegossh.bastion.plugin import BastionRealmPlugin
+from diegossh.proxy import tap
+
+def build(*args):
+    options = tap.Options()
+    options.parseOptions(["--realm", "bastion", *args])
+    return BastionRealmPlugin().build(MemoryReactorClock(), options["settings"], None)
+
+build("--containerEngine=docker")
+build("--manualAuthFile")
+print("docker and manual built")
+try:
+    build("--containerEngine=kubernetes", "--kubeconfig=/nonexistent")
+except ValueError as e:
+    print("refused:", e)
+"""
+
+
+def test_without_the_bastion_extra_only_kubernetes_is_refused(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from diegossh.bastion import settings as bastionSettings
+
+    env = {k: v for k, v in os.environ.items() if k not in bastionSettings.ENVIRONMENT}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_THE_EXTRA],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "docker and manual built"
+    assert lines[1].startswith("refused: the bastion's Kubernetes engine needs pyyaml and wsproto")
+    assert "pip install 'diegossh[bastion]'" in lines[1]

@@ -6,6 +6,7 @@ variables, and the assembly of engine, key cache and realm.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -16,6 +17,9 @@ from diegossh.bastion import settings as bastionSettings
 from diegossh.proxy.realms import BuiltRealm, IRealmPlugin, PoolService
 
 IN_CLUSTER_HOST = "KUBERNETES_SERVICE_HOST"
+# What the Kubernetes engine imports beyond the proxy's own dependencies:
+# module -> distribution, both in the diegossh[bastion] extra.
+KUBERNETES_MODULES = {"yaml": "pyyaml", "wsproto": "wsproto"}
 
 
 def chooseEngine(settings: dict[str, Any], environ: dict[str, str]) -> str:
@@ -33,6 +37,25 @@ def chooseEngine(settings: dict[str, Any], environ: dict[str, str]) -> str:
     return "docker"
 
 
+def requireKubernetesModules() -> None:
+    """
+    Refuse to start on Kubernetes, with a message saying what to install,
+    when the modules only that engine uses are missing. Nothing else in the
+    bastion imports them: the Kubernetes modules are imported only once
+    that engine is chosen.
+    """
+    missing = [
+        distribution
+        for module, distribution in KUBERNETES_MODULES.items()
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise ValueError(
+            f"the bastion's Kubernetes engine needs {' and '.join(missing)}, which are not "
+            "installed: pip install 'diegossh[bastion]' (or choose --containerEngine=docker)"
+        )
+
+
 def buildEngine(reactor: Any, settings: dict[str, Any], environ: dict[str, str]) -> Any:
     kind = chooseEngine(settings, environ)
     labels = bastionSettings.parseLabels(settings["sshTargetLabels"] or "")
@@ -44,6 +67,7 @@ def buildEngine(reactor: Any, settings: dict[str, Any], environ: dict[str, str])
 
         socketPath = settings["dockerHost"][len("unix://") :]
         return DockerEngine(reactor, socketPath, labels, timeout, network=settings["dockerNetwork"])
+    requireKubernetesModules()
     from diegossh.bastion.kubernetes import KubernetesEngine
 
     namespace = settings["kubernetesNamespace"]
