@@ -96,6 +96,38 @@ async def test_a_service_with_no_pools_or_no_idle_connections_stops_at_once() ->
     await stopped
 
 
+def test_a_peer_that_never_finishes_closing_does_not_hold_the_stop() -> None:
+    """
+    Closing a TLS connection waits for the peer's close_notify: a peer that
+    never sends it holds the stop for the grace only.
+    """
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    service = PoolService(clock, grace=2)
+    pool = service.pool()
+    never: defer.Deferred[None] = defer.Deferred()
+    pool.closeCachedConnections = lambda: never  # type: ignore[method-assign]
+    service.startService()
+    stopped = service.stopService()
+    clock.advance(1.9)
+    assert not stopped.called
+    clock.advance(0.1)
+    assert stopped.called and clock.getDelayedCalls() == []
+    never.callback(None)  # closing late is harmless
+
+
+def test_a_quick_close_leaves_no_timer() -> None:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    service = PoolService(clock)
+    service.pool()
+    service.startService()
+    assert service.stopService().called
+    assert clock.getDelayedCalls() == []
+
+
 # -- who uses one
 
 
