@@ -4,6 +4,9 @@ The seams of diegossh: every piece an operator or a test may swap is named here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from twisted.internet.interfaces import ITransport
 from zope.interface import Attribute, Interface
 
@@ -101,17 +104,22 @@ class IRealmPlugin(Interface):
         "it, and build may get None as the directory."
     )
 
-    def check(settings: dict[str, object]) -> None:
+    def parse(settings: Mapping[str, Any]) -> object:
         """
-        Raise L{ValueError} naming what is missing or wrong; called at start-up.
+        The realm's own settings, typed and checked, from a read-only view of
+        the proxy's merged settings (flag name -> value, the realm's own flags
+        among them); called once at start-up, before anything is built.
+        Return a frozen value, which L{build} is given; raise L{ValueError}
+        naming the flag that is missing or wrong.
         """
 
-    def build(reactor: object, settings: dict[str, object], directory: ILRPDirectory) -> object:
+    def build(reactor: object, parsed: Any, directory: ILRPDirectory) -> object:
         """
-        The realm, with the reactor and the proxy's LRP directory passed in,
-        as a L{diegossh.proxy.realms.BuiltRealm}: the realm (an L{IAuthRealm}
-        or an L{IKeyRealm}) and the L{twisted.application.service.IService}s
-        it needs running (timers, connection pools), which the proxy makes
+        The realm, from what L{parse} returned, with the reactor and the
+        proxy's LRP directory passed in, as a
+        L{diegossh.proxy.realms.BuiltRealm}: the realm (an L{IAuthRealm} or an
+        L{IKeyRealm}) and the L{twisted.application.service.IService}s it
+        needs running (timers, connection pools), which the proxy makes
         children of its own service: they start when the proxy starts and
         stop when it stops. C{build} itself starts nothing.
         """

@@ -380,10 +380,10 @@ def test_daemon_flags_reach_the_factory(monkeypatch: pytest.MonkeyPatch) -> None
     assert [str(n) for n in admission.exempt] == ["10.0.0.0/8"]
     defaults = Options()
     defaults.parseOptions(["--allowUnauthenticatedClients"])
-    settings = defaults["admission"]
-    assert (settings["loginGraceTime"], defaults["maxAuthTries"]) == (120, 6)
-    assert settings["maxStartups"] == MaxStartups(50, 30, 100)
-    assert settings["perSourceMaxStartups"] is None
+    settings = defaults["settings"]
+    assert (settings.loginGraceTime, settings.maxAuthTries) == (120, 6)
+    assert settings.admission.maxStartups == MaxStartups(50, 30, 100)
+    assert settings.admission.perSourceMaxStartups is None
 
 
 @pytest.mark.parametrize(
@@ -416,19 +416,19 @@ def test_proxy_json_keys_and_flags(tmp_path: Path) -> None:
     options = Options()
     options.parseOptions([*base, f"--config={config}", "--maxStartups=30:30:90"])
     settings = options["settings"]
-    assert (settings["loginGraceTime"], settings["maxAuthTries"]) == (30, 4)
-    limits = settings["admission"]
-    assert limits["maxStartups"] == MaxStartups(30, 30, 90)  # the flag wins
-    assert limits["perSourceMaxStartups"] is None
-    assert (limits["penalties"].authfail, limits["penalties"].min) == (2, 4)
-    assert limits["penalties"].maxSources4 == 65536
+    assert (settings.loginGraceTime, settings.maxAuthTries) == (30, 4)
+    limits = settings.admission
+    assert limits.maxStartups == MaxStartups(30, 30, 90)  # the flag wins
+    assert limits.perSourceMaxStartups is None
+    assert (limits.penalties.authfail, limits.penalties.min) == (2, 4)
+    assert limits.penalties.maxSources4 == 65536
     defaults = Options()
     defaults.parseOptions(base)
-    limits = defaults["settings"]["admission"]
-    assert limits["maxStartups"] == MaxStartups(100, 30, 300)
-    assert limits["perSourceMaxStartups"] == 60
-    assert limits["penalties"] == DEFAULT_PENALTIES
-    assert defaults["settings"]["loginGraceTime"] == 120
+    limits = defaults["settings"].admission
+    assert limits.maxStartups == MaxStartups(100, 30, 300)
+    assert limits.perSourceMaxStartups == 60
+    assert limits.penalties == DEFAULT_PENALTIES
+    assert defaults["settings"].loginGraceTime == 120
     with pytest.raises(usage.UsageError, match="--maxStartups"):
         Options().parseOptions([*base, "--maxStartups=100:30:10"])
 

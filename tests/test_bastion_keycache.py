@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 from diegossh.bastion.authorizedkeys import AuthorizedKey, UnsupportedLine, operatorKey
 from diegossh.bastion.keycache import KeyCache
 from diegossh.bastion.policy import TargetPolicy
-from diegossh.bastion.settings import parseLabels, validate
+from diegossh.bastion.settings import parse, parseLabels
 from diegossh.bastion.targets import EngineError, EngineTarget
 from diegossh.interfaces import IContainerEngine
 from tests.support.keys import authorizedKeyLine, key
@@ -292,8 +292,9 @@ def test_labels_and_settings_validation() -> None:
     from diegossh.bastion.settings import SETTINGS
 
     settings = {flag: default for flag, (_, _, default) in SETTINGS.items()}
-    validate(settings)
+    settings["communicationTimeout"] = 10.0
+    parse(settings, {})
     with pytest.raises(ValueError, match="containerEngine"):
-        validate({**settings, "containerEngine": "podman"})
+        parse({**settings, "containerEngine": "podman"}, {})
     with pytest.raises(ValueError, match="dockerHost"):
-        validate({**settings, "containerEngine": "docker", "dockerHost": "tcp://1.2.3.4:2375"})
+        parse({**settings, "containerEngine": "docker", "dockerHost": "tcp://1.2.3.4:2375"}, {})

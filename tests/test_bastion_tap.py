@@ -12,8 +12,25 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from diegossh.bastion.plugin import chooseEngine
+from diegossh.bastion.policy import TargetPolicy
+from diegossh.bastion.settings import BastionSettings, chooseEngine
 from diegossh.proxy.tap import Options
+
+# what decides the engine `auto` stands for
+ENGINE_VARIABLES = (
+    "DOCKER_HOST",
+    "KUBECONFIG",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "SSH_CONTAINER_ENGINE",
+    "MANUAL_AUTH_FILE",
+)
+
+
+@pytest.fixture(autouse=True)
+def _noEngineEnvironment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ENGINE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
 
 
 def options(*args: str) -> Options:
@@ -22,12 +39,20 @@ def options(*args: str) -> Options:
     return o
 
 
+def bastion(o: Options) -> BastionSettings:
+    (realm,) = [each for each in o["settings"].realms if each.name == "bastion"]
+    assert isinstance(realm.parsed, BastionSettings)
+    return realm.parsed
+
+
 def test_bastion_alone_needs_no_lrp_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSH_PERMIT_TARGET_HOST", raising=False)
-    settings = options("--realm", "bastion")["settings"]
-    assert [p.name for p in settings["enabledRealms"]] == ["bastion"]
-    assert settings["sshPermitTargetHost"] == "*"
-    assert settings["sshTargetKeyPath"] == "~/.ssh/id_ed25519.pub"
+    parsed = options("--realm", "bastion")
+    assert [each.name for each in parsed["settings"].realms] == ["bastion"]
+    settings = bastion(parsed)
+    assert settings.targetPolicy == TargetPolicy.fromSettings("*", "*")
+    assert settings.keyPath == "~/.ssh/id_ed25519.pub"
+    assert (settings.engine, settings.dockerSocket) == ("docker", "/var/run/docker.sock")
     # a relaying realm beside it still needs one
     with pytest.raises(usage.UsageError, match="bbsAddress"):
         options("--realm", "bastion", "--realm", "diego", "--diegoCredentials=x")
@@ -40,15 +65,15 @@ def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("SSH_PERMIT_TARGET_HOST", "workspace-*")
     monkeypatch.setenv("MANUAL_AUTH_FILE", "true")
     monkeypatch.setenv("SSH_KEY_REFRESH_INTERVAL", "2m")
-    settings = options("--realm", "bastion", f"--config={config}")["settings"]
-    assert settings["sshPermitTargetHost"] == "workspace-*"  # the variable beats the file
-    assert settings["sshPermitTargetPort"] == "2222"  # the file beats the default
-    assert settings["manualAuthFile"] is True
-    assert settings["keyRefreshInterval"] == 120.0
-    flagged = options("--realm", "bastion", "--sshPermitTargetHost=db-*")["settings"]
-    assert flagged["sshPermitTargetHost"] == "db-*"  # the flag beats the variable
+    settings = bastion(options("--realm", "bastion", f"--config={config}"))
+    # the variable beats the file; the file beats the default
+    assert settings.targetPolicy == TargetPolicy.fromSettings("workspace-*", "2222")
+    assert settings.engine == "none"  # discovery off
+    assert settings.keyRefreshInterval == 120.0
+    flagged = bastion(options("--realm", "bastion", "--sshPermitTargetHost=db-*"))
+    assert flagged.targetPolicy == TargetPolicy.fromSettings("db-*", "*")  # the flag wins
     monkeypatch.setenv("MANUAL_AUTH_FILE", "false")
-    assert options("--realm", "bastion")["settings"]["manualAuthFile"] is False
+    assert bastion(options("--realm", "bastion")).engine == "docker"
 
 
 @pytest.mark.parametrize(
@@ -70,15 +95,39 @@ def test_bad_settings_stop_the_start(
         options("--realm", "bastion")
 
 
+def test_auto_with_a_tcp_docker_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    With no Kubernetes about, C{auto} means Docker, which speaks only to a
+    local socket: a TCP C{DOCKER_HOST} stops the start, naming the setting,
+    rather than becoming a socket path made of the address's tail.
+    """
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2375")
+    with pytest.raises(usage.UsageError, match=r"--dockerHost \(DOCKER_HOST\).*tcp://10\.0\.0\.5"):
+        options("--realm", "bastion")
+    with pytest.raises(usage.UsageError, match="dockerHost"):
+        options("--realm", "bastion", "--containerEngine=docker")
+    # Kubernetes chosen, or discovery off: the Docker host does not matter
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    settings = bastion(options("--realm", "bastion"))
+    assert (settings.engine, settings.inClusterService) == ("kubernetes", ("10.0.0.1", "443"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    assert bastion(options("--realm", "bastion", "--manualAuthFile")).engine == "none"
+
+
+def test_kubernetes_without_a_cluster_is_refused() -> None:
+    with pytest.raises(usage.UsageError, match="KUBERNETES_SERVICE_HOST"):
+        options("--realm", "bastion", "--containerEngine=kubernetes")
+
+
 def test_engine_choice() -> None:
-    base = {"manualAuthFile": False, "containerEngine": "auto", "kubeconfig": None}
-    assert chooseEngine(base, {}) == "docker"
-    assert chooseEngine(base, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == "kubernetes"
-    assert chooseEngine({**base, "kubeconfig": "/k"}, {}) == "kubernetes"
-    assert chooseEngine(
-        {**base, "containerEngine": "docker"}, {"KUBERNETES_SERVICE_HOST": "x"}
-    ) == ("docker")
-    assert chooseEngine({**base, "manualAuthFile": True}, {}) == "none"
+    assert chooseEngine("auto", False, None, {}) == "docker"
+    assert chooseEngine("auto", False, None, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == (
+        "kubernetes"
+    )
+    assert chooseEngine("auto", False, "/k", {}) == "kubernetes"
+    assert chooseEngine("docker", False, None, {"KUBERNETES_SERVICE_HOST": "x"}) == "docker"
+    assert chooseEngine("auto", True, None, {}) == "none"
 
 
 def test_the_key_cache_is_the_realms_service(tmp_path: Path) -> None:
@@ -88,8 +137,8 @@ def test_the_key_cache_is_the_realms_service(tmp_path: Path) -> None:
     from diegossh.bastion.plugin import BastionRealmPlugin
 
     keysFile = tmp_path / "authorized_keys_cache"
-    settings = options("--realm", "bastion", "--manualAuthFile",
-                       f"--authorizedKeysCache={keysFile}")["settings"]  # fmt: skip
+    settings = bastion(options("--realm", "bastion", "--manualAuthFile",
+                               f"--authorizedKeysCache={keysFile}"))  # fmt: skip
     reactor = MemoryReactorClock()
     built = BastionRealmPlugin().build(reactor, settings, None)
     caches = [service for service in built.services if isinstance(service, KeyCache)]
@@ -108,20 +157,21 @@ import sys
 sys.modules["yaml"] = None  # as if pyyaml and wsproto were not installed
 sys.modules["wsproto"] = None
 from twisted.internet.testing import MemoryReactorClock
-from diegossh.bastion.plugin import BastionRealmPlugin
+from twisted.python import usage
 from diegossh.proxy import tap
 
 def build(*args):
     options = tap.Options()
     options.parseOptions(["--realm", "bastion", *args])
-    return BastionRealmPlugin().build(MemoryReactorClock(), options["settings"], None)
+    for realm in options["settings"].realms:
+        realm.plugin.build(MemoryReactorClock(), realm.parsed, None)
 
 build("--containerEngine=docker")
 build("--manualAuthFile")
 print("docker and manual built")
 try:
     build("--containerEngine=kubernetes", "--kubeconfig=/nonexistent")
-except ValueError as e:
+except usage.UsageError as e:  # at start-up, before anything is built
     print("refused:", e)
 """
 
@@ -134,7 +184,8 @@ def test_without_the_bastion_extra_only_kubernetes_is_refused(tmp_path: Path) ->
     from diegossh.bastion import settings as bastionSettings
 
     env = {k: v for k, v in os.environ.items() if k not in bastionSettings.ENVIRONMENT}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
+    for variable in ENGINE_VARIABLES:
+        env.pop(variable, None)
     result = subprocess.run(
         [sys.executable, "-c", _WITHOUT_THE_EXTRA],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,

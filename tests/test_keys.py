@@ -162,6 +162,49 @@ def test_an_unreadable_host_key_never_matches() -> None:
     assert hostKeyMatches("", b"garbage")
 
 
+ROUTE_FORMS = ["md5", "sha1", "sha256", "openssh"]
+
+
+@pytest.mark.parametrize("form", ROUTE_FORMS)
+@pytest.mark.parametrize("kind", ["rsa", "p256", "p384", "p521", "ed25519"])
+def test_route_forms_for_every_host_key_type(kind: str, form: str) -> None:
+    """
+    Each form a route's C{host_fingerprint} carries (MD5 and SHA-1 colon
+    hex, SHA-256 padded base64, OpenSSH's C{SHA256:}) matches the
+    container's host key whatever its type (Diego's daemon has RSA keys),
+    and only that key.
+    """
+    expected = getattr(fingerprints(key(kind)), form)
+    assert hostKeyMatches(expected, key(kind).public().blob())
+    other = "p256" if kind != "p256" else "ed25519"
+    assert not hostKeyMatches(expected, key(other).public().blob())
+
+
+def _oneDigitOff(text: str) -> str:
+    last = text[-1]
+    return text[:-1] + ("0" if last != "0" else "1")
+
+
+def _nearMisses() -> dict[str, str]:
+    mine = fingerprints(HOST)
+    return {
+        "md5-last-digit": _oneDigitOff(mine.md5),
+        "sha1-last-digit": _oneDigitOff(mine.sha1),
+        "openssh-last-char": mine.openssh[:-1] + ("A" if mine.openssh[-1] != "A" else "B"),
+        "md5-with-ssh-keygen-prefix": "MD5:" + mine.md5,  # 51 characters: no known form
+        "sha1-with-prefix": "SHA1:" + mine.sha1,
+        "sha256-lowercase-prefix": "sha256:" + mine.sha256.rstrip("="),
+        "sha256-non-ascii": "SHA256:" + "é" * 43,
+        "md5-without-colons-padded-to-47": mine.md5.replace(":", "").ljust(47, "0"),
+        "sha256-doubly-padded": mine.sha256 + "=",
+    }
+
+
+@pytest.mark.parametrize("expected", _nearMisses().values(), ids=_nearMisses().keys())
+def test_near_misses_are_refused(expected: str) -> None:
+    assert not hostKeyMatches(expected, BLOB)
+
+
 # -- host keys
 
 

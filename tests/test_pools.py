@@ -156,7 +156,8 @@ def test_the_cf_realm_pools_in_its_own_service() -> None:
         "ccAPIURL": "https://cc.example.com", "uaaTokenURL": "https://uaa.example.com/oauth/token",
         "uaaUsername": "ssh-proxy", "uaaPassword": "secret", "communicationTimeout": 5.0,
     }  # fmt: skip
-    built = CFRealmPlugin().build(_reactor(), settings, directory=None)  # type: ignore[arg-type]
+    plugin = CFRealmPlugin()
+    built = plugin.build(_reactor(), plugin.parse(settings), directory=None)  # type: ignore[arg-type]
     (service,) = built.services
     assert isinstance(service, PoolService)
     (pool,) = service.pools

@@ -76,4 +76,4 @@ def test_start_up_refusals(tmp_path: Path) -> None:
         options("--enableDiegoAuth", "--diegoCredentials=x", f"--lrpDirectory={table}",
                 "--communicationTimeout=soon")  # fmt: skip
     ok = options("--enableDiegoAuth", "--diegoCredentials=x", f"--lrpDirectory={table}")
-    assert ok["settings"]["address"] == ":2222"
+    assert ok["settings"].address == ":2222"

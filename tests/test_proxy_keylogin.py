@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.error import ValidPublicKey
-from twisted.conch.ssh import keys
+from twisted.conch.ssh import common, keys
 from twisted.cred.credentials import SSHPrivateKey
 from twisted.internet import defer
 from zope.interface import implementer
@@ -101,3 +101,67 @@ def test_garbage_key_blobs_are_denied(blob: bytes) -> None:
     checker = KeyRealmChecker([OneKeyRealm("bastion", KNOWN.public().blob())])
     creds = SSHPrivateKey(b"limited", b"ssh-ed25519", blob, b"x", b"y")
     assert outcome(checker, creds).check(Denied)
+
+
+# -- what else an attacker tries (issue 13)
+
+
+def signedCredentials(k: Any, signedData: bytes, claimedData: bytes) -> SSHPrivateKey:
+    return SSHPrivateKey(
+        b"limited", b"ssh-ed25519", k.public().blob(), claimedData, k.sign(signedData)
+    )
+
+
+def test_a_signature_from_another_session_is_denied() -> None:
+    """A signature replayed from another session (other session id) is refused."""
+    checker = KeyRealmChecker([OneKeyRealm("bastion", KNOWN.public().blob())])
+    creds = signedCredentials(KNOWN, b"session-one", b"session-two")
+    failure = outcome(checker, creds)
+    assert failure.check(Denied) and not failure.value.visible
+
+
+def test_no_key_realm_denies_every_key() -> None:
+    assert outcome(KeyRealmChecker([]), credentials(KNOWN, KNOWN)).check(Denied)
+
+
+def test_security_keys_are_denied_without_asking_a_realm() -> None:
+    realm = OneKeyRealm("bastion", KNOWN.public().blob())
+    pk = common.getNS(KNOWN.public().blob(), 2)[1]
+    blob = common.NS(b"sk-ssh-ed25519@openssh.com") + common.NS(pk) + common.NS(b"ssh:")
+    assert keys.Key.fromString(blob).isSecurityKey()
+    creds = SSHPrivateKey(b"limited", b"sk-ssh-ed25519@openssh.com", blob, b"x", b"y")
+    assert outcome(KeyRealmChecker([realm]), creds).check(Denied)
+    assert realm.asked == 0
+
+
+class BrokenRealm(OneKeyRealm):
+    def authorize(self, username: str, k: Any) -> defer.Deferred[str]:
+        self.asked += 1
+        raise ZeroDivisionError()
+
+
+def test_a_realms_bug_fails_the_login_and_stops_the_search() -> None:
+    """
+    A realm that breaks does not let the next realm grant by default; the
+    error surfaces (the server logs it and says "internal error").
+    """
+    broken = BrokenRealm("broken", b"")
+    later = OneKeyRealm("later", KNOWN.public().blob())
+    failure = outcome(KeyRealmChecker([broken, later]), credentials(KNOWN, KNOWN))
+    assert failure.check(ZeroDivisionError)
+    assert later.asked == 0
+
+
+def test_an_abandoned_key_login_cancels_the_realms_check() -> None:
+    cancelled: list[bool] = []
+
+    class SlowRealm(OneKeyRealm):
+        def authorize(self, username: str, k: Any) -> defer.Deferred[str]:
+            return defer.Deferred(lambda _: cancelled.append(True))
+
+    d = KeyRealmChecker([SlowRealm("slow", b"")]).requestAvatarId(credentials(KNOWN, KNOWN))
+    results: list[Any] = []
+    d.addBoth(results.append)
+    d.cancel()
+    assert cancelled == [True]
+    assert results[0].check(defer.CancelledError)

@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ BASE = ["--address=127.0.0.1:0", "--enableDiegoAuth", "--diegoCredentials=secret
 def test_workers_default_to_one() -> None:
     options = Options()
     options.parseOptions(BASE)
-    assert options["settings"]["workers"] == 1
+    assert options["settings"].workers == 1
 
 
 @pytest.mark.parametrize(("given", "count"), [("2", 2), ("16", 16), (3, 3)])
@@ -73,11 +73,18 @@ def test_worker_rebuilds_the_parents_options() -> None:
     json.dumps(raw)  # what goes down the pipe
     rebuilt = buildWorkerOptions({"options": raw, "hostKeys": []}, fd=7)
     settings = rebuilt["settings"]
-    assert settings["inheritedListenFD"] == 7
-    assert settings["workers"] == 1
-    assert settings["disableHealthCheckServer"] is True
-    assert settings["diegoCredentials"] == "secret"
-    assert settings["policy"].ciphers == options["settings"]["policy"].ciphers
+    assert settings.inheritedListenFD == 7
+    assert settings.workers == 1
+    assert settings.healthCheckAddress is None
+    assert options["settings"].healthCheckAddress == ":2223"
+    (diego,) = settings.realms
+    assert diego.parsed.credentials == "secret"
+    assert settings.policy.ciphers == options["settings"].policy.ciphers
+    # the rest is the parent's, value for value
+    assert (
+        replace(settings, workers=3, inheritedListenFD=None, healthCheckAddress=":2223")
+        == options["settings"]
+    )
 
 
 def test_bound_listener_is_nonblocking_and_listening() -> None:

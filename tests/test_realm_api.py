@@ -40,10 +40,10 @@ class ServicePlugin:
     def __init__(self) -> None:
         self.service = Service()
 
-    def check(self, settings: dict[str, Any]) -> None:
-        pass
+    def parse(self, settings: Any) -> None:
+        return None
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: Any) -> BuiltRealm:
+    def build(self, reactor: Any, parsed: None, directory: Any) -> BuiltRealm:
         return BuiltRealm(NoRealm(), (self.service,))
 
 
@@ -62,10 +62,13 @@ def proxyOptions(tmp_path: Path, *extra: str) -> Any:
 
 def test_a_realms_services_are_children_of_the_proxys_service(tmp_path: Path) -> None:
     from diegossh.proxy import tap
+    from diegossh.proxy.settings import EnabledRealm
 
     options = proxyOptions(tmp_path)
     plugin = ServicePlugin()
-    options["settings"]["enabledRealms"] = [plugin]
+    options["settings"] = dataclasses.replace(
+        options["settings"], realms=(EnabledRealm(plugin, None),)
+    )
     top: Any = tap.makeService(options)
     assert plugin.service in list(top)
     assert plugin.service.parent is top
@@ -75,7 +78,9 @@ def test_a_realms_services_are_children_of_the_proxys_service(tmp_path: Path) ->
 def test_the_builtin_realms_build_with_no_services(tmp_path: Path) -> None:
     from diegossh.proxy.realmplugins import DiegoRealmPlugin
 
-    built = DiegoRealmPlugin().build(object(), {"diegoCredentials": "x"}, directory=None)  # type: ignore[arg-type]
+    plugin = DiegoRealmPlugin()
+    parsed = plugin.parse({"diegoCredentials": "x"})
+    built = plugin.build(object(), parsed, directory=None)  # type: ignore[arg-type]
     assert isinstance(built, BuiltRealm)
     assert IAuthRealm.providedBy(built.realm)
     assert built.services == ()

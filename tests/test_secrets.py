@@ -44,10 +44,33 @@ def _cleanEnvironment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"{variable}_FILE", raising=False)
 
 
-def settingsOf(*args: str) -> dict[str, object]:
+def optionsOf(*args: str) -> Options:
     options = Options()
     options.parseOptions([*BASE, *args])
-    return options["settings"]  # type: ignore[no-any-return]
+    return options
+
+
+def credentials(options: Options) -> str:
+    """
+    The diego realm's credentials as it parsed them; the same as the option
+    a worker is handed.
+    """
+    (diego,) = [each for each in options["settings"].realms if each.name == "diego"]
+    assert diego.parsed.credentials == options["diegoCredentials"]
+    return diego.parsed.credentials  # type: ignore[no-any-return]
+
+
+def settingsOf(*args: str) -> dict[str, object]:
+    """
+    The secrets as resolved: the diego realm's credentials, the host key and
+    the UAA password (what a worker is handed on its stdin).
+    """
+    options = optionsOf(*args)
+    return {
+        "diegoCredentials": credentials(options),
+        "hostKey": options["settings"].hostKey,
+        "uaaPassword": options["uaaPassword"],
+    }
 
 
 # -- the rule
@@ -98,7 +121,7 @@ def test_host_key_and_uaa_password_from_files(tmp_path: Path) -> None:
         "--diegoCredentials=x", f"--hostKeyFile={pem}", f"--uaaPasswordFile={uaa}"
     )
     assert settings["uaaPassword"] == "uaa-secret"
-    hostKey = settings["hostKeyObject"]
+    hostKey = settings["hostKey"]
     assert sha256Fingerprint(hostKey) == sha256Fingerprint(key("p256"))
 
 
@@ -161,8 +184,8 @@ def test_a_worker_gets_a_secret_from_the_environment_on_its_stdin(
     # the worker's environment is the parent's: the variable is gone
     assert "DIEGO_CREDENTIALS" not in os.environ
     secret.unlink()
-    rebuilt = buildWorkerOptions(boot, fd=7)["settings"]
-    assert rebuilt["diegoCredentials"] == "from-env"
+    rebuilt = buildWorkerOptions(boot, fd=7)
+    assert credentials(rebuilt) == "from-env"
     assert rebuilt["uaaPassword"] == "uaa-secret"
 
 

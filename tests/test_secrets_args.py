@@ -147,8 +147,8 @@ def test_the_daemons_variables_win_over_its_moved_flags(monkeypatch: pytest.Monk
     monkeypatch.delenv("SSHD_AUTHKEY", raising=False)
     options = sshdTap.Options()
     options.parseOptions([])
-    assert options["hostKeyObject"] == key("p521")
-    assert options["authorized"] == key("p384").public()
+    assert options["settings"].hostKey == key("p521")
+    assert options["settings"].authorizedKey == key("p384").public()
     for name in ("hostKey", "authorizedKey"):
         assert secretargs.carrier(name) not in os.environ
     assert secretargs.REEXEC_MARK not in os.environ and "SSHD_HOSTKEY" not in os.environ

@@ -16,6 +16,8 @@ from diegossh.sshd.tap import Options
 from tests.support.daemon import TWISTD, freePort, startDaemon
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 
+PEM_P256 = key("p256").toString("openssh").decode()
+
 
 def startup(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -51,8 +53,8 @@ def test_options_read_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
     options = Options()
     options.parseOptions([])
-    assert options["authorized"] == key("ed25519").public()
-    assert options["hostKeyObject"] == key("p256")
+    assert options["settings"].authorizedKey == key("ed25519").public()
+    assert options["settings"].hostKey == key("p256")
     import os
 
     assert "SSHD_AUTHKEY" not in os.environ
@@ -64,7 +66,7 @@ def test_host_key_from_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
     options = Options()
     options.parseOptions([f"--hostKey={path}", "--allowUnauthenticatedClients"])
-    assert options["hostKeyObject"] == key("rsa")
+    assert options["settings"].hostKey == key("rsa")
 
 
 def test_public_host_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,11 +126,41 @@ def test_session_and_channel_limits_reach_the_factory(monkeypatch: pytest.Monkey
     assert (factory.maxSessions, factory.maxChannels) == (3, 7)
     defaults = Options()
     defaults.parseOptions(["--allowUnauthenticatedClients"])
-    assert (defaults["maxSessions"], defaults["maxChannels"]) == (10, 64)
+    assert (defaults["settings"].maxSessions, defaults["settings"].maxChannels) == (10, 64)
 
 
 @pytest.mark.parametrize("flag", ["--maxSessions=0", "--maxChannels=0", "--maxSessions=x"])
 def test_unusable_limits_stop_startup(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
     monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
     with pytest.raises(usage.UsageError):
+        Options().parseOptions(["--allowUnauthenticatedClients", flag])
+
+
+def test_settings_are_parsed_once_and_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from diegossh.sshd.settings import SSHDSettings
+
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    options = Options()
+    options.parseOptions(["--allowUnauthenticatedClients", f"--hostKey={PEM_P256}"])
+    settings = options["settings"]
+    assert isinstance(settings, SSHDSettings)
+    assert (settings.authorizedKey, settings.allowUnauthenticatedClients) == (None, True)
+    assert settings.loginGraceTime == 120.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.maxSessions = 1  # type: ignore[misc]
+    assert "PRIVATE" not in repr(settings) and "hostKey" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["--address=nowhere", "--hostKey=not-a-key", "--authorizedKey=ssh-ed25519",
+     "--allowedMACs=crc32", "--allowedKeyExchanges=guess"],
+)  # fmt: skip
+def test_refusals_name_the_flag(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    monkeypatch.delenv("SSHD_AUTHKEY", raising=False)
+    monkeypatch.delenv("SSHD_HOSTKEY", raising=False)
+    with pytest.raises(usage.UsageError, match=flag.split("=")[0] + ":"):
         Options().parseOptions(["--allowUnauthenticatedClients", flag])

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_target -*-
 """
-The route parser and the address rule (wire reference, "Which address to dial").
+The route parser and the address rule (docs/bbs.md, "Which address is dialled").
 """
 
 from __future__ import annotations

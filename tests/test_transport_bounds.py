@@ -19,7 +19,7 @@ from twisted.conch.ssh import transport as conchTransport
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 
 from diegossh.ssh import transport
@@ -296,6 +296,26 @@ def test_a_request_sent_ahead_is_checked_after_a_failure() -> None:
     fake.portal.logins[0][1].errback(UnauthorizedLogin())
     fake.clock.advance(server.passwordDelay)
     assert [c.password for c, _ in fake.portal.logins] == [b"wrong", b"right"]
+    server.serviceStopped()
+
+
+def test_no_request_sent_ahead_is_checked_once_the_connection_is_closing() -> None:
+    """
+    After the last allowed failure the connection is closing: a request
+    queued behind it must not reach the portal (for the proxy, a lookup and a
+    container dialled for nobody; for the daemon, one try past MaxAuthTries).
+    """
+    server, fake = authServer()
+    server.ssh_USERAUTH_REQUEST(passwordRequest(b"wrong"))
+    server.ssh_USERAUTH_REQUEST(passwordRequest(b"queued"))
+    socket = StringTransport()
+    fake.transport = socket  # type: ignore[attr-defined]
+    socket.loseConnection()
+    fake.portal.logins[0][1].errback(UnauthorizedLogin())
+    fake.clock.advance(server.passwordDelay)
+    assert [c.password for c, _ in fake.portal.logins] == [b"wrong"]
+    server.ssh_USERAUTH_REQUEST(passwordRequest(b"late"))
+    assert len(fake.portal.logins) == 1
     server.serviceStopped()
 
 

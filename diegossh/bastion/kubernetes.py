@@ -5,9 +5,9 @@ namespace found by label selector, files read with C{pods/exec} over
 WebSocket.
 
 The service account (or kubeconfig user) needs, in that namespace,
-C{get} and C{list} on C{pods} and C{create} on C{pods/exec} (clusters
-before 1.31 check C{get} on C{pods/exec} for a WebSocket exec instead:
-grant both).
+C{list} on C{pods} (targets are only ever listed, never fetched one by
+one) and C{create} on C{pods/exec} (clusters before 1.31 check C{get} on
+C{pods/exec} for a WebSocket exec instead: grant both).
 
 Build one with L{KubernetesEngine.fromInCluster} in a pod, with
 L{KubernetesEngine.fromKubeconfig} elsewhere, or with the constructor

@@ -2,39 +2,29 @@
 """
 The bastion as a realm plugin (C{--realm bastion}): settings, environment
 variables, and the assembly of engine, key cache and realm.
+
+Everything is parsed and checked once, at start-up, into a
+L{BastionSettings} (L{diegossh.bastion.settings.parse}), the engine C{auto}
+stands for included; C{build} reads nothing else, not even the environment.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from diegossh.bastion import settings as bastionSettings
+from diegossh.bastion.settings import IN_CLUSTER_HOST, IN_CLUSTER_PORT, BastionSettings
 from diegossh.proxy.realms import BuiltRealm, IRealmPlugin, PoolService
 
-IN_CLUSTER_HOST = "KUBERNETES_SERVICE_HOST"
 # What the Kubernetes engine imports beyond the proxy's own dependencies:
 # module -> distribution, both in the diegossh[bastion] extra.
 KUBERNETES_MODULES = {"yaml": "pyyaml", "wsproto": "wsproto"}
-
-
-def chooseEngine(settings: dict[str, Any], environ: dict[str, str]) -> str:
-    """
-    C{docker}, C{kubernetes} or C{none}. C{auto} means: in a pod (the service
-    account's variables are set) or with a kubeconfig, Kubernetes; else Docker.
-    """
-    if settings["manualAuthFile"]:
-        return "none"
-    engine = str(settings["containerEngine"])
-    if engine != "auto":
-        return engine
-    if environ.get(IN_CLUSTER_HOST) or settings["kubeconfig"]:
-        return "kubernetes"
-    return "docker"
 
 
 def requireKubernetesModules() -> None:
@@ -56,26 +46,34 @@ def requireKubernetesModules() -> None:
         )
 
 
-def buildEngine(reactor: Any, settings: dict[str, Any], environ: dict[str, str]) -> Any:
-    kind = chooseEngine(settings, environ)
-    labels = bastionSettings.parseLabels(settings["sshTargetLabels"] or "")
-    timeout = settings["communicationTimeout"]
-    if kind == "none":
+def buildEngine(reactor: Any, settings: BastionSettings) -> Any:
+    """
+    The container engine C{settings} chose, or L{None} for C{none}.
+    """
+    labels = dict(settings.labels)
+    timeout = settings.communicationTimeout
+    if settings.engine == "none":
         return None
-    if kind == "docker":
+    if settings.engine == "docker":
         from diegossh.bastion.docker import DockerEngine
 
-        socketPath = settings["dockerHost"][len("unix://") :]
-        return DockerEngine(reactor, socketPath, labels, timeout, network=settings["dockerNetwork"])
-    requireKubernetesModules()
+        assert settings.dockerSocket is not None
+        return DockerEngine(
+            reactor, settings.dockerSocket, labels, timeout, network=settings.dockerNetwork
+        )
     from diegossh.bastion.kubernetes import KubernetesEngine
 
-    namespace = settings["kubernetesNamespace"]
-    if settings["kubeconfig"]:
+    namespace = settings.namespace
+    if settings.kubeconfig:
         return KubernetesEngine.fromKubeconfig(
-            reactor, settings["kubeconfig"], labels, timeout, namespace=namespace
+            reactor, settings.kubeconfig, labels, timeout, namespace=namespace
         )
-    return KubernetesEngine.fromInCluster(reactor, labels, timeout, namespace=namespace)
+    assert settings.inClusterService is not None
+    host, port = settings.inClusterService
+    return KubernetesEngine.fromInCluster(
+        reactor, labels, timeout, namespace=namespace,
+        environ={IN_CLUSTER_HOST: host, IN_CLUSTER_PORT: port},
+    )  # fmt: skip
 
 
 @implementer(IPlugin, IRealmPlugin)
@@ -90,38 +88,36 @@ class BastionRealmPlugin:
     secrets: dict[str, str] = {}
     usesDirectory = False
 
-    def check(self, settings: dict[str, Any]) -> None:
-        bastionSettings.validate(settings)
+    def parse(self, settings: Mapping[str, Any]) -> BastionSettings:
+        parsed = bastionSettings.parse(settings, dict(os.environ))
+        if parsed.engine == "kubernetes":
+            requireKubernetesModules()  # at start-up, as a usage error
+        return parsed
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: Any) -> BuiltRealm:
+    def build(self, reactor: Any, settings: BastionSettings, directory: Any) -> BuiltRealm:
         from twisted.web.client import Agent
 
         from diegossh.bastion.keycache import KeyCache
-        from diegossh.bastion.policy import TargetPolicy
         from diegossh.bastion.publickey import PublicKeyAPI
         from diegossh.bastion.realm import BastionRealm
 
-        environ = dict(os.environ)
-        engine = buildEngine(reactor, settings, environ)
-        timeout = settings["communicationTimeout"]
+        engine = buildEngine(reactor, settings)
+        timeout = settings.communicationTimeout
         fetch = None
         pools = PoolService(reactor)
         if engine is not None:
             agent = Agent(reactor, pool=pools.pool(persistent=False))
-            port = bastionSettings.parsePort(settings["sshTargetPublickeyApiPort"])
-            fetch = PublicKeyAPI(agent, reactor, port, timeout).fetch
+            fetch = PublicKeyAPI(agent, reactor, settings.publicKeyAPIPort, timeout).fetch
         cache = KeyCache(
             reactor,
             engine,
             fetch,
-            settings["sshTargetKeyPath"],
-            settings["authorizedKeysCache"],
-            settings["keyRefreshInterval"],
-            settings["keyRefreshMinInterval"],
-        )
-        policy = TargetPolicy.fromSettings(
-            settings["sshPermitTargetHost"], settings["sshPermitTargetPort"]
+            settings.keyPath,
+            settings.authorizedKeysCache,
+            settings.keyRefreshInterval,
+            settings.keyRefreshMinInterval,
         )
         # The cache refreshes while the proxy runs: its timer is a service,
         # stopped (last added, first stopped) before the pools close.
-        return BuiltRealm(BastionRealm(reactor, cache, policy, timeout), (pools, cache))
+        realm = BastionRealm(reactor, cache, settings.targetPolicy, timeout)
+        return BuiltRealm(realm, (pools, cache))

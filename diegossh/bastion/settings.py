@@ -8,7 +8,13 @@ that configured that bastion configures this one.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from diegossh.bastion.policy import TargetPolicy
 
 # flag -> (JSON key, kind, default)
 SETTINGS: dict[str, tuple[str, str, Any]] = {
@@ -46,6 +52,9 @@ ENVIRONMENT: dict[str, str] = {
     "SSH_KEY_REFRESH_MIN_INTERVAL": "keyRefreshMinInterval",
 }
 
+# flag -> environment variable
+_VARIABLES = {flag: variable for variable, flag in ENVIRONMENT.items()}
+
 ENGINES = ("auto", "docker", "kubernetes", "none")
 
 _LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?")
@@ -79,20 +88,136 @@ def parsePort(text: str) -> int:
     return int(text)
 
 
-def validate(settings: dict[str, Any]) -> None:
+T = TypeVar("T")
+IN_CLUSTER_HOST = "KUBERNETES_SERVICE_HOST"
+IN_CLUSTER_PORT = "KUBERNETES_SERVICE_PORT"
+_UNIX = "unix://"
+
+
+@dataclass(frozen=True, slots=True)
+class BastionSettings:
     """
-    Raise L{ValueError} naming the first setting that cannot work.
+    The bastion's settings, typed and checked: what
+    L{diegossh.bastion.plugin.BastionRealmPlugin.build} builds from, and
+    nothing else.
+
+    C{engine} is resolved (C{docker}, C{kubernetes} or C{none}, never
+    C{auto}); C{dockerSocket} is set for C{docker}; C{kubeconfig} or
+    C{inClusterService} (the pod's C{KUBERNETES_SERVICE_HOST} and C{_PORT},
+    read once at start-up) for C{kubernetes}.
     """
-    if settings["containerEngine"] not in ENGINES:
-        raise ValueError(
-            f"--containerEngine must be one of {', '.join(ENGINES)}, "
-            f"not {settings['containerEngine']!r}"
+
+    engine: str
+    labels: Mapping[str, str]
+    dockerSocket: str | None
+    dockerNetwork: str | None
+    kubeconfig: str | None
+    inClusterService: tuple[str, str] | None
+    namespace: str | None
+    publicKeyAPIPort: int
+    keyPath: str
+    authorizedKeysCache: str | None
+    targetPolicy: TargetPolicy
+    keyRefreshInterval: float
+    keyRefreshMinInterval: float
+    communicationTimeout: float
+
+
+def chooseEngine(
+    containerEngine: str, manualAuthFile: bool, kubeconfig: str | None, environ: Mapping[str, str]
+) -> str:
+    """
+    C{docker}, C{kubernetes} or C{none}. C{auto} means: in a pod (the service
+    account's variables are set) or with a kubeconfig, Kubernetes; else Docker.
+    """
+    if manualAuthFile:
+        return "none"
+    if containerEngine != "auto":
+        return containerEngine
+    if environ.get(IN_CLUSTER_HOST) or kubeconfig:
+        return "kubernetes"
+    return "docker"
+
+
+def _dockerSocket(host: str, chosen: bool) -> str:
+    """
+    The socket path in C{unix:///path}; anything else names the setting.
+    """
+    path = host[len(_UNIX) :] if host.startswith(_UNIX) else ""
+    if not path:
+        why = (
+            " (--containerEngine auto chose Docker: no KUBERNETES_SERVICE_HOST, no --kubeconfig)"
+            if chosen
+            else ""
         )
-    parseLabels(settings["sshTargetLabels"] or "")
-    parsePort(settings["sshTargetPublickeyApiPort"])
+        raise ValueError(
+            f"--dockerHost (DOCKER_HOST) must be unix:///path/to/docker.sock, not {host!r}"
+            f"{why}; only a local Docker socket is supported"
+        )
+    return path
+
+
+def _checked(flag: str, parse: Callable[[str], T], value: str) -> T:
+    """
+    C{parse(value)}; its L{ValueError} names the flag and its variable.
+    """
+    try:
+        return parse(value)
+    except ValueError as e:
+        variable = _VARIABLES[flag]
+        reason = str(e).removeprefix(f"{variable}: ")
+        raise ValueError(f"--{flag} ({variable}): {reason}") from None
+
+
+def parse(settings: Mapping[str, Any], environ: Mapping[str, str]) -> BastionSettings:
+    """
+    The bastion's settings from the proxy's merged raw settings, with the
+    engine C{auto} stands for resolved from C{environ} (the process's
+    environment at start-up). Raise L{ValueError} naming the first setting
+    that cannot work.
+    """
     from diegossh.bastion.policy import TargetPolicy
 
-    TargetPolicy.fromSettings(settings["sshPermitTargetHost"], settings["sshPermitTargetPort"])
-    host = settings["dockerHost"] or ""
-    if settings["containerEngine"] == "docker" and not host.startswith("unix://"):
-        raise ValueError(f"--dockerHost must be unix:///path/to/docker.sock, not {host!r}")
+    containerEngine = settings["containerEngine"]
+    if containerEngine not in ENGINES:
+        raise ValueError(
+            f"--containerEngine (SSH_CONTAINER_ENGINE) must be one of {', '.join(ENGINES)}, "
+            f"not {containerEngine!r}"
+        )
+    labels = _checked("sshTargetLabels", parseLabels, settings["sshTargetLabels"] or "")
+    port = _checked("sshTargetPublickeyApiPort", parsePort, settings["sshTargetPublickeyApiPort"])
+    hosts, ports = settings["sshPermitTargetHost"], settings["sshPermitTargetPort"]
+    _checked("sshPermitTargetPort", lambda text: TargetPolicy.fromSettings("*", text), ports)
+    policy = _checked(
+        "sshPermitTargetHost", lambda text: TargetPolicy.fromSettings(text, ports), hosts
+    )
+    kubeconfig = settings["kubeconfig"] or None
+    engine = chooseEngine(containerEngine, bool(settings["manualAuthFile"]), kubeconfig, environ)
+    dockerSocket = None
+    if engine == "docker":
+        dockerSocket = _dockerSocket(settings["dockerHost"] or "", containerEngine == "auto")
+    inCluster = None
+    if engine == "kubernetes" and not kubeconfig:
+        host, servicePort = environ.get(IN_CLUSTER_HOST, ""), environ.get(IN_CLUSTER_PORT, "")
+        if not host or not servicePort:
+            raise ValueError(
+                "the Kubernetes engine needs --kubeconfig (KUBECONFIG), or "
+                f"{IN_CLUSTER_HOST} and {IN_CLUSTER_PORT} (in a pod)"
+            )
+        inCluster = (host, servicePort)
+    return BastionSettings(
+        engine=engine,
+        labels=MappingProxyType(labels),
+        dockerSocket=dockerSocket,
+        dockerNetwork=settings["dockerNetwork"] or None,
+        kubeconfig=kubeconfig,
+        inClusterService=inCluster,
+        namespace=settings["kubernetesNamespace"] or None,
+        publicKeyAPIPort=port,
+        keyPath=settings["sshTargetKeyPath"],
+        authorizedKeysCache=settings["authorizedKeysCache"],
+        targetPolicy=policy,
+        keyRefreshInterval=float(settings["keyRefreshInterval"]),
+        keyRefreshMinInterval=float(settings["keyRefreshMinInterval"]),
+        communicationTimeout=float(settings["communicationTimeout"]),
+    )

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_interop -*-
+# -*- test-case-name: tests.test_proxy_backend,tests.test_proxy_interop -*-
 """
 The proxy's leg to a container: dial, SSH handshake, host key check against
 the route's fingerprint, login with the route's credentials.
@@ -27,7 +27,7 @@ from typing import Any
 
 from twisted.conch.ssh import keys, userauth
 from twisted.conch.ssh.service import SSHService
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
@@ -234,16 +234,25 @@ def connectBackend(
     def timedOut() -> None:
         if login.called:
             return
-        if connecting is not None:
-            connecting.cancel()
+        # The denial first: cancelling the connect below fails it at once,
+        # and its failure names the address, which is not for the user.
         transport = holder.get("t")
         if transport is not None and transport.transport is not None:
-            transport.denial = LoginDenied(
-                f"the instance did not complete the SSH login within {timeout:g}s"
-            )
+            denial = LoginDenied(f"the instance did not complete the SSH login within {timeout:g}s")
+        else:
+            denial = LoginDenied(f"the instance did not answer within {timeout:g}s")
+        log.info(
+            "{guid}/{index} at {address}: {reason}",
+            guid=target.process_guid,
+            index=target.index,
+            address=target.address,
+            reason=denial.reason,
+        )
+        login.errback(denial)
+        if connecting is not None:
+            connecting.cancel()
+        if transport is not None and transport.transport is not None and not transport.lost:
             transport.transport.abortConnection()
-        if not login.called:
-            login.errback(LoginDenied(f"the instance did not answer within {timeout:g}s"))
 
     timer = reactor.callLater(timeout, timedOut)
 
@@ -257,8 +266,17 @@ def connectBackend(
     connecting = endpoint.connect(Factory.forProtocol(build))
 
     def connectFailed(failure: Failure) -> None:
-        if not login.called and not cancelled:
-            login.errback(LoginDenied(f"could not connect to the instance: {_short(failure)}"))
+        if login.called or cancelled:
+            return
+        # The details (address, the system's words) are for the operator.
+        log.info(
+            "could not connect to {guid}/{index} at {address}: {error}",
+            guid=target.process_guid,
+            index=target.index,
+            address=target.address,
+            error=f"{type(failure.value).__name__}: {failure.value}",
+        )
+        login.errback(LoginDenied(f"could not connect to the instance: {_connectError(failure)}"))
 
     connecting.addErrback(connectFailed)
     return login
@@ -332,7 +350,19 @@ class BackendSlot:
         return self.client
 
 
-def _short(failure: Failure) -> str:
-    value = failure.value
-    text = getattr(value, "osError", None) or str(value)
-    return str(text).strip() or type(value).__name__
+#: what the user is told of a failed connect, by the error's class; never the
+#: error's own text, which names the instance's address
+_CONNECT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (error.ConnectionRefusedError, "connection refused"),
+    (error.TimeoutError, "timed out"),
+    (error.NoRouteError, "no route to the instance"),
+    (error.DNSLookupError, "the instance's address does not resolve"),
+    (error.ConnectingCancelledError, "timed out"),
+)
+
+
+def _connectError(failure: Failure) -> str:
+    for kind, description in _CONNECT_ERRORS:
+        if failure.check(kind):
+            return description
+    return "network error"

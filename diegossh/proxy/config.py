@@ -6,6 +6,10 @@ durations as Go writes them.
 Every setting has a flag (camelCase, as upstream) and a JSON key
 (snake_case, as upstream's config file); a flag given on the command line
 wins over the file.
+
+This module is the key table and the merge (flag -> value, each converted
+by its kind); what the values mean, and whether they can work together, is
+L{diegossh.proxy.settings}' business.
 """
 
 from __future__ import annotations

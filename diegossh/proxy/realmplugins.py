@@ -7,7 +7,9 @@ module of theirs plus a dropin in a C{twisted/plugins} directory on the path.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
@@ -15,6 +17,9 @@ from zope.interface import implementer
 from diegossh.interfaces import ILRPDirectory, IRealmPlugin
 from diegossh.proxy.login import DiegoRealm
 from diegossh.proxy.realms import BuiltRealm
+
+if TYPE_CHECKING:
+    from diegossh.proxy.cf.realm import CFSettings
 
 
 def installedRealms() -> dict[str, Any]:
@@ -29,6 +34,15 @@ def installedRealms() -> dict[str, Any]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class DiegoSettings:
+    """
+    The C{diego} realm's one setting: the shared credentials.
+    """
+
+    credentials: str = field(repr=False)
+
+
 @implementer(IPlugin, IRealmPlugin)
 class DiegoRealmPlugin:
     name = "diego"
@@ -38,12 +52,14 @@ class DiegoRealmPlugin:
     secrets: dict[str, str] = {}  # its secrets are the proxy's own (config.SECRETS)
     usesDirectory = True
 
-    def check(self, settings: dict[str, Any]) -> None:
-        if not settings.get("diegoCredentials"):
+    def parse(self, settings: Mapping[str, Any]) -> DiegoSettings:
+        credentials = settings.get("diegoCredentials")
+        if not credentials or not isinstance(credentials, str):
             raise ValueError("the diego realm needs --diegoCredentials")
+        return DiegoSettings(credentials)
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> BuiltRealm:
-        return BuiltRealm(DiegoRealm(settings["diegoCredentials"], directory))
+    def build(self, reactor: Any, parsed: DiegoSettings, directory: ILRPDirectory) -> BuiltRealm:
+        return BuiltRealm(DiegoRealm(parsed.credentials, directory))
 
 
 @implementer(IPlugin, IRealmPlugin)
@@ -55,14 +71,14 @@ class CFRealmPlugin:
     secrets: dict[str, str] = {}  # its secrets are the proxy's own (config.SECRETS)
     usesDirectory = True
 
-    def check(self, settings: dict[str, Any]) -> None:
-        for required in ("ccAPIURL", "uaaTokenURL", "uaaUsername", "uaaPassword"):
-            if not settings.get(required):
-                raise ValueError(f"the cf realm needs --{required}")
+    def parse(self, settings: Mapping[str, Any]) -> CFSettings:
+        from diegossh.proxy.cf.realm import CFSettings
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: ILRPDirectory) -> BuiltRealm:
+        return CFSettings.fromSettings(settings)
+
+    def build(self, reactor: Any, parsed: CFSettings, directory: ILRPDirectory) -> BuiltRealm:
         from diegossh.proxy.cf.realm import makeCFRealm
         from diegossh.proxy.pools import PoolService
 
         pools = PoolService(reactor)  # UAA's and Cloud Controller's connections
-        return BuiltRealm(makeCFRealm(reactor, settings, directory, pools), (pools,))
+        return BuiltRealm(makeCFRealm(reactor, parsed, directory, pools), (pools,))

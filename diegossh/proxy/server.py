@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_interop -*-
+# -*- test-case-name: tests.test_proxy_server,tests.test_proxy_interop -*-
 """
 The user-facing side of the proxy: the SSH server users log into, the login
 that dials the container before it succeeds, and the idle timeout.
@@ -129,6 +129,8 @@ class ProxyUserAuthServer(UserAuthServer):
     def serviceStarted(self) -> None:
         super().serviceStarted()
         self._pendingLogins: set[defer.Deferred[Any]] = set()
+        # refusals waiting out the password delay, and their timers
+        self._delays: dict[defer.Deferred[Any], Any] = {}
         slot = getattr(self.transport, "backendSlot", None)
         self.portal = _AddressedPortal(self.portal, slot or self.transport.peerAddress)
 
@@ -150,6 +152,8 @@ class ProxyUserAuthServer(UserAuthServer):
         pending, self._pendingLogins = self._pendingLogins, set()
         for d in pending:
             d.cancel()
+        for delayed in list(self._delays):
+            delayed.cancel()
 
     def auth_publickey(self, packet: bytes) -> Any:
         try:
@@ -182,18 +186,31 @@ class ProxyUserAuthServer(UserAuthServer):
         A refused password is answered after C{passwordDelay} (1 s), as
         Conch's own password method does: without it the proxy answered a
         guess in under a millisecond.
+
+        Only a refusal is delayed: a login the user abandoned (cancelled, or
+        already turned into L{IgnoreAuthentication}) is answered by nobody,
+        so it waits for nothing. A delay still running when the service
+        stops (the user left) is cancelled with the rest, quietly: no timer
+        stays on the clock, and the attempt is neither answered, counted nor
+        logged as an error.
         """
-        if failure.check(defer.CancelledError):
+        if failure.check(defer.CancelledError, IgnoreAuthentication):
             return failure
-        call: Any = None
-
-        def cancel(_: Any) -> None:
-            if call is not None and call.active():
-                call.cancel()
-
-        delayed: defer.Deferred[Any] = defer.Deferred(cancel)
-        call = self.clock.callLater(self.passwordDelay, delayed.errback, failure)
+        delayed: defer.Deferred[Any] = defer.Deferred(self._abandonDelay)
+        self._delays[delayed] = self.clock.callLater(
+            self.passwordDelay, self._answerRefusal, delayed, failure
+        )
         return delayed
+
+    def _answerRefusal(self, delayed: defer.Deferred[Any], failure: Failure) -> None:
+        del self._delays[delayed]
+        delayed.errback(failure)
+
+    def _abandonDelay(self, delayed: defer.Deferred[Any]) -> None:
+        call = self._delays.pop(delayed, None)
+        if call is not None and call.active():
+            call.cancel()
+        delayed.errback(Failure(IgnoreAuthentication()))
 
     def _denied(self, failure: Failure, **audit: str) -> Failure:
         username = (self.user or b"").decode("utf-8", "replace")

@@ -1,9 +1,12 @@
-# -*- test-case-name: tests.test_proxy_tap -*-
+# -*- test-case-name: tests.test_proxy_config,tests.test_proxy_settings -*-
 """
 C{twistd diego-ssh-proxy}: options and service assembly.
 
 The flags and JSON keys are upstream ssh-proxy's (L{diegossh.proxy.config}),
-so a deployment can switch without rewriting its manifests.
+so a deployment can switch without rewriting its manifests. C{postOptions}
+merges them once and parses the result once into a frozen
+L{diegossh.proxy.settings.ProxySettings} (C{self["settings"]}); assembly
+reads its attributes and nothing else.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from twisted.cred.portal import Portal
 from twisted.python import usage
 
 from diegossh import secretargs
-from diegossh.addresses import parseAddress, serverEndpoint
+from diegossh.addresses import serverEndpoint
 from diegossh.interfaces import IKeyRealm
 from diegossh.proxy import accesslog, workers
 from diegossh.proxy import config as proxyConfig
@@ -29,10 +32,11 @@ from diegossh.proxy.pools import PoolService
 from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.realms import BuiltRealm
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
+from diegossh.proxy.settings import ProxySettings, parseSettings
 from diegossh.proxy.shutdown import ClosingService, LiveConnections, StopInOrder
 from diegossh.ssh import admission
-from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
-from diegossh.ssh.keys import hostKeyOrGenerated, loadHostKey
+from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.keys import hostKeyOrGenerated
 
 _REALMS = installedRealms()
 _SETTINGS: proxyConfig.Settings = dict(proxyConfig.SETTINGS)
@@ -48,8 +52,6 @@ for _plugin in _REALMS.values():
     _SECRETS.update(getattr(_plugin, "secrets", {}))
 _SETTINGS.update(proxyConfig.secretFileSettings(_SECRETS, _SETTINGS))
 _ENVIRONMENT.update(proxyConfig.secretEnvironment(_SECRETS))
-# upstream's switches, kept: each enables one of the realms
-_LEGACY_SWITCHES = {"enableDiegoAuth": "diego", "enableCFAuth": "cf"}
 
 
 class Options(usage.Options):
@@ -86,127 +88,77 @@ class Options(usage.Options):
             environment = proxyConfig.fromEnvironment(_ENVIRONMENT, dict(os.environ), _SETTINGS)
             for variable in proxyConfig.secretEnvironment(_SECRETS):
                 os.environ.pop(variable, None)  # read once; no child inherits it
-            settings = proxyConfig.merge(given, self["config"], _SETTINGS, environment)
-            proxyConfig.resolveSecrets(settings, given, environment, _SECRETS)
+            raw = proxyConfig.merge(given, self["config"], _SETTINGS, environment)
+            proxyConfig.resolveSecrets(raw, given, environment, _SECRETS)
             for flag in _SECRETS:
-                self[flag] = settings[flag]  # what a worker gets on its stdin
-            parseAddress(settings["address"])
-            if not settings["disableHealthCheckServer"]:
-                parseAddress(settings["healthCheckAddress"])
-            settings["policy"] = AlgorithmPolicy.fromOptions(
-                settings["allowedCiphers"], settings["allowedMACs"], settings["allowedKeyExchanges"]
-            )
-            settings["hostKeyObject"] = (
-                loadHostKey(settings["hostKey"]) if settings["hostKey"] else None
-            )
-            settings["enabledRealms"] = self._enabledRealms(settings)
-            settings["admission"] = _admissionSettings(settings)
-        except (ValueError, UnknownAlgorithm) as e:
+                self[flag] = raw[flag]  # what a worker gets on its stdin
+            self["settings"] = parseSettings(raw, _REALMS, self["realms"])
+        except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        needsDirectory = any(
-            getattr(plugin, "usesDirectory", True) for plugin in settings["enabledRealms"]
-        )
-        if needsDirectory and not settings["lrpDirectory"] and not settings["bbsAddress"]:
-            raise usage.UsageError("give --bbsAddress (Diego) or --lrpDirectory (a local table)")
-        if settings["backendsTLSEnabled"] and not settings["backendsTLSCACertificates"]:
-            raise usage.UsageError("--backendsTLSEnabled needs --backendsTLSCACertificates")
-        self["settings"] = settings
-
-    def _enabledRealms(self, settings: dict[str, Any]) -> list[Any]:
-        names = [realm for switch, realm in _LEGACY_SWITCHES.items() if settings[switch]]
-        names += self["realms"]
-        if not names:
-            raise ValueError(
-                "no auth realm enabled: give --realm NAME (installed: "
-                + ", ".join(sorted(_REALMS))
-                + ") or --enableDiegoAuth / --enableCFAuth"
-            )
-        enabled = []
-        for name in dict.fromkeys(names):
-            plugin = _REALMS.get(name)
-            if plugin is None:
-                raise ValueError(f"unknown realm {name!r}; installed: {', '.join(sorted(_REALMS))}")
-            plugin.check(settings)
-            enabled.append(plugin)
-        return enabled
 
 
-def _directory(reactor: Any, settings: dict[str, Any], pools: PoolService) -> Any:
+def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any:
     """
     The LRP directory: the local table, or the BBS client (its kept-alive
     connections in a pool of C{pools}), or L{None}.
     """
-    if not settings["lrpDirectory"] and not settings["bbsAddress"]:
+    if not settings.usesDirectory:
         return None  # only realms that find their own targets are enabled
-    placement = {
-        "connectToInstanceAddress": settings["connectToInstanceAddress"],
-        "backendsTLSEnabled": settings["backendsTLSEnabled"],
+    placement: dict[str, Any] = {
+        "connectToInstanceAddress": settings.connectToInstanceAddress,
+        "backendsTLSEnabled": settings.backendTLS is not None,
     }
-    if settings["lrpDirectory"]:
+    if settings.lrpDirectory:
         from diegossh.proxy.lrptable import LRPTable
 
-        return LRPTable(settings["lrpDirectory"], **placement)
+        return LRPTable(settings.lrpDirectory, **placement)
     from diegossh.proxy.bbs import BBSClient
     from diegossh.tls import makeHTTPSAgent, tlsPolicyFromPEMFiles
 
-    address = settings["bbsAddress"]
-    policy = tlsPolicyFromPEMFiles(
-        settings["bbsCACert"], settings["bbsClientCert"], settings["bbsClientKey"]
-    )
+    bbs = settings.bbs
+    assert bbs is not None
+    # without --bbsCACert this fails here, as it always has
+    policy = tlsPolicyFromPEMFiles(bbs.caCert, bbs.clientCert, bbs.clientKey)  # type: ignore[arg-type]
     agent = makeHTTPSAgent(reactor, policy, pool=pools.pool(persistent=True))
     return BBSClient(
-        agent, address, reactor, communicationTimeout=settings["communicationTimeout"], **placement
-    )
+        agent, bbs.address, reactor, communicationTimeout=settings.communicationTimeout,
+        **placement,
+    )  # fmt: skip
 
 
-def _backendTLS(settings: dict[str, Any]) -> Any:
+def _backendTLS(settings: ProxySettings) -> Any:
     """
     Each backend's TLS options by server name (the instance guid), verified
     against C{--backendsTLSCACertificates}, presenting the client certificate
     when one is given; L{ValueError} names a file that does not parse.
     """
-    if not settings["backendsTLSEnabled"]:
+    tls = settings.backendTLS
+    if tls is None:
         return None
     from diegossh.tls import tlsPolicyFromPEMFiles
 
     return tlsPolicyFromPEMFiles(
-        settings["backendsTLSCACertificates"],
-        settings["backendsTLSClientCertificate"] or None,
-        settings["backendsTLSClientPrivateKey"] or None,
+        tls.caCertificates, tls.clientCertificate, tls.clientPrivateKey
     ).creatorForName
 
 
-def _realms(reactor: Any, settings: dict[str, Any], directory: Any) -> list[BuiltRealm]:
+def _realms(reactor: Any, settings: ProxySettings, directory: Any) -> list[BuiltRealm]:
     """
     Each enabled realm, built, with the services it runs while it serves.
     """
-    return [plugin.build(reactor, settings, directory) for plugin in settings["enabledRealms"]]
-
-
-def _admissionSettings(settings: dict[str, Any]) -> dict[str, Any]:
-    """
-    The pre-login limits, parsed (L{ValueError} names the flag).
-    """
-    return {
-        "maxStartups": admission.MaxStartups.parse(settings["maxStartups"]),
-        "perSourceMaxStartups": admission.parsePerSourceMaxStartups(
-            settings["perSourceMaxStartups"]
-        ),
-        "penalties": admission.DEFAULT_PENALTIES.parse(settings["perSourcePenalties"] or "yes"),
-        "exempt": admission.parseExemptList(settings["perSourcePenaltyExemptList"]),
-    }
+    return [each.plugin.build(reactor, each.parsed, directory) for each in settings.realms]
 
 
 def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
-    settings = config["settings"]
-    hostKey = hostKeyOrGenerated(settings["hostKeyObject"])
+    settings: ProxySettings = config["settings"]
+    hostKey = hostKeyOrGenerated(settings.hostKey)
     directoryPools = PoolService(reactor)
     directory = _directory(reactor, settings, directoryPools)
     tlsOptions = _backendTLS(settings)
-    policy = settings["policy"]
-    timeout = settings["communicationTimeout"]
+    policy = settings.policy
+    timeout = settings.communicationTimeout
 
     def connect(target: Any) -> Any:
         return connectBackend(reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions)
@@ -221,21 +173,21 @@ def makeService(config: Options) -> IService:
     if keyRealms:
         checkers.append(KeyRealmChecker(keyRealms))
     portal = Portal(ProxyRealm(connect, reactor), checkers)
-    factory = ProxyFactory(portal, [hostKey], policy, reactor, settings["idleConnectionTimeout"])
-    factory.loginGraceTime = settings["loginGraceTime"]
-    factory.maxAuthTries = settings["maxAuthTries"]
-    limited = admission.fromSettings(factory, reactor, settings["admission"])
+    factory = ProxyFactory(portal, [hostKey], policy, reactor, settings.idleConnectionTimeout)
+    factory.loginGraceTime = settings.loginGraceTime
+    factory.maxAuthTries = settings.maxAuthTries
+    limited = admission.fromSettings(factory, reactor, settings.admission)
     live = LiveConnections(limited.admission, reactor)
     listening = admission.AdmittingFactory(factory, live)
     # Started in this order, stopped in the reverse one, each stop awaited
     # (diegossh.proxy.shutdown): the access log is the last to go.
     top = StopInOrder()
-    if settings["accessLog"]:
+    if settings.accessLog.path:
         accesslog.AccessLogService(
-            settings["accessLog"],
+            settings.accessLog.path,
             reactor,
-            settings["accessLogMaxBytes"],
-            settings["accessLogMaxFiles"],
+            settings.accessLog.maxBytes,
+            settings.accessLog.maxFiles,
         ).setServiceParent(top)
     directoryPools.setServiceParent(top)
     for each in built:
@@ -243,8 +195,8 @@ def makeService(config: Options) -> IService:
             service.setServiceParent(top)
     ClosingService(live, reactor).setServiceParent(top)
     workers.listeningService(reactor, config, listening).setServiceParent(top)
-    if not settings["disableHealthCheckServer"]:
+    if settings.healthCheckAddress is not None:
         StreamServerEndpointService(
-            serverEndpoint(reactor, settings["healthCheckAddress"]), healthSite()
+            serverEndpoint(reactor, settings.healthCheckAddress), healthSite()
         ).setServiceParent(top)
     return top

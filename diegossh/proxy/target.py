@@ -167,7 +167,7 @@ def chooseAddress(
     backendsTLSEnabled: bool,
 ) -> DialAddress:
     """
-    Apply the wire reference's "Which address to dial".
+    Which address and port to dial (docs/bbs.md, "Which address is dialled").
 
     The mapping whose C{container_port} is the route's wins. Diego's
     C{preferred_address} overrides the proxy's C{connectToInstanceAddress}

@@ -9,8 +9,8 @@ its host key. The worker rebuilds the parent's options with the proxy's own
 C{tap.Options} and builds its service with C{tap.makeService}, as twistd
 would, except that it listens on the inherited socket, serves no health check,
 and uses the parent's host key (so every process shows the client the same
-key). It keeps reading stdin: when the parent goes away the pipe closes and the
-worker stops.
+key): one C{dataclasses.replace} of the settings it parsed. It keeps reading
+stdin: when the parent goes away the pipe closes and the worker stops.
 
 A module of its own because it is a separate program: it needs C{tap}, and
 C{tap} needs the parent's half (C{workers.listeningService}); kept apart, the
@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import replace
 from typing import Any
 
 from twisted.conch.ssh import keys
@@ -97,13 +98,15 @@ def buildWorkerOptions(boot: dict[str, Any], fd: int = WORKER_FD) -> tap.Options
     options = tap.Options()
     options.update(boot["options"])
     options.postOptions()
-    settings = options["settings"]
-    settings["workers"] = 1
-    settings["inheritedListenFD"] = fd
-    settings["disableHealthCheckServer"] = True
     hostKeys = boot.get("hostKeys") or []
-    if hostKeys:
-        settings["hostKeyObject"] = keys.Key.fromString(hostKeys[0].encode())
+    parent = options["settings"]
+    options["settings"] = replace(
+        parent,
+        workers=1,
+        inheritedListenFD=fd,
+        healthCheckAddress=None,
+        hostKey=keys.Key.fromString(hostKeys[0].encode()) if hostKeys else parent.hostKey,
+    )
     return options
 
 

@@ -76,14 +76,14 @@ def listeningService(reactor: Any, config: Any, factory: Any) -> IService:
     worker.
     """
     settings = config["settings"]
-    inherited = settings.get("inheritedListenFD")
-    if inherited is not None:
-        return AdoptedPort(reactor, inherited, factory)
-    count = settings.get("workers") or 1
-    if count <= 1:
-        endpoint = GuardedEndpoint(serverEndpoint(reactor, settings["address"]), reactor)
+    if settings.inheritedListenFD is not None:
+        return AdoptedPort(reactor, settings.inheritedListenFD, factory)
+    if settings.workers <= 1:
+        endpoint = GuardedEndpoint(serverEndpoint(reactor, settings.address), reactor)
         return StreamServerEndpointService(endpoint, factory)
-    return WorkerPool(reactor, settings["address"], factory, count - 1, workerOptions(config))
+    return WorkerPool(
+        reactor, settings.address, factory, settings.workers - 1, workerOptions(config)
+    )
 
 
 def workerOptions(config: Any) -> dict[str, Any]:

@@ -49,7 +49,7 @@ import heapq
 import ipaddress
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -581,23 +581,56 @@ def admitting(
     )
 
 
-def fromSettings(factory: Any, clock: IReactorTime, limits: Mapping[str, Any]) -> AdmittingFactory:
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """
+    A service's pre-login limits, parsed once at start-up: what
+    L{fromSettings} needs, in one value the daemon's and the proxy's settings
+    both carry.
+    """
+
+    maxStartups: MaxStartups
+    perSourceMaxStartups: int | None
+    penalties: Penalties
+    exempt: tuple[Any, ...]
+
+    @classmethod
+    def parse(
+        cls,
+        maxStartups: str,
+        perSourceMaxStartups: str | int | None,
+        penalties: str,
+        exempt: str | None,
+        basePenalties: Penalties,
+    ) -> AdmissionLimits:
+        """
+        The limits from their flags' text; L{ValueError} names the flag.
+        C{penalties} is read over C{basePenalties} (the service's defaults).
+        """
+        return cls(
+            MaxStartups.parse(maxStartups),
+            parsePerSourceMaxStartups(perSourceMaxStartups),
+            basePenalties.parse(penalties),
+            parseExemptList(exempt),
+        )
+
+
+def fromSettings(factory: Any, clock: IReactorTime, limits: AdmissionLimits) -> AdmittingFactory:
     """
     C{factory} behind an L{Admission} built from a service's parsed pre-login
-    settings (C{maxStartups}, C{perSourceMaxStartups}, C{penalties},
-    C{exempt}); the factory's log throttle exempts the same sources. One
-    place for what the daemon's and the proxy's assembly both need.
+    limits; the factory's log throttle exempts the same sources. One place
+    for what the daemon's and the proxy's assembly both need.
     """
     throttle = getattr(factory, "logThrottle", None)
     if throttle is not None:
-        throttle.exempt = limits["exempt"]
+        throttle.exempt = limits.exempt
     return admitting(
         factory,
         clock,
-        limits["maxStartups"],
-        limits["perSourceMaxStartups"],
-        limits["penalties"],
-        limits["exempt"],
+        limits.maxStartups,
+        limits.perSourceMaxStartups,
+        limits.penalties,
+        limits.exempt,
     )
 
 

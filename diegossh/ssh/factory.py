@@ -85,7 +85,10 @@ class UserAuthServer(QuietServiceMixin, _conch.UserAuthServerInternals, userauth
         super().serviceStarted()
 
     def ssh_USERAUTH_REQUEST(self, packet: bytes) -> Any:
-        if self._succeeded:
+        if self._succeeded or self._closing():
+            # A connection that is closing (too many failures, the grace time,
+            # the peer's goodbye) checks no more requests, not even those
+            # queued behind the last answered one.
             return None
         if self._checking:
             if len(self._waiting) >= MAX_QUEUED_AUTH_REQUESTS:
@@ -109,6 +112,10 @@ class UserAuthServer(QuietServiceMixin, _conch.UserAuthServerInternals, userauth
             self.transport.sendUnimplemented()
             return None
         return super().packetReceived(messageNum, packet)
+
+    def _closing(self) -> bool:
+        socket = getattr(self.transport, "transport", None)
+        return bool(getattr(socket, "disconnecting", False))
 
     def _answered(self, result: Any = None) -> Any:
         self._checking = False

@@ -5,7 +5,9 @@ C{twistd diego-sshd}: options and service assembly.
 Flags are upstream diego-sshd's, in Twisted's C{--long} form. Key material
 given on the command line is moved into the environment and the process
 re-executed, so C{ps} never shows it; the variables are removed before any
-session starts, so no child sees them either.
+session starts, so no child sees them either. The options are parsed once
+into a frozen L{diegossh.sshd.settings.SSHDSettings} (C{self["settings"]}),
+which C{makeService} reads.
 """
 
 from __future__ import annotations
@@ -20,18 +22,18 @@ from twisted.cred.portal import Portal
 from twisted.python import usage
 
 from diegossh import secretargs
-from diegossh.addresses import parseAddress, serverEndpoint
+from diegossh.addresses import serverEndpoint
 from diegossh.listening import GuardedEndpoint
 from diegossh.ssh import admission
-from diegossh.ssh.algorithms import AlgorithmPolicy, UnknownAlgorithm
 from diegossh.ssh.connection import MAX_CHANNELS, MAX_SESSIONS
 from diegossh.ssh.factory import MAX_AUTH_TRIES, SSHServerFactory
-from diegossh.ssh.keys import hostKeyOrGenerated, loadAuthorizedKey, loadHostKey
+from diegossh.ssh.keys import hostKeyOrGenerated
 from diegossh.sshd.auth import AuthorizedKeyChecker, DaemonUserAuthServer
 from diegossh.sshd.avatar import DaemonRealm
 from diegossh.sshd.environment import KEY_VARIABLES, baseEnvironment, currentUser
 from diegossh.sshd.programs import buildProgram
 from diegossh.sshd.session import SessionConfig, defaultShell
+from diegossh.sshd.settings import SSHDSettings, parseSettings
 
 # OpenSSH's client enables its OpenSSH-only extensions (eow@openssh.com, which
 # ends `ssh host cmd | head`, and no-more-sessions@openssh.com) only for a
@@ -118,43 +120,9 @@ class Options(usage.Options):
             if value:
                 self[flag] = value
         try:
-            parseAddress(self["address"])
-            self["policy"] = AlgorithmPolicy.fromOptions(
-                self["allowedCiphers"], self["allowedMACs"], self["allowedKeyExchanges"]
-            )
-            self["authorized"] = (
-                loadAuthorizedKey(self["authorizedKey"]) if self["authorizedKey"] else None
-            )
-            self["hostKeyObject"] = loadHostKey(self["hostKey"]) if self["hostKey"] else None
-        except (ValueError, UnknownAlgorithm) as e:
-            raise usage.UsageError(str(e)) from None
-        try:
-            self["admission"] = _admissionSettings(self)
+            self["settings"] = parseSettings(self)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        for limit in ("maxSessions", "maxChannels", "maxAuthTries"):
-            if self[limit] < 1:
-                raise usage.UsageError(f"--{limit} must be at least 1")
-        if self["authorized"] is None and not self["allowUnauthenticatedClients"]:
-            raise usage.UsageError(
-                "no authorized key: give --authorizedKey (or SSHD_AUTHKEY), "
-                "or --allowUnauthenticatedClients"
-            )
-
-
-def _admissionSettings(options: Options) -> dict[str, Any]:
-    """
-    The pre-login settings, parsed (L{ValueError} names the flag).
-    """
-    return {
-        "loginGraceTime": admission.parseTime(str(options["loginGraceTime"]), "--loginGraceTime"),
-        "maxStartups": admission.MaxStartups.parse(options["maxStartups"]),
-        "perSourceMaxStartups": admission.parsePerSourceMaxStartups(
-            options["perSourceMaxStartups"]
-        ),
-        "penalties": admission.DAEMON_PENALTIES.parse(options["perSourcePenalties"]),
-        "exempt": admission.parseExemptList(options["perSourcePenaltyExemptList"]),
-    }
 
 
 def makeService(config: Options) -> IService:
@@ -162,28 +130,28 @@ def makeService(config: Options) -> IService:
 
     for variable in KEY_VARIABLES:
         os.environ.pop(variable, None)
-    hostKey = hostKeyOrGenerated(config["hostKeyObject"])
+    settings: SSHDSettings = config["settings"]
+    hostKey = hostKeyOrGenerated(settings.hostKey)
 
     _, home = currentUser()
     sessionConfig = SessionConfig(
-        baseEnv=baseEnvironment(config["inheritDaemonEnv"]),
+        baseEnv=baseEnvironment(settings.inheritDaemonEnv),
         home=home,
         shell=defaultShell(),
         buildProgram=buildProgram,
     )
     checkers: list[Any] = []
-    if config["authorized"] is not None:
-        checkers.append(AuthorizedKeyChecker(config["authorized"]))
-    if config["allowUnauthenticatedClients"]:
+    if settings.authorizedKey is not None:
+        checkers.append(AuthorizedKeyChecker(settings.authorizedKey))
+    if settings.allowUnauthenticatedClients:
         checkers.append(AllowAnonymousAccess())
     portal = Portal(DaemonRealm(sessionConfig, reactor), checkers)
-    factory = SSHServerFactory(portal, [hostKey], config["policy"], reactor, VERSION)
+    factory = SSHServerFactory(portal, [hostKey], settings.policy, reactor, VERSION)
     factory.services = {**factory.services, b"ssh-userauth": DaemonUserAuthServer}
-    factory.maxSessions = config["maxSessions"]
-    factory.maxChannels = config["maxChannels"]
-    factory.maxAuthTries = config["maxAuthTries"]
-    settings = config["admission"]
-    factory.loginGraceTime = settings["loginGraceTime"]
-    listening = admission.fromSettings(factory, reactor, settings)
-    endpoint = GuardedEndpoint(serverEndpoint(reactor, config["address"]), reactor)
+    factory.maxSessions = settings.maxSessions
+    factory.maxChannels = settings.maxChannels
+    factory.maxAuthTries = settings.maxAuthTries
+    factory.loginGraceTime = settings.loginGraceTime
+    listening = admission.fromSettings(factory, reactor, settings.admission)
+    endpoint = GuardedEndpoint(serverEndpoint(reactor, settings.address), reactor)
     return StreamServerEndpointService(endpoint, listening)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -61,6 +63,13 @@ class StaticRealm:
         return defer.succeed(LoginResult(self.name, target, {"static_name": subject}))
 
 
+@dataclass(frozen=True)
+class StaticSettings:
+    """What C{parse} found: the realm's file."""
+
+    path: str
+
+
 @implementer(IPlugin, IRealmPlugin)
 class StaticRealmPlugin:
     name = "static"
@@ -69,10 +78,14 @@ class StaticRealmPlugin:
         "staticRealmFile": ("static_realm_file", "str", None),
     }
 
-    def check(self, settings: dict[str, Any]) -> None:
-        if not settings.get("staticRealmFile"):
+    def parse(self, settings: Mapping[str, Any]) -> StaticSettings:
+        # Called once at start-up with a read-only view of the proxy's
+        # settings; a ValueError naming the flag stops the start.
+        path = settings.get("staticRealmFile")
+        if not path:
             raise ValueError("the static realm needs --staticRealmFile")
+        return StaticSettings(path)
 
-    def build(self, reactor: Any, settings: dict[str, Any], directory: Any) -> BuiltRealm:
+    def build(self, reactor: Any, parsed: StaticSettings, directory: Any) -> BuiltRealm:
         # A realm with timers or pools would return them as BuiltRealm(realm, (service, ...)).
-        return BuiltRealm(StaticRealm(settings["staticRealmFile"]))
+        return BuiltRealm(StaticRealm(parsed.path))

@@ -8,6 +8,8 @@ as in the C{diego} realm.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
@@ -48,28 +50,61 @@ class CFRealm:
         return d.addCallback(found)
 
 
+@dataclass(frozen=True, slots=True)
+class CFSettings:
+    """
+    The C{cf} realm's settings: UAA (which turns the one-time code into a
+    token) and Cloud Controller (which says who may ssh where).
+    """
+
+    ccAPIURL: str
+    uaaTokenURL: str
+    uaaUsername: str
+    uaaPassword: str = field(repr=False)
+    ccAPICACert: str | None
+    uaaCACert: str | None
+    skipCertVerify: bool
+    communicationTimeout: float
+
+    @classmethod
+    def fromSettings(cls, settings: Mapping[str, Any]) -> CFSettings:
+        """
+        From the proxy's raw settings; L{ValueError} names a missing flag.
+        """
+        for required in ("ccAPIURL", "uaaTokenURL", "uaaUsername", "uaaPassword"):
+            if not settings.get(required):
+                raise ValueError(f"the cf realm needs --{required}")
+        return cls(
+            ccAPIURL=settings["ccAPIURL"],
+            uaaTokenURL=settings["uaaTokenURL"],
+            uaaUsername=settings["uaaUsername"],
+            uaaPassword=settings["uaaPassword"],
+            ccAPICACert=settings.get("ccAPICACert") or None,
+            uaaCACert=settings.get("uaaCACert") or None,
+            skipCertVerify=bool(settings.get("skipCertVerify")),
+            communicationTimeout=float(settings["communicationTimeout"]),
+        )
+
+
 def makeCFRealm(
-    reactor: Any, settings: dict[str, Any], directory: ILRPDirectory, pools: PoolService
+    reactor: Any, settings: CFSettings, directory: ILRPDirectory, pools: PoolService
 ) -> CFRealm:
     """
-    Build the realm from the proxy's settings, with one pool of kept-alive
-    HTTPS connections shared by UAA and Cloud Controller calls, made by
-    C{pools} (which closes it when the proxy stops).
+    Build the realm from its settings, with one pool of kept-alive HTTPS
+    connections shared by UAA and Cloud Controller calls, made by C{pools}
+    (which closes it when the proxy stops).
     """
-    for required in ("ccAPIURL", "uaaTokenURL", "uaaUsername", "uaaPassword"):
-        if not settings.get(required):
-            raise ValueError(f"--enableCFAuth needs --{required}")
     pool = pools.pool(persistent=True, maxPersistentPerHost=16)
     uaa, cc = makeCFHTTPClients(
         reactor,
         pool,
-        uaaTokenURL=settings["uaaTokenURL"],
-        uaaUsername=settings["uaaUsername"],
-        uaaPassword=settings["uaaPassword"],
-        uaaCACert=settings.get("uaaCACert"),
-        ccAPIURL=settings["ccAPIURL"],
-        ccAPICACert=settings.get("ccAPICACert"),
-        skipCertVerify=bool(settings.get("skipCertVerify")),
-        communicationTimeout=settings["communicationTimeout"],
+        uaaTokenURL=settings.uaaTokenURL,
+        uaaUsername=settings.uaaUsername,
+        uaaPassword=settings.uaaPassword,
+        uaaCACert=settings.uaaCACert,
+        ccAPIURL=settings.ccAPIURL,
+        ccAPICACert=settings.ccAPICACert,
+        skipCertVerify=settings.skipCertVerify,
+        communicationTimeout=settings.communicationTimeout,
     )
     return CFRealm(CFAuthenticator(uaa, cc), directory)

@@ -1,0 +1,244 @@
+# -*- test-case-name: tests.test_proxy_settings -*-
+"""
+The proxy's settings, parsed once: L{ProxySettings}, a frozen value built by
+L{parseSettings} from the raw mapping L{diegossh.proxy.config.merge} gives
+(defaults, config file, environment, flags).
+
+Everything that can be wrong with a setting is found here, at start-up, with
+a L{ValueError} that names the flag; assembly (C{tap.makeService}, the realm
+plugins' C{build}, a worker's hand-off) then reads typed attributes and never
+a string key. Each enabled realm plugin parses its own settings from a
+read-only view of the raw mapping (C{IRealmPlugin.parse}); what it returns
+travels here, beside the plugin, to its C{build}.
+
+Secrets (the host key, the realms' credentials) stay out of reprs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from twisted.conch.ssh.keys import Key
+
+from diegossh.addresses import parseAddress
+from diegossh.ssh import admission
+from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.flags import algorithmPolicy, named
+from diegossh.ssh.keys import loadHostKey
+
+# upstream's switches, kept: each enables one of the realms
+LEGACY_SWITCHES = {"enableDiegoAuth": "diego", "enableCFAuth": "cf"}
+
+
+@dataclass(frozen=True, slots=True)
+class EnabledRealm:
+    """
+    A realm plugin the operator enabled, with the settings its C{parse}
+    returned (handed to its C{build}).
+    """
+
+    plugin: Any
+    parsed: object
+
+    @property
+    def name(self) -> str:
+        return str(self.plugin.name)
+
+
+@dataclass(frozen=True, slots=True)
+class BBSSettings:
+    """
+    Diego's BBS: its address and the mutual-TLS files for it.
+    """
+
+    address: str
+    caCert: str | None
+    clientCert: str | None
+    clientKey: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTLSSettings:
+    """
+    TLS to the backends (C{--backendsTLSEnabled}): the CAs that verify each
+    daemon, and the client certificate to present, if any.
+    """
+
+    caCertificates: str
+    clientCertificate: str | None
+    clientPrivateKey: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogSettings:
+    """
+    Where the access log goes (L{None}: nowhere) and how it rotates.
+    """
+
+    path: str | None
+    maxBytes: int
+    maxFiles: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """
+    Everything C{makeService} and a worker need, typed and checked.
+
+    C{healthCheckAddress} is L{None} when no health check is served
+    (C{--disableHealthCheckServer}, or in a worker); C{inheritedListenFD} is
+    set only in a worker, which listens on its parent's socket.
+    """
+
+    address: str
+    healthCheckAddress: str | None
+    policy: AlgorithmPolicy
+    hostKey: Key | None = field(repr=False)
+    realms: tuple[EnabledRealm, ...]
+    lrpDirectory: str | None
+    bbs: BBSSettings | None
+    connectToInstanceAddress: bool
+    backendTLS: BackendTLSSettings | None
+    communicationTimeout: float
+    idleConnectionTimeout: float
+    loginGraceTime: float
+    maxAuthTries: int
+    admission: admission.AdmissionLimits
+    accessLog: AccessLogSettings
+    workers: int
+    inheritedListenFD: int | None = None
+
+    @property
+    def usesDirectory(self) -> bool:
+        """
+        Whether an LRP directory (a local table or BBS) is configured.
+        """
+        return bool(self.lrpDirectory or self.bbs)
+
+
+def _text(raw: Mapping[str, Any], flag: str) -> str | None:
+    """
+    A string setting, or L{None} when unset or empty.
+    """
+    value = raw.get(flag)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"--{flag}: {value!r} is not a string")
+    return value
+
+
+def _number(raw: Mapping[str, Any], flag: str) -> float:
+    value = raw.get(flag)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"--{flag}: {value!r} is not a number")
+    return float(value)
+
+
+def _count(raw: Mapping[str, Any], flag: str) -> int:
+    value = raw.get(flag)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"--{flag}: {value!r} is not a whole number of at least 1")
+    return value
+
+
+def enabledRealms(
+    raw: Mapping[str, Any], installed: Mapping[str, Any], requested: Sequence[str]
+) -> tuple[EnabledRealm, ...]:
+    """
+    The realms the legacy switches and C{--realm} name, each with the
+    settings its plugin parsed from a read-only view of C{raw}.
+    """
+    names = [realm for switch, realm in LEGACY_SWITCHES.items() if raw.get(switch)]
+    names += list(requested)
+    if not names:
+        raise ValueError(
+            "no auth realm enabled: give --realm NAME (installed: "
+            + ", ".join(sorted(installed))
+            + ") or --enableDiegoAuth / --enableCFAuth"
+        )
+    view = MappingProxyType(dict(raw))
+    enabled = []
+    for name in dict.fromkeys(names):
+        plugin = installed.get(name)
+        if plugin is None:
+            raise ValueError(f"unknown realm {name!r}; installed: {', '.join(sorted(installed))}")
+        enabled.append(EnabledRealm(plugin, plugin.parse(view)))
+    return tuple(enabled)
+
+
+def parseSettings(
+    raw: Mapping[str, Any], installed: Mapping[str, Any], requested: Sequence[str]
+) -> ProxySettings:
+    """
+    The proxy's settings from the merged raw mapping (flag -> value, as
+    L{diegossh.proxy.config.merge} gives it), the installed realm plugins by
+    name and the C{--realm} names given.
+
+    @raise ValueError: naming the flag.
+    """
+    address = _text(raw, "address") or ""
+    named("address", parseAddress, address)
+    healthCheckAddress = None
+    if not raw.get("disableHealthCheckServer"):
+        healthCheckAddress = _text(raw, "healthCheckAddress") or ""
+        named("healthCheckAddress", parseAddress, healthCheckAddress)
+    policy = algorithmPolicy(
+        _text(raw, "allowedCiphers"), _text(raw, "allowedMACs"), _text(raw, "allowedKeyExchanges")
+    )
+    hostKeyText = _text(raw, "hostKey")
+    hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
+    realms = enabledRealms(raw, installed, requested)
+    limits = admission.AdmissionLimits.parse(
+        raw["maxStartups"],
+        raw["perSourceMaxStartups"],
+        raw["perSourcePenalties"] or "yes",
+        raw["perSourcePenaltyExemptList"],
+        admission.DEFAULT_PENALTIES,
+    )
+    lrpDirectory = _text(raw, "lrpDirectory")
+    bbsAddress = _text(raw, "bbsAddress")
+    needsDirectory = any(getattr(each.plugin, "usesDirectory", True) for each in realms)
+    if needsDirectory and not lrpDirectory and not bbsAddress:
+        raise ValueError("give --bbsAddress (Diego) or --lrpDirectory (a local table)")
+    bbs = None
+    if bbsAddress:
+        bbs = BBSSettings(
+            bbsAddress, _text(raw, "bbsCACert"), _text(raw, "bbsClientCert"),
+            _text(raw, "bbsClientKey"),
+        )  # fmt: skip
+    backendTLS = None
+    if raw.get("backendsTLSEnabled"):
+        caCertificates = _text(raw, "backendsTLSCACertificates")
+        if not caCertificates:
+            raise ValueError("--backendsTLSEnabled needs --backendsTLSCACertificates")
+        backendTLS = BackendTLSSettings(
+            caCertificates,
+            _text(raw, "backendsTLSClientCertificate"),
+            _text(raw, "backendsTLSClientPrivateKey"),
+        )
+    return ProxySettings(
+        address=address,
+        healthCheckAddress=healthCheckAddress,
+        policy=policy,
+        hostKey=hostKey,
+        realms=realms,
+        lrpDirectory=lrpDirectory,
+        bbs=bbs,
+        connectToInstanceAddress=bool(raw.get("connectToInstanceAddress")),
+        backendTLS=backendTLS,
+        communicationTimeout=_number(raw, "communicationTimeout"),
+        idleConnectionTimeout=_number(raw, "idleConnectionTimeout"),
+        loginGraceTime=_number(raw, "loginGraceTime"),
+        maxAuthTries=_count(raw, "maxAuthTries"),
+        admission=limits,
+        accessLog=AccessLogSettings(
+            _text(raw, "accessLog"),
+            _count(raw, "accessLogMaxBytes"),
+            _count(raw, "accessLogMaxFiles"),
+        ),
+        workers=_count(raw, "workers"),
+    )
