@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_twisted
+import treq
 from twisted.internet import defer, endpoints
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -74,9 +75,9 @@ async def test_stopping_the_service_closes_the_pooled_connections(
     assert pool.persistent and pool.maxPersistentPerHost == 4
     agent = Agent(_reactor(), pool=pool)
     response = await agent.request(b"GET", url.encode())
-    assert await readBody(response) == b"hello"
+    assert await treq.content(response) == b"hello"
     second = await agent.request(b"GET", url.encode())
-    assert await readBody(second) == b"hello"
+    assert await treq.content(second) == b"hello"
     assert site.open == 1  # one connection, kept alive between the two requests
     assert not site.lost[0].called
     await service.stopService()
