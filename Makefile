@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := openssh-client openssh-server rsync sshpass
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit bench system-deps clean
+.PHONY: demo test lint typecheck unit suite bench system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,10 +39,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The fast tier: no OpenSSH, no subprocesses, nothing that takes seconds.
 unit: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not interop and not slow"
+
+# Everything, interop and slow tests included.
+suite: system-deps $(STAMP)
 	$(VENV)/bin/pytest -q
 
-test: system-deps $(STAMP) lint typecheck unit
+test: system-deps $(STAMP) lint typecheck suite
 
 bench: system-deps $(STAMP)
 	$(PY) -m bench

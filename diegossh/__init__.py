@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_plugin_install -*-
 """
 diegossh: SSH access to containers, on Twisted Conch.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_addresses -*-
+# -*- test-case-name: tests.test_admission -*-
 """
 Listen addresses as diego-ssh writes them: C{host:port}, C{:port} for every
 interface, C{[v6]:port}; and which client address a connection counts as

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_demo -*-
 """
 C{make demo}: the embedded default. A daemon, a proxy in front of it with a
 local route table, diego credentials C{demo}; no Cloud Foundry needed.

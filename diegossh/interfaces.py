@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_bbs_client,tests.test_bastion_docker -*-
 """
 The seams of diegossh: every piece an operator or a test may swap is named here.
 """

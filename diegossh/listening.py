@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_admission_emfile -*-
+# -*- test-case-name: tests.test_admission,tests.test_admission_interop -*-
 """
 Listening ports that survive running out of file descriptors.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_secretargs -*-
+# -*- test-case-name: tests.test_secrets_args,tests.test_secrets -*-
 """
 Secrets given as flags, moved off the command line at start-up.
 

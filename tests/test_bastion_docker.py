@@ -249,6 +249,7 @@ async def test_no_socket_at_all(socketDir: Path) -> None:
     assert "cannot reach" in str(await failure(e.listTargets()))
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_engine_that_never_answers(
     docker: FakeDockerEngine, engine: Callable[..., DockerEngine]

@@ -250,6 +250,7 @@ async def test_api_down_then_back(
     assert await e.readFile(target, "/k") == b"key"
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_api_that_never_answers(
     kube: FakeKubernetesAPI, engine: Callable[..., KubernetesEngine]

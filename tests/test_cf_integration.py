@@ -16,7 +16,6 @@ from urllib.parse import parse_qs
 
 import pytest
 import pytest_twisted
-from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
 from twisted.web.client import HTTPConnectionPool
@@ -218,45 +217,6 @@ async def test_uaa_server_error(make: Make, uaa: FakeUAA, cc: FakeCloudControlle
     uaa.setBehaviour(Behaviour("status", status=503))
     assert await denied(make().authenticate(APP, 0, uaa.issueCode())) == uaamod.REFUSED
     assert cc.requests == []
-
-
-async def _hangOneWhileAnotherProceeds(make: Make, uaa: FakeUAA, fake: Any, expected: str) -> None:
-    # The timeout leaves the second login (a fresh TLS connection, on a machine
-    # busy with the rest of the suite) ample time; what is checked is that the
-    # hung login is cut off with the timeout's reason, not how fast.
-    fake.setBehaviour(Behaviour("hang", times=1))
-    authenticator = make(communicationTimeout=6.0)
-    before = len(fake.requests)
-    hung = authenticator.authenticate(APP, 0, uaa.issueCode("hung"))
-    # The hang takes the first request to reach the fake: let it be the hung
-    # login's, or the two logins could race for it.
-    for _ in range(500):
-        if len(fake.requests) > before or hung.called:
-            break
-        await task.deferLater(_reactor(), 0.01, lambda: None)
-    assert len(fake.requests) == before + 1 and not hung.called
-    login = await authenticator.authenticate(APP, 1, uaa.issueCode("bob"))
-    assert login.user_name == "bob" and not hung.called
-    assert await denied(hung) == expected
-
-
-@pytest_twisted.ensureDeferred
-async def test_uaa_hang_is_cut_off(make: Make, uaa: FakeUAA, cc: FakeCloudController) -> None:
-    await _hangOneWhileAnotherProceeds(make, uaa, uaa, uaamod.TIMED_OUT)
-    assert len(cc.requests) == 1
-
-
-@pytest_twisted.ensureDeferred
-async def test_cc_hang_is_cut_off(make: Make, uaa: FakeUAA, cc: FakeCloudController) -> None:
-    await _hangOneWhileAnotherProceeds(make, uaa, cc, ccmod.TIMED_OUT)
-
-
-@pytest_twisted.ensureDeferred
-async def test_slow_within_timeout(make: Make, uaa: FakeUAA, cc: FakeCloudController) -> None:
-    uaa.setBehaviour(Behaviour(delay=0.3))
-    cc.setBehaviour(Behaviour(delay=0.3))
-    login = await make(communicationTimeout=0.5).authenticate(APP, 0, uaa.issueCode())
-    assert login.process_guid == PROCESS
 
 
 @pytest_twisted.ensureDeferred

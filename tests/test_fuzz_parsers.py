@@ -40,6 +40,8 @@ from tests.scp_support import FakeSession
 from tests.sftp_support import Harness
 from tests.support import hypothesis_home  # noqa: F401 - before any example runs
 
+pytestmark = pytest.mark.slow
+
 # Nothing written into the working tree: no example database (and
 # tests.support.hypothesis_home for hypothesis's other caches).
 FAST = settings(

@@ -34,7 +34,7 @@ import pytest
 from tests.support import attacks
 from tests.support.attacks import MiB, ProcessWatch, Servers, startServers
 
-pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.timeout(60)]
 
 GROWTH_LIMIT_MIB = 16  # per hostile connection, per server process
 # Past this an attack stops early: the bound is long broken, spare the machine.

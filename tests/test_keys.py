@@ -77,6 +77,7 @@ def test_conch_formats_are_ours(kind: str) -> None:
     assert key(kind).fingerprint(FingerprintFormats.MD5_HEX) == prints.md5
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("make", [_ed25519OpenSSH, _rsaPEM])
 @pytest.mark.parametrize("public", [False, True], ids=["private", "pub"])
 def test_matches_ssh_keygen(tmp_path: Path, make: Callable[[], bytes], public: bool) -> None:

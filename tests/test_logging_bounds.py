@@ -24,6 +24,8 @@ from diegossh.ssh import logthrottle
 from tests.support import attacks
 from tests.support.attacks import HostileClient, Servers, Target, string
 
+pytestmark = pytest.mark.interop
+
 HUGE_NAME = 200_000
 # docs/prelogin.md, "Logs": a log line before login is at most LINE_BYTES
 # (every peer-supplied field is 128 characters and a marker), an access-log

@@ -22,6 +22,7 @@ from tests.fakes.cloudcontroller import FakeCloudController
 from tests.fakes.tls import CertificateAuthority, makeMutualTLS
 from tests.fakes.uaa import FakeUAA
 from tests.support.daemon import Daemon, startDaemon
+from tests.support.eventually import eventually
 from tests.support.keys import key
 from tests.support.proxy import Proxy, fingerprintOf, startProxy
 
@@ -79,12 +80,6 @@ class CFWorld:
             await fake.stop()
 
 
-def deferLater(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import reactor, task
-
-    return task.deferLater(reactor, seconds)
-
-
 async def ssh(proxy: Proxy, code: str, command: str, index: int = 0) -> Any:
     argv = proxy.ssh(f"cf:{APP}/{index}", command, options=("NumberOfPasswordPrompts=1",))
     return await threads.deferToThread(
@@ -138,8 +133,7 @@ async def test_failures_stop_the_login_and_leave_later_services_unasked(world: C
         # The first UAA call hangs; a login started after it still gets through.
         world.uaa.setBehaviour(Behaviour(mode="hang", times=1))
         hanging = defer.ensureDeferred(ssh(proxy, world.uaa.issueCode(), "true"))
-        while len(world.uaa.requests) == uaaCalls:
-            await deferLater(0.05)
+        await eventually(lambda: len(world.uaa.requests) > uaaCalls, "the hung UAA call")
         other = await ssh(proxy, world.uaa.issueCode(), "echo other")
         assert other.stdout == b"other\n", other.stderr
         assert not hanging.called

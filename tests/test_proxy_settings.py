@@ -29,6 +29,7 @@ from diegossh.proxy.tap import Options
 from diegossh.ssh.admission import DEFAULT_PENALTIES, MaxStartups
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.flags import algorithmPolicy, named
+from tests.fakes.tls import makeMutualTLS
 from tests.support.keys import key
 
 
@@ -97,15 +98,17 @@ def test_defaults_are_typed() -> None:
 
 def test_given_values_are_typed(tmp_path: Path) -> None:
     pem = key("p256").toString("openssh").decode()
+    tls = makeMutualTLS(tmp_path)
+    ca, crt, keyFile = str(tls.ca.certPath), str(tls.client.certPath), str(tls.client.keyPath)
     settings = parsed(
         **{**DIEGO, "lrpDirectory": None},
-        bbsAddress="https://bbs:8889", bbsCACert="/ca", bbsClientCert="/crt", bbsClientKey="/key",
-        backendsTLSEnabled=True, backendsTLSCACertificates="/backend-ca",
+        bbsAddress="https://bbs:8889", bbsCACert=ca, bbsClientCert=crt, bbsClientKey=keyFile,
+        backendsTLSEnabled=True, backendsTLSCACertificates=ca,
         disableHealthCheckServer=True, hostKey=pem, workers="3",
         allowedCiphers="aes128-gcm@openssh.com", accessLog=str(tmp_path / "a.json"),
     )  # fmt: skip
-    assert settings.bbs == BBSSettings("https://bbs:8889", "/ca", "/crt", "/key")
-    assert settings.backendTLS == BackendTLSSettings("/backend-ca", None, None)
+    assert settings.bbs == BBSSettings("https://bbs:8889", ca, crt, keyFile)
+    assert settings.backendTLS == BackendTLSSettings(ca, None, None)
     assert settings.healthCheckAddress is None
     assert settings.hostKey == key("p256")
     assert settings.workers == 3
@@ -158,6 +161,14 @@ def test_secrets_stay_out_of_the_repr() -> None:
         ({"perSourcePenaltyExemptList": "lb"}, "--perSourcePenaltyExemptList"),
         ({"lrpDirectory": None}, "--bbsAddress"),
         ({"backendsTLSEnabled": True}, "--backendsTLSCACertificates"),
+        (
+            {"lrpDirectory": None, "bbsAddress": "https://bbs:8889"},
+            "--bbsAddress needs --bbsCACert",
+        ),
+        (
+            {"backendsTLSEnabled": True, "backendsTLSCACertificates": "/nonexistent/ca.pem"},
+            "--backendsTLSCACertificates.*nonexistent",
+        ),
         ({"diegoCredentials": None}, "--diegoCredentials"),
         ({"enableCFAuth": True}, "--ccAPIURL"),
     ],

@@ -27,6 +27,7 @@ def test_builtin_realms_are_plugins() -> None:
     assert {"diego", "cf", "bastion"} <= set(realms)
 
 
+@pytest.mark.interop
 def test_help_lists_installed_realms_and_unknown_realm_is_refused(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(EXAMPLES)}
     helped = subprocess.run([TWISTD, "diego-ssh-proxy", "--help"], capture_output=True,

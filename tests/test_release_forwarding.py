@@ -23,7 +23,7 @@ import pytest
 import pytest_twisted
 from twisted.conch.ssh import common
 from twisted.conch.ssh import connection as conchConnection
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -34,6 +34,7 @@ from diegossh.interfaces import ITCPRouter
 from diegossh.ssh.tcpip import makeDirectTCPIPChannel
 from diegossh.ssh.tcpip_relay import DRAIN_TIMEOUT, RelayChannel, SocketProtocol, SocketSet
 from diegossh.sshd.forwarding import MAX_LISTENERS, ForwardingAvatarMixin, RemoteForwards
+from tests.support.eventually import eventually
 from tests.support.forwardserver import forwardServerFactory
 from tests.support.keys import key
 from tests.support.sshclient import LoginClient, RawConnection
@@ -263,17 +264,6 @@ def within(d: Any, seconds: float = WAIT) -> Any:
     return d.addTimeout(seconds, theReactor())
 
 
-async def until(condition: Any, what: str) -> None:
-    """
-    Wait, bounded, for C{condition()} to hold.
-    """
-    for _ in range(int(WAIT / 0.02)):
-        if condition():
-            return
-        await task.deferLater(theReactor(), 0.02, lambda: None)
-    raise AssertionError(f"still waiting for {what}")
-
-
 class StalledPeer(protocol.Protocol):
     """
     A TCP peer that never reads: whatever is forwarded to it piles up in the
@@ -381,6 +371,7 @@ async def backUpDirectChannel(world: World, conn: RawConnection) -> tuple[int, R
     return theirs, channel
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_connection_drop_closes_a_backed_up_forwarded_socket(world: World) -> None:
     """
@@ -394,12 +385,13 @@ async def test_connection_drop_closes_a_backed_up_forwarded_socket(world: World)
     forwarded = channel.socket
     client.transport.abortConnection()
     await within(world.realm.loggedOut[0])
-    await until(lambda: not forwarded.connected, "the server's forwarded socket to close")
+    await eventually(lambda: not forwarded.connected, "the server's forwarded socket to close")
     for peer in world.stalled.peers:
         peer.transport.abortConnection()
-    await until(lambda: openDescriptors() == before, f"{before} descriptors again")
+    await eventually(lambda: openDescriptors() == before, f"{before} descriptors again")
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_channel_close_closes_a_backed_up_forwarded_socket(
     world: World, monkeypatch: pytest.MonkeyPatch
@@ -415,5 +407,5 @@ async def test_channel_close_closes_a_backed_up_forwarded_socket(
     forwarded = channel.socket
     conn.send(CLOSE, struct.pack(">L", theirs))
     await within(conn.waitFor(CLOSE))
-    await until(lambda: not forwarded.connected, "the server's forwarded socket to close")
+    await eventually(lambda: not forwarded.connected, "the server's forwarded socket to close")
     assert client.transport.connected

@@ -42,6 +42,7 @@ from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.login import LoginResult
 from diegossh.proxy.target import LRPTarget, SSHRoute
 from diegossh.ssh.algorithms import AlgorithmPolicy
+from tests.support.eventually import eventually
 
 WAIT = 30.0
 
@@ -323,14 +324,6 @@ def theReactor() -> Any:
     return reactor
 
 
-async def until(condition: Any, what: str) -> None:
-    for _ in range(int(WAIT / 0.02)):
-        if condition():
-            return
-        await task.deferLater(theReactor(), 0.02, lambda: None)
-    raise AssertionError(f"still waiting for {what}")
-
-
 @pytest_twisted.ensureDeferred
 async def test_cancelled_connect_in_flight_gives_its_descriptor_back() -> None:
     """
@@ -350,13 +343,14 @@ async def test_cancelled_connect_in_flight_gives_its_descriptor_back() -> None:
     try:
         before = openDescriptors()
         d = connectBackend(theReactor(), target(port), AlgorithmPolicy.everything(), 60.0)
+        # Not a wait for anything: the premise, that the connect stays in flight.
         await task.deferLater(theReactor(), 0.1, lambda: None)
         assert not d.called, "the connect was not left in flight"
         assert openDescriptors() > before
         d.cancel()
         with pytest.raises(defer.CancelledError):
             await d
-        await until(lambda: openDescriptors() == before, f"{before} descriptors again")
+        await eventually(lambda: openDescriptors() == before, f"{before} descriptors again")
     finally:
         for s in [*fillers, listener]:
             s.close()
@@ -385,11 +379,11 @@ async def test_cancelled_key_exchange_gives_the_connection_back() -> None:
         d = connectBackend(
             theReactor(), target(port.getHost().port), AlgorithmPolicy.everything(), 60.0
         )
-        await until(lambda: accepted and accepted[0].transport is not None, "the connect")
+        await eventually(lambda: accepted and accepted[0].transport is not None, "the connect")
         d.cancel()
         with pytest.raises(defer.CancelledError):
             await d
-        await until(lambda: not accepted[0].transport.connected, "the backend to close")
-        await until(lambda: openDescriptors() == before, f"{before} descriptors again")
+        await eventually(lambda: not accepted[0].transport.connected, "the backend to close")
+        await eventually(lambda: openDescriptors() == before, f"{before} descriptors again")
     finally:
         await port.stopListening()

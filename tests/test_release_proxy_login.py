@@ -37,6 +37,7 @@ from diegossh.proxy.login import Denied, LoginResult, RealmDispatcher
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
 from diegossh.proxy.target import LRPTarget, SSHRoute
 from diegossh.ssh.algorithms import AlgorithmPolicy
+from tests.support.eventually import eventually
 from tests.support.forwardserver import forwardServerFactory
 from tests.support.keys import key
 from tests.support.sshclient import LoginClient
@@ -55,14 +56,6 @@ def theReactor() -> Any:
 
 def within(d: Any) -> Any:
     return d.addTimeout(WAIT, theReactor())
-
-
-async def until(condition: Any, what: str) -> None:
-    for _ in range(int(WAIT / 0.02)):
-        if condition():
-            return
-        await task.deferLater(theReactor(), 0.02, lambda: None)
-    raise AssertionError(f"still waiting for {what}")
 
 
 def openDescriptors() -> int:
@@ -261,9 +254,9 @@ async def world() -> AsyncIterator[World]:
 async def test_user_leaves_during_the_lookup(world: World) -> None:
     world.realm.hold = True
     user = await world.user()
-    await until(lambda: world.realm.lookups, "the realm's lookup")
+    await eventually(lambda: world.realm.lookups, "the realm's lookup")
     user.transport.abortConnection()
-    await until(lambda: world.realm.cancelled == 1, "the lookup to be cancelled")
+    await eventually(lambda: world.realm.cancelled == 1, "the lookup to be cancelled")
     assert world.connects == [] and world.backends == []
     assert world.outcomes() == []
 
@@ -273,12 +266,13 @@ async def test_user_leaves_while_the_backend_connect_is_in_flight(world: World) 
     world.stuckBackend()
     before = openDescriptors()
     user = await world.user()
-    await until(lambda: world.connects, "the backend connect")
+    await eventually(lambda: world.connects, "the backend connect")
+    # Not a wait for anything: the premise, that the connect stays in flight.
     await task.deferLater(theReactor(), 0.1, lambda: None)
     assert not world.connects[0].called, "the connect was not left in flight"
     user.transport.abortConnection()
-    await until(lambda: world.connects[0].called, "the backend login to end")
-    await until(lambda: openDescriptors() == before, f"{before} descriptors again")
+    await eventually(lambda: world.connects[0].called, "the backend login to end")
+    await eventually(lambda: openDescriptors() == before, f"{before} descriptors again")
     assert world.outcomes() == []
 
 
@@ -286,9 +280,9 @@ async def test_user_leaves_while_the_backend_connect_is_in_flight(world: World) 
 async def test_user_leaves_during_the_backend_key_exchange(world: World) -> None:
     accepted = world.silentBackend()
     user = await world.user()
-    await until(lambda: accepted and accepted[0].transport is not None, "the backend connect")
+    await eventually(lambda: accepted and accepted[0].transport is not None, "the backend connect")
     user.transport.abortConnection()
-    await until(lambda: not accepted[0].transport.connected, "the backend connection to close")
+    await eventually(lambda: not accepted[0].transport.connected, "the backend connection to close")
     assert world.outcomes() == []
 
 

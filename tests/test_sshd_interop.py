@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon, runClient
+from tests.support.eventually import eventuallyBlocking
 
 
 def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
@@ -144,9 +145,7 @@ def test_vanished_client_hangs_up_the_process_group(daemon: Daemon) -> None:
     assert proc.stdout.readline() == b"ready\n"
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 20
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventuallyBlocking(marker.exists, "the HUP trap to write its marker", 20)
     assert marker.read_text() == "hup\n"
 
 

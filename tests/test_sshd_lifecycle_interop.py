@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from twisted.conch.ssh import connection as conchConnection
 from twisted.cred.portal import Portal
 from twisted.internet import threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.task import deferLater
 
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.factory import SSHServerFactory
@@ -36,6 +34,7 @@ from diegossh.sshd.programs import buildProgram
 from diegossh.sshd.session import SessionConfig, defaultShell
 from diegossh.sshd.tap import VERSION
 from tests.support.daemon import Daemon, runClient, startDaemon
+from tests.support.eventually import eventually, eventuallyBlocking
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 from tests.support.openssh import BASE_OPTIONS
 from tests.support.proxy import Proxy, fingerprintOf, lrp, startProxy
@@ -80,10 +79,28 @@ def zombieChildren(pid: int) -> list[int]:
     return zombies
 
 
-def waitFor(predicate: Any, bound: float = CLEANUP_BOUND) -> None:
-    deadline = time.monotonic() + bound
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.05)
+# /proc/net/tcp states of a connection a process still holds a descriptor of.
+_HELD = {"01", "08"}  # ESTABLISHED, CLOSE_WAIT
+
+
+def openConnections(port: int) -> int:
+    """Connections to local C{port} a process still holds (what /proc/net/tcp lists)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] in _HELD:
+                count += 1
+    return count
+
+
+def idle(port: int) -> None:
+    """Wait until nothing is connected to the server on C{port}: its descriptors are its own."""
+    eventuallyBlocking(lambda: openConnections(port) == 0, f"the connections to {port} to end")
 
 
 def pipeBlocked(tag: str) -> bool:
@@ -140,8 +157,7 @@ def test_programs_do_not_outlive_dropped_sessions(daemon: Daemon, pty: bool) -> 
             dropRightAfterStart(argv, f"MARK={tag} sleep 1000 & echo started", True)
         else:
             dropRightAfterStart(argv, f"MARK={tag} exec sleep 1000", False)
-    waitFor(lambda: not marked(tag))
-    assert marked(tag) == []
+    eventuallyBlocking(lambda: not marked(tag), f"programs marked {tag} to end", CLEANUP_BOUND)
     assert zombieChildren(daemon.proc.pid) == []
 
 
@@ -197,7 +213,7 @@ async def test_malformed_requests_are_refused_and_the_session_goes_on(daemon: Da
         await conn.waitFor(conchConnection.MSG_CHANNEL_CLOSE).addTimeout(30, reactor())
     finally:
         client.transport.loseConnection()
-    await deferLater(reactor(), 0.2)
+    await eventually(lambda: openConnections(daemon.port) == 0, "the daemon to close its end")
     assert b"Traceback" not in daemon.log.read_bytes()
 
 
@@ -227,18 +243,14 @@ async def test_channel_closed_with_its_exec_request_leaves_no_process(
             conn.send(request, channel + common.NS(b"exec") + b"\0" + command)
             conn.send(conchConnection.MSG_CHANNEL_CLOSE, channel)
             await conn.waitFor(conchConnection.MSG_CHANNEL_CLOSE).addTimeout(30, reactor())
-        for _ in range(int(CLEANUP_BOUND / 0.05)):
-            if not marked(tag):
-                break
-            await deferLater(reactor(), 0.05)
-        assert marked(tag) == []
+        await eventually(lambda: not marked(tag), f"programs marked {tag} to end", CLEANUP_BOUND)
         assert b"Traceback" not in daemon.log.read_bytes()
     finally:
         client.transport.loseConnection()
 
 
 def test_backed_up_session_gives_back_its_descriptors(daemon: Daemon) -> None:
-    waitFor(lambda: False, 0.5)
+    idle(daemon.port)
     baseline = fdCount(daemon.proc.pid)
     tag = uuid.uuid4().hex
     # Nobody reads the client's stdout: its window closes, the daemon's
@@ -250,17 +262,18 @@ def test_backed_up_session_gives_back_its_descriptors(daemon: Daemon) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        waitFor(lambda: pipeBlocked(tag), 60)
-        assert pipeBlocked(tag)
+        eventuallyBlocking(lambda: pipeBlocked(tag), "the program to block on its full pipe", 60)
         assert fdCount(daemon.proc.pid) > baseline
     finally:
         proc.kill()
         proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
-    waitFor(lambda: fdCount(daemon.proc.pid) <= baseline and not marked(tag))
-    assert marked(tag) == []
-    assert fdCount(daemon.proc.pid) <= baseline
+    eventuallyBlocking(
+        lambda: fdCount(daemon.proc.pid) <= baseline and not marked(tag),
+        f"the program to end and the daemon to be back to {baseline} descriptors",
+        CLEANUP_BOUND,
+    )
 
 
 # -- the same through the proxy (its leg to the daemon is what ends)
@@ -308,8 +321,7 @@ def test_programs_do_not_outlive_sessions_dropped_at_the_proxy(
                 dropRightAfterStart(argv, command, True, proxy.env())
             else:
                 dropRightAfterStart(argv, f"MARK={tag} exec sleep 1000", False, proxy.env())
-        waitFor(lambda: not marked(tag))
-        assert marked(tag) == []
+        eventuallyBlocking(lambda: not marked(tag), f"programs marked {tag} to end", CLEANUP_BOUND)
         assert zombieChildren(behindProxy.daemon.proc.pid) == []
     finally:
         proxy.stop()
@@ -320,7 +332,7 @@ def test_proxy_restarted_mid_transfer_gives_back_the_descriptors(
 ) -> None:
     daemonPid = behindProxy.daemon.proc.pid
     proxy = behindProxy.proxy()
-    waitFor(lambda: False, 0.5)
+    idle(behindProxy.daemon.port)
     baseline = fdCount(daemonPid)
     tag = uuid.uuid4().hex
     client = subprocess.Popen(
@@ -331,15 +343,16 @@ def test_proxy_restarted_mid_transfer_gives_back_the_descriptors(
         stderr=subprocess.DEVNULL,
     )
     try:
-        waitFor(lambda: pipeBlocked(tag), 60)
-        assert pipeBlocked(tag)
+        eventuallyBlocking(lambda: pipeBlocked(tag), "the program to block on its full pipe", 60)
         assert fdCount(daemonPid) > baseline
         # The proxy goes away at once, as a crash or a redeploy would have it.
         proxy.proc.kill()
         proxy.proc.wait()
-        waitFor(lambda: fdCount(daemonPid) <= baseline and not marked(tag))
-        assert marked(tag) == []
-        assert fdCount(daemonPid) <= baseline
+        eventuallyBlocking(
+            lambda: fdCount(daemonPid) <= baseline and not marked(tag),
+            f"the program to end and the daemon to be back to {baseline} descriptors",
+            CLEANUP_BOUND,
+        )
     finally:
         client.kill()
         client.wait()

@@ -16,7 +16,6 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from diegossh.sshd.process import (
@@ -27,6 +26,7 @@ from diegossh.sshd.process import (
     spawn,
     widenPipe,
 )
+from tests.support.eventually import eventually
 
 
 def test_widen_pipe() -> None:
@@ -90,15 +90,20 @@ def marked(tag: str) -> list[int]:
     return found
 
 
-async def gone(tag: str, seconds: float = 20) -> list[int]:
-    """Wait (bounded) until no process carries the marker; return the survivors."""
-    for _ in range(int(seconds / 0.05)):
-        if not marked(tag):
-            return []
-        await deferLater(reactor(), 0.05)
-    return marked(tag)
+def gone(tag: str) -> defer.Deferred[bool]:
+    """Fires once no process carries the marker."""
+    return eventually(lambda: not marked(tag), f"every process marked {tag} to end")
 
 
+def ignoresHangUp(pid: int) -> bool:
+    """Whether SIGHUP is in the process's ignored set (/proc/PID/status, SigIgn)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+@pytest.mark.interop
 @pytest.mark.parametrize("usePTY", [False, True])
 @pytest_twisted.ensureDeferred
 async def test_a_missing_program_is_one_line_and_status_127(usePTY: bool) -> None:
@@ -110,6 +115,7 @@ async def test_a_missing_program_is_one_line_and_status_127(usePTY: bool) -> Non
     assert said == b"diego-sshd: cannot run /bin/nosuch: No such file or directory\n"
 
 
+@pytest.mark.interop
 @pytest_twisted.ensureDeferred
 async def test_a_program_that_is_not_executable_is_126(tmp_path: Path) -> None:
     script = tmp_path / "script"
@@ -121,6 +127,7 @@ async def test_a_program_that_is_not_executable_is_126(tmp_path: Path) -> None:
     assert bytes(proto.out[2]) == f"diego-sshd: cannot run {script}: Permission denied\n".encode()
 
 
+@pytest.mark.interop
 @pytest_twisted.ensureDeferred
 async def test_a_missing_home_directory_is_reported_and_the_program_runs_in_root() -> None:
     proto = Collector()
@@ -134,6 +141,7 @@ async def test_a_missing_home_directory_is_reported_and_the_program_runs_in_root
     )
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("usePTY", [False, True])
 @pytest_twisted.ensureDeferred
 async def test_hang_up_reaches_the_group_and_closes_paused_descriptors(usePTY: bool) -> None:
@@ -153,17 +161,17 @@ async def test_hang_up_reaches_the_group_and_closes_paused_descriptors(usePTY: b
         usePTY,
     )
     assert openFDs() - before
-    while len(marked(tag)) < 3:
-        await deferLater(reactor(), 0.05)
+    await eventually(lambda: len(marked(tag)) >= 3, "sh, sleep and yes to start")
     child.pauseProducing()
     assert child.hangUp()
     child.closeDescriptors()
     assert openFDs() <= before
     await within(proto.ended)
-    assert await gone(tag) == []
+    await gone(tag)
     assert child.pid is None  # reaped
 
 
+@pytest.mark.interop
 @pytest_twisted.ensureDeferred
 async def test_kill_group_ends_what_ignores_the_hang_up() -> None:
     tag = f"nohup-{os.getpid()}"
@@ -177,17 +185,18 @@ async def test_kill_group_ends_what_ignores_the_hang_up() -> None:
         "/",
         False,
     )
-    while b"started" not in proto.out[1]:
-        await deferLater(reactor(), 0.05)
+    await eventually(lambda: b"started" in proto.out[1], "the shell to start its child")
     assert child.hangUp()
     child.closeDescriptors()
-    await deferLater(reactor(), 0.3)
-    assert len(marked(tag)) == 2  # ignored
+    # An ignored signal is dropped when sent: nothing is left to arrive.
+    survivors = marked(tag)
+    assert len(survivors) == 2 and all(ignoresHangUp(pid) for pid in survivors)
     assert child.killGroup()
     await within(proto.ended)
-    assert await gone(tag) == []
+    await gone(tag)
 
 
+@pytest.mark.interop
 def test_signal_group_reaches_a_child_that_has_no_group_yet() -> None:
     # Between fork and setsid the child is still in our process group: no
     # group bears its number, so the leader itself is signalled.
@@ -205,14 +214,17 @@ def test_signal_group_reaches_a_child_that_has_no_group_yet() -> None:
     assert not leader.signalGroup(signal.SIGKILL)
 
 
+@pytest.mark.interop
 @pytest_twisted.ensureDeferred
 async def test_terminal_fd_only_while_the_pty_is_open() -> None:
     proto = Collector()
     child = spawn(reactor(), proto, "/bin/sh", ["sh", "-c", "sleep 1000"], {}, "/", True)
     fd = child.terminalFD()
     assert fd is not None and os.isatty(fd)
-    assert spawn(reactor(), Collector(), "/bin/true", ["true"], {}, "/", False).terminalFD() is None
+    other = Collector()
+    assert spawn(reactor(), other, "/bin/true", ["true"], {}, "/", False).terminalFD() is None
     child.hangUp()
     child.closeDescriptors()
     assert child.terminalFD() is None
     await within(proto.ended)
+    await within(other.ended)

@@ -27,18 +27,21 @@ def startup(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.interop
 def test_no_authorized_key_stops_startup(tmp_path: Path) -> None:
     result = startup([], tmp_path)
     assert result.returncode != 0
     assert "no authorized key" in result.stdout + result.stderr
 
 
+@pytest.mark.interop
 def test_malformed_authorized_key_stops_startup(tmp_path: Path) -> None:
     result = startup(["--authorizedKey=ssh-ed25519 not-base64!"], tmp_path)
     assert result.returncode != 0
     assert "authorized key" in result.stdout + result.stderr
 
 
+@pytest.mark.interop
 def test_unknown_cipher_is_named(tmp_path: Path) -> None:
     result = startup(
         ["--allowUnauthenticatedClients", "--allowedCiphers=aes128-ctr,rot13"], tmp_path
@@ -77,6 +80,7 @@ def test_public_host_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
 
+@pytest.mark.interop
 def test_key_flags_leave_the_command_line(tmp_path: Path) -> None:
     hostKeyText = key("ed25519").toString("openssh").decode()
     daemon = startDaemon(
@@ -99,6 +103,7 @@ def test_key_flags_leave_the_command_line(tmp_path: Path) -> None:
         daemon.stop()
 
 
+@pytest.mark.interop
 def test_generated_host_key_is_logged(tmp_path: Path) -> None:
     daemon = startDaemon(tmp_path, extraArgs=("--allowUnauthenticatedClients",))
     try:

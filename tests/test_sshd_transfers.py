@@ -102,6 +102,7 @@ def test_rsync(daemon: Daemon, tmp_path: Path) -> None:
     assert (daemon.home / "rsynced" / "f3").read_bytes() == b"changed"
 
 
+@pytest.mark.slow
 def test_one_gib_round_trip_with_rekeys(daemon: Daemon, tmp_path: Path) -> None:
     size = 1 << 30
     local = tmp_path / "big"

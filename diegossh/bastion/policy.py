@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_bastion_policy -*-
+# -*- test-case-name: tests.test_bastion_realm,tests.test_bastion_keycache -*-
 """
 Where tunnels may go: C{SSH_PERMIT_TARGET_HOST} (shell-style wildcards, a
 comma-separated list) and C{SSH_PERMIT_TARGET_PORT} (C{*}, or ports).

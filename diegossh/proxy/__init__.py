@@ -1,0 +1,1 @@
+# -*- test-case-name: tests.test_proxy_keylogin,tests.test_proxy_relay -*-

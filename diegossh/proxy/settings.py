@@ -119,6 +119,19 @@ class ProxySettings:
         return bool(self.lrpDirectory or self.bbs)
 
 
+def _checkTLSFiles(flags: str, caFile: str, certFile: str | None, keyFile: str | None) -> None:
+    """
+    Read and parse TLS files now, so that a missing or broken one stops
+    start-up naming the flag and the file, not the first login.
+    """
+    from diegossh.tls import tlsPolicyFromPEMFiles
+
+    try:
+        tlsPolicyFromPEMFiles(caFile, certFile, keyFile)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"--{flags}: {e}") from None
+
+
 def _text(raw: Mapping[str, Any], flag: str) -> str | None:
     """
     A string setting, or L{None} when unset or empty.
@@ -210,6 +223,15 @@ def parseSettings(
             bbsAddress, _text(raw, "bbsCACert"), _text(raw, "bbsClientCert"),
             _text(raw, "bbsClientKey"),
         )  # fmt: skip
+        for flag, path in (
+            ("bbsCACert", bbs.caCert),
+            ("bbsClientCert", bbs.clientCert),
+            ("bbsClientKey", bbs.clientKey),
+        ):
+            if not path:
+                raise ValueError(f"--bbsAddress needs --{flag}: BBS is always mutual TLS")
+        _checkTLSFiles("bbsCACert, --bbsClientCert, --bbsClientKey", bbs.caCert or "",
+                       bbs.clientCert, bbs.clientKey)  # fmt: skip
     backendTLS = None
     if raw.get("backendsTLSEnabled"):
         caCertificates = _text(raw, "backendsTLSCACertificates")
@@ -219,6 +241,13 @@ def parseSettings(
             caCertificates,
             _text(raw, "backendsTLSClientCertificate"),
             _text(raw, "backendsTLSClientPrivateKey"),
+        )
+        _checkTLSFiles(
+            "backendsTLSCACertificates, --backendsTLSClientCertificate, "
+            "--backendsTLSClientPrivateKey",
+            backendTLS.caCertificates,
+            backendTLS.clientCertificate,
+            backendTLS.clientPrivateKey,
         )
     return ProxySettings(
         address=address,

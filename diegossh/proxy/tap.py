@@ -117,8 +117,8 @@ def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any
 
     bbs = settings.bbs
     assert bbs is not None
-    # without --bbsCACert this fails here, as it always has
-    policy = tlsPolicyFromPEMFiles(bbs.caCert, bbs.clientCert, bbs.clientKey)  # type: ignore[arg-type]
+    assert bbs.caCert is not None  # parseSettings requires all three files
+    policy = tlsPolicyFromPEMFiles(bbs.caCert, bbs.clientCert, bbs.clientKey)
     agent = makeHTTPSAgent(reactor, policy, pool=pools.pool(persistent=True))
     return BBSClient(
         agent, bbs.address, reactor, communicationTimeout=settings.communicationTimeout,

@@ -1,0 +1,1 @@
+# -*- test-case-name: tests.test_transport_unit,tests.test_channel -*-

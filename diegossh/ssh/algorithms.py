@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_algorithms -*-
+# -*- test-case-name: tests.test_transport_unit,tests.test_transport_interop -*-
 """
 The algorithm names diegossh speaks, the upstream defaults, and the parsing of
 C{--allowedCiphers}, C{--allowedMACs} and C{--allowedKeyExchanges}.

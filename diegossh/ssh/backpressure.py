@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_backpressure -*-
+# -*- test-case-name: tests.test_transport_bounds -*-
 """
 Who stops reading when an SSH connection cannot send.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_connection -*-
+# -*- test-case-name: tests.test_channel,tests.test_transport_bounds,tests.test_hostile -*-
 """
 Conch's connection service, hardened against hostile peers and taught real
 flow control.

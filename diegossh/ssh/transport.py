@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_transport -*-
+# -*- test-case-name: tests.test_transport_unit,tests.test_transport_bounds,tests.test_prelogin -*-
 """
 diegossh's SSH transport: Conch's key exchange and service plumbing, with our
 own packet layer underneath.

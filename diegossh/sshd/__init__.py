@@ -1,0 +1,1 @@
+# -*- test-case-name: tests.test_sshd_session,tests.test_sshd_lifecycle -*-

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sshd_auth -*-
+# -*- test-case-name: tests.test_malformed_login,tests.test_sshd_lifecycle_interop -*-
 """
 Who may log into the daemon: the holder of the one authorized key, whatever
 user name they give; or, with C{--allowUnauthenticatedClients}, anyone.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sshd_environment -*-
+# -*- test-case-name: tests.test_sshd_session,tests.test_sshd_interop -*-
 """
 The environment a session's process starts with.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_scp_interop,tests.test_sftp_interop -*-
 """
 Run one of the daemon's Python-served programs (scp, sftp) on this process's
 stdin and stdout, the way a session channel would.

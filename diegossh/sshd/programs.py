@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_malformed_login,tests.test_sshd_lifecycle_interop -*-
 """
 Which commands and subsystems the daemon serves in Python instead of exec'ing.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sshd_pty -*-
+# -*- test-case-name: tests.test_sshd_lifecycle,tests.test_fuzz_parsers -*-
 """
 Terminal modes and window sizes from C{pty-req} and C{window-change}, applied
 to the session's pty (RFC 4254 section 8).

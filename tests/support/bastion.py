@@ -19,7 +19,8 @@ from twisted.internet import threads
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tests.support.daemon import TWISTD, exemptTestClients, freePort, waitForPort
+from tests.support.daemon import TWISTD, exemptTestClients, freePort, listening, waitForPort
+from tests.support.eventually import eventuallyBlocking
 from tests.support.proxy import readAccessLog
 from tests.support.stocksshd import SSHD, USER, ensureUser
 
@@ -103,18 +104,7 @@ def startTarget(tmp: Path, name: str, address: str, port: int) -> Target:
 
 
 def _waitFor(address: str, port: int, proc: subprocess.Popen[bytes]) -> None:
-    import time
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd on {address}:{port} exited with {proc.returncode}")
-        try:
-            with socket.create_connection((address, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"sshd on {address}:{port} did not listen")
+    eventuallyBlocking(lambda: listening(address, port, proc), f"sshd on {address}:{port}", 20)
 
 
 class _PublicKey(Resource):

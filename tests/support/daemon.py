@@ -11,11 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.eventually import eventuallyBlocking
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 from tests.support.openssh import BASE_OPTIONS
 
@@ -44,17 +44,19 @@ def freePort() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(address: str, port: int, proc: subprocess.Popen[bytes]) -> bool:
+    """Whether C{proc}'s server takes connections on C{port}; an error once it has exited."""
+    if proc.poll() is not None:
+        raise RuntimeError(f"server exited with {proc.returncode}")
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def waitForPort(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
+    eventuallyBlocking(lambda: listening("127.0.0.1", port, proc), f"a listener on {port}", timeout)
 
 
 @dataclass

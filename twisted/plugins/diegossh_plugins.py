@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_plugin_install -*-
 """
 Twisted dropin naming diegossh's two services; all logic lives in L{diegossh}.
 """

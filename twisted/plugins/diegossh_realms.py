@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_realm_plugins -*-
 """
 Twisted dropin naming diegossh's own auth realms; all logic lives in L{diegossh}.
 """

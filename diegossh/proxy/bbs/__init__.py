@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_bbs_client -*-
 """
 Diego's BBS as an L{ILRPDirectory}: protobuf over HTTPS with mutual TLS.
 

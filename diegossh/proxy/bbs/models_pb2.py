@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_bbs_client -*-
 # ruff: noqa
 # fmt: off
 # mypy: ignore-errors

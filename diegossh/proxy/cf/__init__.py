@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cf_authenticator,tests.test_cf_integration -*-
 """
 The C{cf} auth realm's pieces: C{cf:APP-GUID/INDEX} logins whose password is
 a one-time UAA authorization code (C{cf ssh-code}), granted by Cloud

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_loggregator -*-
 # ruff: noqa
 # fmt: off
 # mypy: ignore-errors
