@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.cred.portal import Portal
 from twisted.python import usage
 
@@ -28,9 +28,12 @@ from diegossh.proxy.backend import connectBackend
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
+from diegossh.proxy.pools import PoolService
 from diegossh.proxy.realmplugins import installedRealms
+from diegossh.proxy.realms import BuiltRealm
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
 from diegossh.proxy.settings import ProxySettings, parseSettings
+from diegossh.proxy.shutdown import ClosingService, LiveConnections, StopInOrder
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.keys import hostKeyOrGenerated
@@ -94,7 +97,11 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-def _directory(reactor: Any, settings: ProxySettings) -> Any:
+def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any:
+    """
+    The LRP directory: the local table, or the BBS client (its kept-alive
+    connections in a pool of C{pools}), or L{None}.
+    """
     if not settings.usesDirectory:
         return None  # only realms that find their own targets are enabled
     placement: dict[str, Any] = {
@@ -105,8 +112,6 @@ def _directory(reactor: Any, settings: ProxySettings) -> Any:
         from diegossh.proxy.lrptable import LRPTable
 
         return LRPTable(settings.lrpDirectory, **placement)
-    from twisted.web.client import HTTPConnectionPool
-
     from diegossh.proxy.bbs import BBSClient
     from diegossh.tls import makeHTTPSAgent, tlsPolicyFromPEMFiles
 
@@ -114,7 +119,7 @@ def _directory(reactor: Any, settings: ProxySettings) -> Any:
     assert bbs is not None
     assert bbs.caCert is not None  # parseSettings requires all three files
     policy = tlsPolicyFromPEMFiles(bbs.caCert, bbs.clientCert, bbs.clientKey)
-    agent = makeHTTPSAgent(reactor, policy, pool=HTTPConnectionPool(reactor, persistent=True))
+    agent = makeHTTPSAgent(reactor, policy, pool=pools.pool(persistent=True))
     return BBSClient(
         agent, bbs.address, reactor, communicationTimeout=settings.communicationTimeout,
         **placement,
@@ -137,7 +142,10 @@ def _backendTLS(settings: ProxySettings) -> Any:
     ).creatorForName
 
 
-def _realms(reactor: Any, settings: ProxySettings, directory: Any) -> list[Any]:
+def _realms(reactor: Any, settings: ProxySettings, directory: Any) -> list[BuiltRealm]:
+    """
+    Each enabled realm, built, with the services it runs while it serves.
+    """
     return [each.plugin.build(reactor, each.parsed, directory) for each in settings.realms]
 
 
@@ -146,13 +154,8 @@ def makeService(config: Options) -> IService:
 
     settings: ProxySettings = config["settings"]
     hostKey = hostKeyOrGenerated(settings.hostKey)
-    accesslog.openAccessLog(
-        settings.accessLog.path,
-        reactor,
-        settings.accessLog.maxBytes,
-        settings.accessLog.maxFiles,
-    )
-    directory = _directory(reactor, settings)
+    directoryPools = PoolService(reactor)
+    directory = _directory(reactor, settings, directoryPools)
     tlsOptions = _backendTLS(settings)
     policy = settings.policy
     timeout = settings.communicationTimeout
@@ -160,7 +163,8 @@ def makeService(config: Options) -> IService:
     def connect(target: Any) -> Any:
         return connectBackend(reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions)
 
-    realms = _realms(reactor, settings, directory)
+    built = _realms(reactor, settings, directory)
+    realms = [each.realm for each in built]
     keyRealms = [realm for realm in realms if IKeyRealm.providedBy(realm)]
     passwordRealms = [realm for realm in realms if not IKeyRealm.providedBy(realm)]
     checkers: list[Any] = []
@@ -172,8 +176,24 @@ def makeService(config: Options) -> IService:
     factory = ProxyFactory(portal, [hostKey], policy, reactor, settings.idleConnectionTimeout)
     factory.loginGraceTime = settings.loginGraceTime
     factory.maxAuthTries = settings.maxAuthTries
-    listening = admission.fromSettings(factory, reactor, settings.admission)
-    top = MultiService()
+    limited = admission.fromSettings(factory, reactor, settings.admission)
+    live = LiveConnections(limited.admission, reactor)
+    listening = admission.AdmittingFactory(factory, live)
+    # Started in this order, stopped in the reverse one, each stop awaited
+    # (diegossh.proxy.shutdown): the access log is the last to go.
+    top = StopInOrder()
+    if settings.accessLog.path:
+        accesslog.AccessLogService(
+            settings.accessLog.path,
+            reactor,
+            settings.accessLog.maxBytes,
+            settings.accessLog.maxFiles,
+        ).setServiceParent(top)
+    directoryPools.setServiceParent(top)
+    for each in built:
+        for service in each.services:
+            service.setServiceParent(top)
+    ClosingService(live, reactor).setServiceParent(top)
     workers.listeningService(reactor, config, listening).setServiceParent(top)
     if settings.healthCheckAddress is not None:
         StreamServerEndpointService(
