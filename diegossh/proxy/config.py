@@ -65,6 +65,8 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
         "max-sources4:65536 max-sources6:65536",
     ),
     "perSourcePenaltyExemptList": ("per_source_penalty_exempt_list", "str", None),
+    # diego-logging-client's object (docs/loggregator.md); as a flag, JSON text
+    "loggregator": ("loggregator", "object", None),
 }
 
 # The settings that are secrets -> the environment variable that also gives
@@ -131,6 +133,15 @@ def _convert(flag: str, kind: str, value: Any) -> Any:
         if number is None or number < 1:
             raise ConfigError(f"{flag}: {value!r} is not a whole number of at least 1")
         return number
+    if kind == "object":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{flag}: {value!r} is not JSON") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{flag}: {value!r} is not a JSON object")
+        return value
     if kind == "bool":
         if isinstance(value, bool):
             return value

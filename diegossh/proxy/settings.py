@@ -24,6 +24,7 @@ from typing import Any
 from twisted.conch.ssh.keys import Key
 
 from diegossh.addresses import parseAddress
+from diegossh.proxy.loggregator.settings import LoggregatorSettings, parseLoggregator
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.flags import algorithmPolicy, named
@@ -110,6 +111,8 @@ class ProxySettings:
     accessLog: AccessLogSettings
     workers: int
     inheritedListenFD: int | None = None
+    # Loggregator v2 (docs/loggregator.md); None: off, as upstream by default
+    loggregator: LoggregatorSettings | None = None
 
     @property
     def usesDirectory(self) -> bool:
@@ -270,4 +273,5 @@ def parseSettings(
             _count(raw, "accessLogMaxFiles"),
         ),
         workers=_count(raw, "workers"),
+        loggregator=parseLoggregator(raw.get("loggregator")),
     )
