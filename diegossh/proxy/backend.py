@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_backend,tests.test_proxy_interop -*-
+# -*- test-case-name: tests.test_proxy_backend,tests.test_rsa_compat,tests.test_rsa_interop -*-
 """
 The proxy's leg to a container: dial, SSH handshake, host key check against
 the route's fingerprint, login with the route's credentials.

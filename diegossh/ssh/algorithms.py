@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_transport_unit,tests.test_transport_interop -*-
+# -*- test-case-name: tests.test_transport_unit,tests.test_rsa_compat -*-
 """
 The algorithm names diegossh speaks, the upstream defaults, and the parsing of
 C{--allowedCiphers}, C{--allowedMACs}, C{--allowedKeyExchanges} and

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_settings,tests.test_sshd_tap -*-
+# -*- test-case-name: tests.test_proxy_settings,tests.test_sshd_tap,tests.test_rsa_compat -*-
 """
 What the daemon's and the proxy's settings share: a refusal names the flag
 at fault (the style of every start-up refusal here), the algorithm policy
