@@ -49,6 +49,7 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
     "allowedCiphers": ("allowed_ciphers", "str", None),
     "allowedMACs": ("allowed_macs", "str", None),
     "allowedKeyExchanges": ("allowed_key_exchanges", "str", None),
+    "allowedHostKeyAlgorithms": ("allowed_host_key_algorithms", "str", None),
     "accessLog": ("access_log", "str", None),
     "accessLogMaxBytes": ("access_log_max_bytes", "count", 100 * 1024 * 1024),
     "accessLogMaxFiles": ("access_log_max_files", "count", 5),

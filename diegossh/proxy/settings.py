@@ -27,7 +27,7 @@ from diegossh.addresses import parseAddress
 from diegossh.proxy.loggregator.settings import LoggregatorSettings, parseLoggregator
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
-from diegossh.ssh.flags import algorithmPolicy, named
+from diegossh.ssh.flags import algorithmPolicy, checkHostKey, named
 from diegossh.ssh.keys import loadHostKey
 
 # upstream's switches, kept: each enables one of the realms
@@ -203,10 +203,14 @@ def parseSettings(
         healthCheckAddress = _text(raw, "healthCheckAddress") or ""
         named("healthCheckAddress", parseAddress, healthCheckAddress)
     policy = algorithmPolicy(
-        _text(raw, "allowedCiphers"), _text(raw, "allowedMACs"), _text(raw, "allowedKeyExchanges")
+        _text(raw, "allowedCiphers"),
+        _text(raw, "allowedMACs"),
+        _text(raw, "allowedKeyExchanges"),
+        _text(raw, "allowedHostKeyAlgorithms"),
     )
     hostKeyText = _text(raw, "hostKey")
     hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
+    checkHostKey(policy, hostKey)
     realms = enabledRealms(raw, installed, requested)
     limits = admission.AdmissionLimits.parse(
         raw["maxStartups"],
