@@ -5,7 +5,7 @@ The seams of diegossh: every piece an operator or a test may swap is named here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.interfaces import ITransport
@@ -86,8 +86,8 @@ class IRealmPlugin(Interface):
         "what the realm gets: 'str' (text, as given), 'bool' (a switch: true or false "
         "in the config file or a variable, a bare --flag on the command line), "
         "'duration' (seconds as a float, from 10s, 5m, 1m30s, 300ms or a bare number), "
-        "'count' (a whole number of at least 1). A setting not given is its default, "
-        "unconverted (often None)."
+        "'count' (a whole number of at least 1), 'object' (a JSON object; as a flag, "
+        "JSON text). A setting not given is its default, unconverted (often None)."
     )
     environment = Attribute(
         "Optional, default {}: a dict of environment variable to flag, for deployments "
@@ -231,4 +231,22 @@ class IAdmission(Interface):
     def closed(transport: object) -> None:
         """
         The connection ended (authenticated or not).
+        """
+
+
+class IConnectionTelemetry(Interface):
+    """
+    What the proxy tells a platform's telemetry about relayed connections
+    (Loggregator's app logs and the C{ssh-connections} gauge, see
+    docs/loggregator.md). Called on the reactor thread; must never block.
+    """
+
+    def connectionRelayed(client: str, target: object) -> Callable[[], None]:
+        """
+        The connection from C{client} (C{ip:port}, IPv6 bracketed) now
+        reaches C{target}, the login's target (an
+        L{diegossh.proxy.target.LRPTarget} for Diego's realms).
+
+        @return: a callable taking no argument, called once when the
+            connection ends.
         """

@@ -141,7 +141,7 @@ def test_secrets_stay_out_of_the_repr() -> None:
     )  # fmt: skip
     text = repr(settings)
     assert "s3cret" not in text and "uaa-pw-77" not in text
-    assert "PRIVATE" not in text and "hostKey" not in text
+    assert "PRIVATE" not in text and "hostKey=" not in text
     assert [each.name for each in settings.realms] == ["diego", "cf"]
     cf = settings.realms[1].parsed
     assert isinstance(cf, CFSettings) and cf.uaaPassword == "uaa-pw-77"

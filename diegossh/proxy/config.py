@@ -49,6 +49,7 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
     "allowedCiphers": ("allowed_ciphers", "str", None),
     "allowedMACs": ("allowed_macs", "str", None),
     "allowedKeyExchanges": ("allowed_key_exchanges", "str", None),
+    "allowedHostKeyAlgorithms": ("allowed_host_key_algorithms", "str", None),
     "accessLog": ("access_log", "str", None),
     "accessLogMaxBytes": ("access_log_max_bytes", "count", 100 * 1024 * 1024),
     "accessLogMaxFiles": ("access_log_max_files", "count", 5),
@@ -65,6 +66,8 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
         "max-sources4:65536 max-sources6:65536",
     ),
     "perSourcePenaltyExemptList": ("per_source_penalty_exempt_list", "str", None),
+    # diego-logging-client's object (docs/loggregator.md); as a flag, JSON text
+    "loggregator": ("loggregator", "object", None),
     # What the BOSH job's template renders besides (lager's and debugserver's
     # keys, and the BBS client's sizes): docs/cloudfoundry.md.
     "logLevel": ("log_level", "str", "info"),
@@ -157,6 +160,15 @@ def _convert(flag: str, kind: str, value: Any) -> Any:
         if number is None or number < 1:
             raise ConfigError(f"{flag}: {value!r} is not a whole number of at least 1")
         return number
+    if kind == "object":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{flag}: {value!r} is not JSON") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{flag}: {value!r} is not a JSON object")
+        return value
     if kind == "bool":
         if isinstance(value, bool):
             return value

@@ -26,9 +26,10 @@ from twisted.conch.ssh.keys import Key
 from diegossh import lager
 from diegossh.addresses import parseAddress
 from diegossh.proxy.config import deprecatedGiven
+from diegossh.proxy.loggregator.settings import LoggregatorSettings, parseLoggregator
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
-from diegossh.ssh.flags import algorithmPolicy, named
+from diegossh.ssh.flags import algorithmPolicy, checkHostKey, named
 from diegossh.ssh.keys import loadHostKey
 
 # upstream's switches, kept: each enables one of the realms
@@ -136,6 +137,8 @@ class ProxySettings:
     debugAddress: str | None = None
     # "json_key: why" for each deprecated key that was set, warned at start
     deprecated: tuple[str, ...] = ()
+    # Loggregator v2 (docs/loggregator.md); None: off, as upstream by default
+    loggregator: LoggregatorSettings | None = None
 
     @property
     def usesDirectory(self) -> bool:
@@ -238,13 +241,17 @@ def parseSettings(
         healthCheckAddress = _text(raw, "healthCheckAddress") or ""
         named("healthCheckAddress", parseAddress, healthCheckAddress)
     policy = algorithmPolicy(
-        _text(raw, "allowedCiphers"), _text(raw, "allowedMACs"), _text(raw, "allowedKeyExchanges")
+        _text(raw, "allowedCiphers"),
+        _text(raw, "allowedMACs"),
+        _text(raw, "allowedKeyExchanges"),
+        _text(raw, "allowedHostKeyAlgorithms"),
     )
     hostKeyText = _text(raw, "hostKey")
     try:
         hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
     except ValueError as e:
         raise Refused("failed-to-parse-host-key", str(e)) from None
+    checkHostKey(policy, hostKey)
     logLevel = _text(raw, "logLevel") or "info"
     named("logLevel", lager.parseLogLevel, logLevel)
     timeFormat = _text(raw, "timeFormat") or "unix-epoch"
@@ -325,4 +332,5 @@ def parseSettings(
         timeFormat=timeFormat,
         debugAddress=debugAddress,
         deprecated=tuple(deprecatedGiven(dict(raw)).values()),
+        loggregator=parseLoggregator(raw.get("loggregator")),
     )

@@ -168,6 +168,19 @@ def _realms(reactor: Any, settings: ProxySettings, directory: Any) -> list[Built
     return [each.plugin.build(reactor, each.parsed, directory) for each in settings.realms]
 
 
+def _loggregator(reactor: Any, settings: ProxySettings) -> Any:
+    """
+    The Loggregator emitter when the C{loggregator} object turns v2 on
+    (docs/loggregator.md), else L{None}; gRPC is imported only when it starts.
+    """
+    if settings.loggregator is None:
+        return None
+    from diegossh.proxy.loggregator import makeEmitter
+
+    each = settings.loggregator
+    return makeEmitter(reactor, each.tls, each.identity, each.address, batchSize=each.batchSize)
+
+
 def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
@@ -198,7 +211,13 @@ def makeService(config: Options) -> IService:
         checkers.append(RealmDispatcher(passwordRealms))
     if keyRealms:
         checkers.append(KeyRealmChecker(keyRealms))
-    portal = Portal(ProxyRealm(connect, reactor), checkers)
+    emitter = _loggregator(reactor, settings)
+    telemetry = None
+    if emitter is not None:
+        from diegossh.proxy.loggregator import ConnectionTelemetry, TargetTelemetry
+
+        telemetry = TargetTelemetry(ConnectionTelemetry(emitter))
+    portal = Portal(ProxyRealm(connect, reactor, telemetry), checkers)
     factory = ProxyFactory(portal, [hostKey], policy, reactor, settings.idleConnectionTimeout)
     factory.loginGraceTime = settings.loginGraceTime
     factory.maxAuthTries = settings.maxAuthTries
@@ -215,6 +234,8 @@ def makeService(config: Options) -> IService:
             settings.accessLog.maxBytes,
             settings.accessLog.maxFiles,
         ).setServiceParent(top)
+    if emitter is not None:
+        emitter.setServiceParent(top)  # stops after the connections' last envelopes
     directoryPools.setServiceParent(top)
     for each in built:
         for service in each.services:

@@ -19,7 +19,7 @@ from twisted.conch.ssh.keys import Key
 from diegossh.addresses import parseAddress
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
-from diegossh.ssh.flags import algorithmPolicy, named
+from diegossh.ssh.flags import algorithmPolicy, checkHostKey, named
 from diegossh.ssh.keys import loadAuthorizedKey, loadHostKey
 
 
@@ -54,13 +54,17 @@ def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
     address = options["address"]
     named("address", parseAddress, address)
     policy = algorithmPolicy(
-        options["allowedCiphers"], options["allowedMACs"], options["allowedKeyExchanges"]
+        options["allowedCiphers"],
+        options["allowedMACs"],
+        options["allowedKeyExchanges"],
+        options.get("allowedHostKeyAlgorithms"),
     )
     authorizedText, hostKeyText = options["authorizedKey"], options["hostKey"]
     authorized = (
         named("authorizedKey", loadAuthorizedKey, authorizedText) if authorizedText else None
     )
     hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
+    checkHostKey(policy, hostKey)
     loginGraceTime = admission.parseTime(str(options["loginGraceTime"]), "--loginGraceTime")
     limits = admission.AdmissionLimits.parse(
         options["maxStartups"],
