@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_config -*-
+# -*- test-case-name: tests.test_proxy_config,tests.test_proxy_dropin -*-
 """
 C{ssh-proxy}: the proxy as upstream's executable, for the BOSH job's
 command line (C{ssh-proxy -config=/var/vcap/jobs/ssh_proxy/config/ssh_proxy.json}).
@@ -112,11 +112,12 @@ def run(reactor: Any, argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> in
         parsed = parseGoFlags(argv, VALUE_FLAGS, BOOLEAN_FLAGS)
     except FlagError as e:
         hint = ""
-        if any(f"-{secret}" == str(e).rpartition(" ")[2] for secret in tap._SECRETS):
-            hint = (
-                " (a secret is not taken on the command line, where ps shows it: give it in"
-                " the config file, its environment variable or its -...File flag)"
-            )
+        for secret, variable in tap._SECRETS.items():
+            if str(e).endswith(f" -{secret}"):
+                hint = (
+                    " (a secret is not taken on the command line, where ps shows it: give it"
+                    f" in the config file, as {variable} or with -{secret}File)"
+                )
         stderr.write(f"{e}{hint}\nUsage of ssh-proxy: -config=FILE [-name=value ...]\n")
         stderr.flush()
         return 2
