@@ -176,6 +176,11 @@ def test_refusals_carry_upstreams_message_names(tmp_path: Path) -> None:
         "failed-to-parse-config": (f"--config={config}",),
         "failed-to-parse-host-key": (*diego, f"--lrpDirectory={table}", "--hostKey=garbage"),
         "bbs-address-required": diego,
+        "failed-to-initialize-metron-client": (
+            *diego,
+            f"--lrpDirectory={table}",
+            '--loggregator={"loggregator_usev2": true}',
+        ),
         None: (*diego, f"--lrpDirectory={table}", "--allowedCiphers=rot13"),
     }
     for name, args in cases.items():

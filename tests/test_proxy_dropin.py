@@ -289,3 +289,20 @@ def test_a_missing_config_file_and_a_bad_flag(tmp_path: Path) -> None:
     assert b"flag provided but not defined: -nosuchflag" in flag.stderr
     secret = run("-hostKey=PEM", cwd=tmp_path)
     assert secret.returncode == 2 and b"-hostKeyFile" in secret.stderr
+
+
+def test_a_listener_that_cannot_bind_exits_non_zero(tmp_path: Path) -> None:
+    table = tmp_path / "lrps.json"
+    table.write_text('{"lrps": []}')
+    port = freePort()
+    config = tmp_path / "ssh_proxy.json"
+    config.write_text(json.dumps({
+        "address": f"127.0.0.1:{port}", "health_check_address": f"127.0.0.1:{port}",
+        "enable_diego_auth": True, "diego_credentials": "x", "lrp_directory": str(table),
+    }))  # fmt: skip
+    result = run(f"-config={config}", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = [json.loads(text) for text in result.stdout.decode().splitlines()]
+    failed = [line for line in lines if line["message"] == "ssh-proxy.exited-with-failure"]
+    assert failed and "already in use" in failed[0]["data"]["error"], lines
+    assert "ssh-proxy.started" not in [line["message"] for line in lines]

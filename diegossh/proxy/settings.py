@@ -307,6 +307,10 @@ def parseSettings(
             backendTLS.clientCertificate,
             backendTLS.clientPrivateKey,
         )
+    try:
+        loggregator = parseLoggregator(raw.get("loggregator"))
+    except ValueError as e:
+        raise Refused("failed-to-initialize-metron-client", str(e)) from None
     return ProxySettings(
         address=address,
         healthCheckAddress=healthCheckAddress,
@@ -332,5 +336,5 @@ def parseSettings(
         timeFormat=timeFormat,
         debugAddress=debugAddress,
         deprecated=tuple(deprecatedGiven(dict(raw)).values()),
-        loggregator=parseLoggregator(raw.get("loggregator")),
+        loggregator=loggregator,
     )
