@@ -187,3 +187,15 @@ def test_refusals_carry_upstreams_message_names(tmp_path: Path) -> None:
         with pytest.raises(Refusal) as refused:
             options(*args)
         assert refused.value.lager == name, args
+
+
+def test_the_rendered_example_is_known_key_for_key() -> None:
+    """
+    docs/examples/ssh_proxy.json (the BOSH job's config, every key): no key
+    is unknown to twistd's options or the ssh-proxy script (started for
+    real in tests/test_proxy_dropin.py).
+    """
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "ssh_proxy.json"
+    values = loadConfigFile(str(example))
+    assert values["debugAddr"] == "127.0.0.1:17016" and values["logLevel"] == "info"
+    assert values["loggregator"]["loggregator_use_v2_api"] is True

@@ -289,3 +289,22 @@ def test_the_bbs_pool_keeps_the_configured_idle_connections(tmp_path: Path) -> N
         _directory(MemoryReactorClock(), parsed(**bbs, bbsMaxIdleConnsPerHost=given), pools)
         (pool,) = pools.pools
         assert pool.maxPersistentPerHost == kept
+
+
+def test_the_debug_listener_is_the_parents_alone(tmp_path: Path) -> None:
+    """
+    With --workers, the children rebuild the parent's settings (debugAddr
+    included) and must not each try to bind the debug address.
+    """
+    from diegossh.proxy.tap import makeService
+
+    table = tmp_path / "lrps.json"
+    table.write_text('{"lrps": []}')
+    options = Options()
+    options.parseOptions(["--enableDiegoAuth", "--diegoCredentials=x",
+                          f"--lrpDirectory={table}", "--debugAddr=127.0.0.1:17016"])  # fmt: skip
+    names = [service.name for service in makeService(options)]  # type: ignore[attr-defined]
+    assert "debug-server" in names
+    options["settings"] = dataclasses.replace(options["settings"], inheritedListenFD=99)
+    names = [service.name for service in makeService(options)]  # type: ignore[attr-defined]
+    assert "debug-server" not in names

@@ -185,7 +185,9 @@ def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
     settings: ProxySettings = config["settings"]
-    for deprecated in settings.deprecated:
+    # a --workers child (inheritedListenFD) leaves these to its parent
+    parent = settings.inheritedListenFD is None
+    for deprecated in settings.deprecated if parent else ():
         _log.warn(
             "ignoring deprecated config key {key}",
             key=deprecated,
@@ -246,7 +248,7 @@ def makeService(config: Options) -> IService:
         StreamServerEndpointService(
             serverEndpoint(reactor, settings.healthCheckAddress), healthSite()
         ).setServiceParent(top)
-    if settings.debugAddress is not None:
+    if settings.debugAddress is not None and parent:
         # /log-level changes what the ssh-proxy script's lager observer
         # writes (config["logLevelControl"]); under twistd only a held level
         control = config.get("logLevelControl") or RecordedLevel(settings.logLevel)
