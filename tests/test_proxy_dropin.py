@@ -306,3 +306,14 @@ def test_a_listener_that_cannot_bind_exits_non_zero(tmp_path: Path) -> None:
     failed = [line for line in lines if line["message"] == "ssh-proxy.exited-with-failure"]
     assert failed and "already in use" in failed[0]["data"]["error"], lines
     assert "ssh-proxy.started" not in [line["message"] for line in lines]
+
+
+def test_a_refusal_is_written_in_the_configured_time_format(tmp_path: Path) -> None:
+    config = tmp_path / "ssh_proxy.json"
+    config.write_text(json.dumps({**example(), "time_format": "rfc3339"}))
+    result = run(f"-config={config}", cwd=tmp_path)
+    assert result.returncode == 2
+    last = json.loads(result.stdout.decode().splitlines()[-1])
+    assert list(last) == ["timestamp", "source", "message", "level", "data"]
+    assert last["message"] == "ssh-proxy.failed-to-parse-host-key" and last["level"] == "fatal"
+    assert last["timestamp"].endswith("Z") and "T" in last["timestamp"]

@@ -26,6 +26,7 @@ config file, the environment (C{HOST_KEY}, ...) or a file (C{-hostKeyFile}).
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
@@ -35,8 +36,8 @@ from twisted.application.service import IService, IServiceCollection
 from twisted.logger import Logger, globalLogBeginner
 from twisted.python import usage
 
-from diegossh.goflags import FlagError, parseGoFlags, twistedArguments
-from diegossh.lager import LEVELS, LagerObserver
+from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArguments
+from diegossh.lager import LEVELS, LagerObserver, parseLogLevel, parseTimeFormat
 from diegossh.proxy import tap
 
 __all__ = ["BOOLEAN_FLAGS", "FATAL", "VALUE_FLAGS", "main", "run"]
@@ -103,6 +104,35 @@ def _refuse(name: str, error: object) -> int:
     return 2 if fatal else 1
 
 
+def _loggingOf(parsed: ParsedFlags) -> tuple[int, str]:
+    """
+    The lager level and time format for a refusal: what the flags and the
+    config file say when they can be read (upstream's logger is configured
+    from the file once it parsed), else lager's defaults (info, epoch).
+    """
+    given: dict[str, Any] = {}
+    path = parsed.values.get("config")
+    if isinstance(path, str):
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = json.load(f)
+            if isinstance(loaded, dict):
+                given = {
+                    "logLevel": loaded.get("log_level"),
+                    "timeFormat": loaded.get("time_format"),
+                }
+        except (OSError, ValueError):
+            pass
+    given.update({flag: parsed.values[flag] for flag in ("logLevel", "timeFormat")
+                  if flag in parsed.values})  # fmt: skip
+    try:
+        level = parseLogLevel(str(given.get("logLevel") or "info"))
+        timeFormat = parseTimeFormat(str(given.get("timeFormat") or "unix-epoch"))
+    except ValueError:
+        return LEVELS["info"], "unix-epoch"
+    return level, timeFormat
+
+
 def run(reactor: Any, argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
     """
     Parse C{argv} (without the program name), build the proxy's service tree
@@ -125,9 +155,9 @@ def run(reactor: Any, argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> in
     try:
         options.parseOptions(twistedArguments(parsed))
     except usage.UsageError as e:
-        # upstream logs its refusals with lager's defaults: info, epoch stamps
+        level, timeFormat = _loggingOf(parsed)
         globalLogBeginner.beginLoggingTo(
-            [LagerObserver(_writer(stdout), SOURCE)], redirectStandardIO=False
+            [LagerObserver(_writer(stdout), SOURCE, level, timeFormat)], redirectStandardIO=False
         )
         return _refuse(getattr(e, "lager", None) or "configure-failed", e)
     settings = options["settings"]
@@ -138,7 +168,7 @@ def run(reactor: Any, argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> in
     options["logLevelControl"] = observer
     try:
         service = tap.makeService(options)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         return _refuse("configure-failed", e)
     for listener in _listeners(service):
         listener._raiseSynchronously = True
