@@ -17,6 +17,7 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.cred.portal import Portal
+from twisted.logger import Logger
 from twisted.python import usage
 
 from diegossh import secretargs
@@ -25,6 +26,7 @@ from diegossh.interfaces import IKeyRealm
 from diegossh.proxy import accesslog, workers
 from diegossh.proxy import config as proxyConfig
 from diegossh.proxy.backend import connectBackend
+from diegossh.proxy.debugserver import RecordedLevel, debugService
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
@@ -38,6 +40,7 @@ from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.keys import hostKeyOrGenerated
 
+_log = Logger()
 _REALMS = installedRealms()
 _SETTINGS: proxyConfig.Settings = dict(proxyConfig.SETTINGS)
 # environment variable -> flag, for realms whose deployments configure them so
@@ -94,7 +97,22 @@ class Options(usage.Options):
                 self[flag] = raw[flag]  # what a worker gets on its stdin
             self["settings"] = parseSettings(raw, _REALMS, self["realms"])
         except ValueError as e:
-            raise usage.UsageError(str(e)) from None
+            name = getattr(e, "lager", None)
+            if name is None and isinstance(e, proxyConfig.ConfigError):
+                name = "failed-to-parse-config"
+            raise Refusal(str(e), name) from None
+
+
+class Refusal(usage.UsageError):
+    """
+    Options that cannot start the proxy: the text names the flag, and
+    C{lager} is upstream's message for it when upstream has one
+    (L{diegossh.proxy.settings.Refused}); the C{ssh-proxy} script logs it.
+    """
+
+    def __init__(self, text: str, lager: str | None = None) -> None:
+        super().__init__(text)
+        self.lager = lager
 
 
 def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any:
@@ -119,7 +137,8 @@ def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any
     assert bbs is not None
     assert bbs.caCert is not None  # parseSettings requires all three files
     policy = tlsPolicyFromPEMFiles(bbs.caCert, bbs.clientCert, bbs.clientKey)
-    agent = makeHTTPSAgent(reactor, policy, pool=pools.pool(persistent=True))
+    pool = pools.pool(persistent=True, maxPersistentPerHost=bbs.maxIdleConnsPerHost)
+    agent = makeHTTPSAgent(reactor, policy, pool=pool)
     return BBSClient(
         agent, bbs.address, reactor, communicationTimeout=settings.communicationTimeout,
         **placement,
@@ -166,6 +185,15 @@ def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
     settings: ProxySettings = config["settings"]
+    # a --workers child (inheritedListenFD) leaves these to its parent
+    parent = settings.inheritedListenFD is None
+    for deprecated in settings.deprecated if parent else ():
+        _log.warn(
+            "ignoring deprecated config key {key}",
+            key=deprecated,
+            lager="deprecated-config-key",
+            lager_data={"key": deprecated.partition(":")[0], "reason": deprecated},
+        )
     hostKey = hostKeyOrGenerated(settings.hostKey)
     directoryPools = PoolService(reactor)
     directory = _directory(reactor, settings, directoryPools)
@@ -220,4 +248,9 @@ def makeService(config: Options) -> IService:
         StreamServerEndpointService(
             serverEndpoint(reactor, settings.healthCheckAddress), healthSite()
         ).setServiceParent(top)
+    if settings.debugAddress is not None and parent:
+        # /log-level changes what the ssh-proxy script's lager observer
+        # writes (config["logLevelControl"]); under twistd only a held level
+        control = config.get("logLevelControl") or RecordedLevel(settings.logLevel)
+        debugService(reactor, settings.debugAddress, control).setServiceParent(top)
     return top
