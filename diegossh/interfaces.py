@@ -86,8 +86,10 @@ class IRealmPlugin(Interface):
         "what the realm gets: 'str' (text, as given), 'bool' (a switch: true or false "
         "in the config file or a variable, a bare --flag on the command line), "
         "'duration' (seconds as a float, from 10s, 5m, 1m30s, 300ms or a bare number), "
-        "'count' (a whole number of at least 1), 'object' (a JSON object; as a flag, "
-        "JSON text). A setting not given is its default, unconverted (often None)."
+        "'count' (a whole number of at least 1), 'size' (a whole number, 0 allowed: "
+        "Go's zero value, the library's default), 'object' (a JSON object; as a flag, "
+        "JSON text), 'deprecated' (any JSON value: accepted, warned about at start-up, "
+        "unused). A setting not given is its default, unconverted (often None)."
     )
     environment = Attribute(
         "Optional, default {}: a dict of environment variable to flag, for deployments "
