@@ -5,7 +5,7 @@ The seams of diegossh: every piece an operator or a test may swap is named here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.interfaces import ITransport
@@ -29,18 +29,6 @@ class ISessionTransport(ITransport):
         """
         End the program with C{status}: everything written so far is delivered,
         then the exit status, then EOF and close.
-        """
-
-
-class ISessionProgramFactory(Interface):
-    """
-    Builds the protocol that serves one Python-implemented command or subsystem.
-    """
-
-    def buildProgram(argv: list[str], environ: dict[str, str]) -> object:
-        """
-        Return an L{twisted.internet.interfaces.IProtocol} provider for C{argv},
-        or L{None} when this factory does not serve that command.
         """
 
 
@@ -82,13 +70,41 @@ class IRealmPlugin(Interface):
     An auth realm as a Twisted plugin: found with C{twisted.plugin.getPlugins}
     in C{twisted.plugins}, enabled with C{--realm NAME}. A provider must also
     provide L{twisted.plugin.IPlugin}, or Twisted's plugin cache skips it.
+
+    Everything the proxy reads from a plugin is declared here; what a
+    realm author imports is in L{diegossh.proxy.realms}. C{environment},
+    C{secrets} and C{usesDirectory} are optional: the proxy reads them with
+    the defaults given below.
     """
 
     name = Attribute("The realm's name: the username prefix and the --realm value.")
     description = Attribute("One line for --help.")
     settings = Attribute(
-        "The realm's own options: a dict of flag name to (JSON key, kind, default), kind one "
-        "of 'str', 'bool', 'duration', as in L{diegossh.proxy.config.SETTINGS}."
+        "The realm's own options, which become flags of the proxy and keys of its "
+        "--config file: a dict of flag name to (JSON key, kind, default), as in "
+        "L{diegossh.proxy.config.SETTINGS}. The kind says how a value is read and "
+        "what the realm gets: 'str' (text, as given), 'bool' (a switch: true or false "
+        "in the config file or a variable, a bare --flag on the command line), "
+        "'duration' (seconds as a float, from 10s, 5m, 1m30s, 300ms or a bare number), "
+        "'count' (a whole number of at least 1), 'size' (a whole number, 0 allowed: "
+        "Go's zero value, the library's default), 'object' (a JSON object; as a flag, "
+        "JSON text), 'deprecated' (any JSON value: accepted, warned about at start-up, "
+        "unused). A setting not given is its default, unconverted (often None)."
+    )
+    environment = Attribute(
+        "Optional, default {}: a dict of environment variable to flag, for deployments "
+        "configured by variables. A flag beats its variable, which beats the config file."
+    )
+    secrets = Attribute(
+        "Optional, default {}: a dict of flag to environment variable for the settings "
+        "that are secrets (as L{diegossh.proxy.config.SECRETS}): each also has a --SFile "
+        "setting and a _FILE variable, is moved off the command line at start-up, and its "
+        "variable is removed from the proxy's environment once read."
+    )
+    usesDirectory = Attribute(
+        "Optional, default True: whether the realm looks its targets up in the proxy's "
+        "LRP directory. With False the proxy needs no --bbsAddress or --lrpDirectory for "
+        "it, and build may get None as the directory."
     )
 
     def parse(settings: Mapping[str, Any]) -> object:
@@ -100,10 +116,15 @@ class IRealmPlugin(Interface):
         naming the flag that is missing or wrong.
         """
 
-    def build(reactor: object, parsed: Any, directory: ILRPDirectory) -> IAuthRealm:
+    def build(reactor: object, parsed: Any, directory: ILRPDirectory) -> object:
         """
         The realm, from what L{parse} returned, with the reactor and the
-        proxy's LRP directory passed in.
+        proxy's LRP directory passed in, as a
+        L{diegossh.proxy.realms.BuiltRealm}: the realm (an L{IAuthRealm} or an
+        L{IKeyRealm}) and the L{twisted.application.service.IService}s it
+        needs running (timers, connection pools), which the proxy makes
+        children of its own service: they start when the proxy starts and
+        stop when it stops. C{build} itself starts nothing.
         """
 
 
@@ -212,4 +233,22 @@ class IAdmission(Interface):
     def closed(transport: object) -> None:
         """
         The connection ended (authenticated or not).
+        """
+
+
+class IConnectionTelemetry(Interface):
+    """
+    What the proxy tells a platform's telemetry about relayed connections
+    (Loggregator's app logs and the C{ssh-connections} gauge, see
+    docs/loggregator.md). Called on the reactor thread; must never block.
+    """
+
+    def connectionRelayed(client: str, target: object) -> Callable[[], None]:
+        """
+        The connection from C{client} (C{ip:port}, IPv6 bracketed) now
+        reaches C{target}, the login's target (an
+        L{diegossh.proxy.target.LRPTarget} for Diego's realms).
+
+        @return: a callable taking no argument, called once when the
+            connection ends.
         """

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.application.service import IService
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface import implementer
@@ -106,6 +107,38 @@ def test_memory_engine_provides_the_interface() -> None:
     verifyObject(IContainerEngine, MemoryEngine())
 
 
+def test_the_cache_is_a_service_whose_timer_runs_from_start_to_stop() -> None:
+    engine = MemoryEngine()
+    cache, clock = makeCache(engine)
+    verifyObject(IService, cache)
+    assert clock.getDelayedCalls() == [] and engine.lists == 0  # building starts nothing
+    cache.startService()
+    assert cache.running and engine.lists == 1  # refreshed at once
+    clock.advance(60)
+    assert engine.lists == 2
+    cache.stopService()
+    assert not cache.running
+    assert clock.getDelayedCalls() == []
+    clock.advance(600)
+    assert engine.lists == 2  # no timer left behind
+
+
+def test_stopping_cancels_a_refresh_in_flight() -> None:
+    engine = MemoryEngine()
+    cache, clock = makeCache(engine)
+    cache.startService()
+    engine.pending = defer.Deferred()
+    clock.advance(60)  # a refresh now hangs on the engine
+    waiting: list[bool] = []
+    defer.ensureDeferred(cache.lookup(KEY_A.blob())).addCallback(waiting.append)
+    assert waiting == []
+    cache.stopService()
+    assert engine.pending.called  # the engine call was cancelled
+    assert waiting == [False]  # and the waiting login answered from what is cached
+    assert cache.lastError is None  # a stop is not an engine failure
+    assert clock.getDelayedCalls() == []
+
+
 def test_http_key_first_then_exec_and_each_key_opens_its_own_target() -> None:
     engine = MemoryEngine()
     engine.add("ws-a", "10.0.0.2", published=line(KEY_A))
@@ -113,7 +146,7 @@ def test_http_key_first_then_exec_and_each_key_opens_its_own_target() -> None:
     published = Published()
     published.bodies["10.0.0.2"] = line(KEY_A) + b"\n"
     cache, _ = makeCache(engine, published)
-    cache.start()
+    cache.startService()
     assert engine.reads == 1  # only ws-b needed an exec
     assert lookup(cache, KEY_A) and lookup(cache, KEY_B)
     a = cache.destination(KEY_A.blob(), "ws-a", 22)
@@ -127,7 +160,7 @@ def test_http_key_first_then_exec_and_each_key_opens_its_own_target() -> None:
 def test_unknown_keys_refresh_at_most_once_per_min_interval() -> None:
     engine = MemoryEngine()
     cache, clock = makeCache(engine)
-    cache.start()
+    cache.startService()
     assert engine.lists == 1
     for _ in range(50):
         assert not lookup(cache, KEY_C)
@@ -140,7 +173,7 @@ def test_unknown_keys_refresh_at_most_once_per_min_interval() -> None:
 def test_a_new_target_is_found_by_the_knock_of_its_key() -> None:
     engine = MemoryEngine()
     cache, _ = makeCache(engine)
-    cache.start()
+    cache.startService()
     assert not cache.knows(KEY_A.blob())
     engine.add("ws-new", "10.0.0.9", published=line(KEY_A))
     assert lookup(cache, KEY_A)
@@ -151,7 +184,7 @@ def test_engine_down_keeps_cached_keys_and_a_gone_target_closes() -> None:
     engine = MemoryEngine()
     engine.add("ws-a", "10.0.0.2", published=line(KEY_A))
     cache, clock = makeCache(engine)
-    cache.start()
+    cache.startService()
     engine.down = True
     clock.advance(60)
     assert cache.lastError == "engine down"
@@ -168,7 +201,7 @@ def test_known_keys_do_not_wait_for_a_hanging_refresh() -> None:
     engine = MemoryEngine()
     engine.add("ws-a", "10.0.0.2", published=line(KEY_A))
     cache, clock = makeCache(engine)
-    cache.start()
+    cache.startService()
     engine.pending = defer.Deferred()
     clock.advance(60)  # a refresh now hangs on the engine
     assert lookup(cache, KEY_A)
@@ -185,7 +218,7 @@ def test_a_target_without_a_key_yet_is_asked_again_next_time() -> None:
     engine = MemoryEngine()
     engine.add("ws-a", "10.0.0.2")
     cache, clock = makeCache(engine)
-    cache.start()
+    cache.startService()
     assert engine.reads == 1
     engine.files["ws-a"] = line(KEY_A)
     clock.advance(60)
@@ -201,7 +234,7 @@ def test_operator_file_with_and_without_permitopen(tmp_path: Path) -> None:
         f'permitopen="ws-*:22" {authorizedKeyLine(KEY_A)}\n{authorizedKeyLine(KEY_B)}\n'
     )
     cache, _ = makeCache(None, file=path)
-    cache.start()
+    cache.startService()
     assert lookup(cache, KEY_A) and lookup(cache, KEY_B) and not lookup(cache, KEY_C)
     assert cache.destination(KEY_A.blob(), "ws-1", 22) is not None
     assert cache.destination(KEY_A.blob(), "ws-1", 2222) is None

@@ -128,3 +128,70 @@ def test_engine_choice() -> None:
     assert chooseEngine("auto", False, "/k", {}) == "kubernetes"
     assert chooseEngine("docker", False, None, {"KUBERNETES_SERVICE_HOST": "x"}) == "docker"
     assert chooseEngine("auto", True, None, {}) == "none"
+
+
+def test_the_key_cache_is_the_realms_service(tmp_path: Path) -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from diegossh.bastion.keycache import KeyCache
+    from diegossh.bastion.plugin import BastionRealmPlugin
+
+    keysFile = tmp_path / "authorized_keys_cache"
+    settings = bastion(options("--realm", "bastion", "--manualAuthFile",
+                               f"--authorizedKeysCache={keysFile}"))  # fmt: skip
+    reactor = MemoryReactorClock()
+    built = BastionRealmPlugin().build(reactor, settings, None)
+    caches = [service for service in built.services if isinstance(service, KeyCache)]
+    assert len(caches) == 1 and built.realm.cache is caches[0]  # type: ignore[attr-defined]
+    # building starts nothing, and asks the reactor for no start-up or shutdown hook
+    assert reactor.getDelayedCalls() == []
+    assert reactor.whenRunningHooks == [] and reactor.triggers == {}
+    caches[0].startService()
+    assert reactor.getDelayedCalls() != []  # the refresh timer
+    caches[0].stopService()
+    assert reactor.getDelayedCalls() == []
+
+
+_WITHOUT_THE_EXTRA = """
+import sys
+sys.modules["yaml"] = None  # as if pyyaml and wsproto were not installed
+sys.modules["wsproto"] = None
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from diegossh.proxy import tap
+
+def build(*args):
+    options = tap.Options()
+    options.parseOptions(["--realm", "bastion", *args])
+    for realm in options["settings"].realms:
+        realm.plugin.build(MemoryReactorClock(), realm.parsed, None)
+
+build("--containerEngine=docker")
+build("--manualAuthFile")
+print("docker and manual built")
+try:
+    build("--containerEngine=kubernetes", "--kubeconfig=/nonexistent")
+except usage.UsageError as e:  # at start-up, before anything is built
+    print("refused:", e)
+"""
+
+
+def test_without_the_bastion_extra_only_kubernetes_is_refused(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from diegossh.bastion import settings as bastionSettings
+
+    env = {k: v for k, v in os.environ.items() if k not in bastionSettings.ENVIRONMENT}
+    for variable in ENGINE_VARIABLES:
+        env.pop(variable, None)
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_THE_EXTRA],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "docker and manual built"
+    assert lines[1].startswith("refused: the bastion's Kubernetes engine needs pyyaml and wsproto")
+    assert "pip install 'diegossh[bastion]'" in lines[1]

@@ -365,13 +365,6 @@ def test_a_current_client_with_an_rsa_host_key(
     assert run["shell"]["exitStatus"] == 7
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 14: with an RSA host key the proxy offers only rsa-sha2-512/256; cf CLI "
-    "v6.53, v7.2-v7.5 and v8.0-v8.4 pin an x/crypto that knows only ssh-rsa (upstream's "
-    "proxy offers it). Strict: remove this mark when the proxy offers ssh-rsa.",
-)
 def test_an_old_cf_cli_with_an_rsa_host_key(
     cfssh: Path, deployment: Deployment, rsaProxy: tuple[Proxy, bytes]
 ) -> None:

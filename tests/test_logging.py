@@ -276,16 +276,15 @@ def test_lines_before_login_are_throttled_per_source(events: list[dict[str, Any]
 
 def test_access_log_is_json_lines_and_bounded(tmp_path: Path, events: list[dict[str, Any]]) -> None:
     path = tmp_path / "access.json"
-    publisher: Any = globalLogPublisher
-    output = accesslog.openAccessLog(str(path), _Reactor(), publisher=publisher)
-    assert output is not None
+    service = accesslog.AccessLogService(str(path), _Reactor())
+    service.startService()
     try:
         clock = MemoryReactorClock()
         t = serverTransport(clock)
         accesslog.loginFailed("192.0.2.7:40000", "\n" + "n" * HUGE, "diego", "bad", connection=t)
         data = path.read_bytes()
     finally:
-        _remove(publisher, output)
+        service.stopService()
     assert b"\x1e" not in data
     lines = data.splitlines()
     assert len(lines) == 1
@@ -323,9 +322,10 @@ def test_access_log_rotates_by_size(tmp_path: Path) -> None:
 
 def test_access_log_follows_logrotate_and_reopens_on_sigusr1(tmp_path: Path) -> None:
     path = tmp_path / "access.json"
-    publisher: Any = globalLogPublisher
     reactor = _Reactor()
-    output = accesslog.openAccessLog(str(path), reactor, publisher=publisher)
+    service = accesslog.AccessLogService(str(path), reactor)
+    service.startService()
+    output = service.output
     assert output is not None
     try:
         accesslog._log.info("one", event="test")
@@ -339,7 +339,7 @@ def test_access_log_follows_logrotate_and_reopens_on_sigusr1(tmp_path: Path) -> 
         os.rename(path, tmp_path / "access.json.2")
         accesslog._log.info("three", event="test")
     finally:
-        _remove(publisher, output)
+        service.stopService()
     rotated = [json.loads(p.read_text())["log_format"] for p in sorted(tmp_path.iterdir())]
     assert rotated == ["three", "one", "two"]
 
@@ -353,10 +353,29 @@ class _Reactor:
         f()
 
 
-def _remove(publisher: Any, output: accesslog.AccessLogFile) -> None:
-    publisher.removeObserver(output.observer)
-    output.close()
-    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+def test_the_access_log_service_opens_before_it_starts_and_closes_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "access.json"
+    publisher: Any = globalLogPublisher
+    before = signal.getsignal(signal.SIGUSR1)
+    service = accesslog.AccessLogService(str(path), _Reactor(), publisher=publisher)
+    assert not path.exists()  # building opens nothing
+    service.privilegedStartService()  # as root, before twistd drops privileges
+    assert path.exists()
+    accesslog._log.info("not yet", event="test")
+    service.startService()
+    assert signal.getsignal(signal.SIGUSR1) is not before
+    accesslog._log.info("while running", event="test")
+    output = service.output
+    assert output is not None
+    service.stopService()
+    accesslog._log.info("after", event="test")
+    assert output._file.closed
+    assert service.observer is None and service.output is None
+    assert signal.getsignal(signal.SIGUSR1) == before
+    lines = [json.loads(line)["log_format"] for line in path.read_text().splitlines()]
+    assert lines == ["while running"]
 
 
 def test_the_daemon_tap_gives_the_throttle_the_exempt_list(

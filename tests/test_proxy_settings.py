@@ -23,6 +23,7 @@ from diegossh.proxy.settings import (
     BackendTLSSettings,
     BBSSettings,
     ProxySettings,
+    Refused,
     parseSettings,
 )
 from diegossh.proxy.tap import Options
@@ -140,7 +141,7 @@ def test_secrets_stay_out_of_the_repr() -> None:
     )  # fmt: skip
     text = repr(settings)
     assert "s3cret" not in text and "uaa-pw-77" not in text
-    assert "PRIVATE" not in text and "hostKey" not in text
+    assert "PRIVATE" not in text and "hostKey=" not in text
     assert [each.name for each in settings.realms] == ["diego", "cf"]
     cf = settings.realms[1].parsed
     assert isinstance(cf, CFSettings) and cf.uaaPassword == "uaa-pw-77"
@@ -226,3 +227,84 @@ def test_the_shared_helpers_name_the_flag() -> None:
     with pytest.raises(ValueError, match=r"^--allowedMACs: unknown MAC 'crc32'"):
         algorithmPolicy(None, "crc32", None)
     assert algorithmPolicy(None, None, None) == AlgorithmPolicy.fromOptions()
+
+
+def test_the_bosh_jobs_logging_and_debug_settings() -> None:
+    defaults = parsed(**DIEGO)
+    assert (defaults.logLevel, defaults.timeFormat, defaults.debugAddress) == (
+        "info", "unix-epoch", None,
+    )  # fmt: skip
+    assert defaults.deprecated == ()
+    given = parsed(**DIEGO, logLevel="fatal", timeFormat="rfc3339", debugAddr="127.0.0.1:17016",
+                   consulCluster="http://consul:8500")  # fmt: skip
+    assert (given.logLevel, given.timeFormat, given.debugAddress) == (
+        "fatal", "rfc3339", "127.0.0.1:17016",
+    )  # fmt: skip
+    (warning,) = given.deprecated
+    assert warning.startswith("consul_cluster: ")
+
+
+@pytest.mark.parametrize(
+    ("given", "flag"),
+    [({"logLevel": "loud"}, "logLevel"), ({"timeFormat": "iso"}, "timeFormat"),
+     ({"debugAddr": "nowhere"}, "debugAddr")],
+)  # fmt: skip
+def test_bad_logging_and_debug_settings_name_the_flag(given: dict[str, Any], flag: str) -> None:
+    with pytest.raises(ValueError, match=f"--{flag}"):
+        parsed(**DIEGO, **given)
+
+
+def test_the_bbs_client_sizes(tmp_path: Path) -> None:
+    tls = makeMutualTLS(tmp_path)
+    files = {"bbsCACert": str(tls.ca.certPath), "bbsClientCert": str(tls.client.certPath),
+             "bbsClientKey": str(tls.client.keyPath)}  # fmt: skip
+    bbs = {**DIEGO, "lrpDirectory": None, "bbsAddress": "https://bbs:8889", **files}
+    sized = parsed(**bbs, bbsClientSessionCacheSize="64", bbsMaxIdleConnsPerHost="9").bbs
+    assert sized is not None
+    assert (sized.sessionCacheSize, sized.maxIdleConnsPerHost) == (64, 9)
+    # 0, as in Go, is the library's default
+    default = parsed(**bbs, bbsClientSessionCacheSize="0", bbsMaxIdleConnsPerHost="0").bbs
+    assert default is not None
+    assert (default.sessionCacheSize, default.maxIdleConnsPerHost) == (None, None)
+
+
+def test_an_unparseable_host_key_is_upstreams_refusal() -> None:
+    with pytest.raises(Refused, match="--hostKey") as refused:
+        parsed(**DIEGO, hostKey="-----BEGIN RSA PRIVATE KEY-----\ngarbage\n")
+    assert refused.value.lager == "failed-to-parse-host-key"
+
+
+def test_the_bbs_pool_keeps_the_configured_idle_connections(tmp_path: Path) -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from diegossh.proxy.pools import PoolService
+    from diegossh.proxy.tap import _directory
+
+    tls = makeMutualTLS(tmp_path)
+    bbs = {**DIEGO, "lrpDirectory": None, "bbsAddress": "https://bbs:8889",
+           "bbsCACert": str(tls.ca.certPath), "bbsClientCert": str(tls.client.certPath),
+           "bbsClientKey": str(tls.client.keyPath)}  # fmt: skip
+    for given, kept in ((None, 2), ("9", 9)):
+        pools = PoolService(MemoryReactorClock())
+        _directory(MemoryReactorClock(), parsed(**bbs, bbsMaxIdleConnsPerHost=given), pools)
+        (pool,) = pools.pools
+        assert pool.maxPersistentPerHost == kept
+
+
+def test_the_debug_listener_is_the_parents_alone(tmp_path: Path) -> None:
+    """
+    With --workers, the children rebuild the parent's settings (debugAddr
+    included) and must not each try to bind the debug address.
+    """
+    from diegossh.proxy.tap import makeService
+
+    table = tmp_path / "lrps.json"
+    table.write_text('{"lrps": []}')
+    options = Options()
+    options.parseOptions(["--enableDiegoAuth", "--diegoCredentials=x",
+                          f"--lrpDirectory={table}", "--debugAddr=127.0.0.1:17016"])  # fmt: skip
+    names = [service.name for service in makeService(options)]  # type: ignore[attr-defined]
+    assert "debug-server" in names
+    options["settings"] = dataclasses.replace(options["settings"], inheritedListenFD=99)
+    names = [service.name for service in makeService(options)]  # type: ignore[attr-defined]
+    assert "debug-server" not in names

@@ -4,6 +4,12 @@ defaults: no C{[fail]} finding (issue 12). Its connection-rate (DHEat) probe
 is not run here: it is a flood by design; docs/prelogin.md records what it
 reports. A daemon offering an algorithm ssh-audit fails shows the check can
 fail.
+
+The defaults above run with an ed25519 host key (generated). With an RSA host
+key (BOSH's C{diego.ssh_proxy.host_key} is one) the services also offer
+C{ssh-rsa} by default, for old cf CLIs (docs/algorithms.md), and ssh-audit
+fails it for its SHA-1 signature: that one finding, and no other, is expected;
+with C{--allowedHostKeyAlgorithms} leaving it out there is none.
 """
 
 from __future__ import annotations
@@ -77,3 +83,45 @@ def test_an_algorithm_ssh_audit_fails_is_reported(tmp_path: Path) -> None:
         daemon.stop()
     assert any(f.startswith("kex ecdh-sha2-nistp256") for f in failures(report))
     assert code == FAILURE
+
+
+def rsaHostKey(path: Path) -> Path:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-m", "PEM", "-N", "", "-f", str(path)],
+        check=True,
+    )
+    return path
+
+
+@pytest.mark.interop
+def test_an_rsa_host_key_fails_only_for_ssh_rsa(tmp_path: Path) -> None:
+    hostKey = rsaHostKey(tmp_path / "rsa_host_key")
+    daemon = startDaemon(tmp_path, extraArgs=(f"--hostKey={hostKey}",))
+    try:
+        code, report = audit(daemon.port)
+    finally:
+        daemon.stop()
+    assert [entry["algorithm"] for entry in report["key"]] == [
+        "rsa-sha2-512",
+        "rsa-sha2-256",
+        "ssh-rsa",
+    ]
+    assert failures(report) == ["key ssh-rsa: using broken SHA-1 hash algorithm"]
+    assert code == FAILURE
+
+
+@pytest.mark.interop
+def test_an_rsa_host_key_without_ssh_rsa_has_no_failures(tmp_path: Path) -> None:
+    hostKey = rsaHostKey(tmp_path / "rsa_host_key")
+    proxy = startProxy(
+        tmp_path,
+        lrps=[],
+        extraArgs=(f"--hostKey={hostKey}", "--allowedHostKeyAlgorithms=rsa-sha2-512,rsa-sha2-256"),
+    )
+    try:
+        code, report = audit(proxy.port)
+    finally:
+        proxy.stop()
+    assert [entry["algorithm"] for entry in report["key"]] == ["rsa-sha2-512", "rsa-sha2-256"]
+    assert failures(report) == []
+    assert code in (GOOD, WARNING)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from twisted.conch.ssh import _kex, channel, connection, factory, userauth
+from cryptography.hazmat.primitives.asymmetric import rsa
+from twisted.conch.ssh import _kex, channel, common, connection, factory, keys, userauth
 from twisted.conch.ssh import transport as conchTransport
 from twisted.internet import abstract, process, tcp
 from twisted.internet.protocol import Factory
@@ -141,6 +142,52 @@ def test_userauth_internals_forward() -> None:
     assert mro.index(_conch.UserAuthServerInternals) < mro.index(userauth.SSHUserAuthServer)
     assert "_cbFinishedAuth" not in vars(ourFactory.UserAuthServer)
     assert "_ebBadAuth" not in vars(ourFactory.UserAuthServer)
+
+
+# -- RSA signature algorithms (issue 14): public names whose behaviour we rely on
+
+
+def test_server_offers_what_its_host_keys_can_sign_and_signs_with_the_negotiated_one() -> None:
+    """
+    Conch's factory fills C{supportedPublicKeys} with every signature
+    algorithm of its host keys (an RSA key: ssh-rsa too), which our
+    transport filters by C{--allowedHostKeyAlgorithms}; its server signs the
+    host key proof with the negotiated name, so C{ssh-rsa} means SHA-1.
+    """
+    assert "supportedSignatureAlgorithms()" in source(factory.SSHFactory.buildProtocol)
+    rsaKey = keys.Key(rsa.generate_private_key(65537, 2048))
+    assert set(rsaKey.supportedSignatureAlgorithms()) == {
+        b"rsa-sha2-512",
+        b"rsa-sha2-256",
+        b"ssh-rsa",
+    }
+    assert "signatureType=self.keyAlg" in inspect.getsource(conchTransport.SSHServerTransport)
+
+
+def test_client_keeps_the_servers_extensions() -> None:
+    """
+    The proxy's backend login reads C{server-sig-algs} from
+    C{peerExtensions}, which Conch's C{ssh_EXT_INFO} fills.
+    """
+    client = conchTransport.SSHClientTransport()
+    assert client.peerExtensions == {}
+    client.ssh_EXT_INFO(b"\0\0\0\1" + common.NS(b"server-sig-algs") + common.NS(b"rsa-sha2-512"))
+    assert client.peerExtensions == {b"server-sig-algs": b"rsa-sha2-512"}
+
+
+def test_userauth_client_hooks_overridden_by_the_backend_login() -> None:
+    """
+    L{diegossh.proxy.backend.RouteUserAuth} replaces C{auth_publickey} (the
+    offer) and C{ssh_USERAUTH_PK_OK_publickey} (the signature), because
+    Conch's name the key type, C{ssh-rsa} for RSA; Conch reaches them by name.
+    """
+    client = userauth.SSHUserAuthClient
+    assert 'getattr(self, "auth_" + ' in source(client.tryAuth)
+    assert '"ssh_USERAUTH_PK_OK_%s"' in source(client.ssh_USERAUTH_PK_OK)
+    assert parameters(client.auth_publickey) == ["self"]
+    assert parameters(client.ssh_USERAUTH_PK_OK_publickey) == ["self", "packet"]
+    started = source(client.serviceStarted)
+    assert "self.triedPublicKeys" in started and "self.lastPublicKey" in started
 
 
 # -- Conch's loggers

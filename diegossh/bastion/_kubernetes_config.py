@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IPolicyForHTTPS
 
@@ -204,6 +203,8 @@ def fromKubeconfig(
     is given. Credential plugins (C{exec}, C{auth-provider}), basic auth,
     impersonation and proxies are refused rather than ignored.
     """
+    import yaml  # the diegossh[bastion] extra; only kubeconfig files need it
+
     path = Path(path)
     config = yaml.safe_load(path.read_text("utf-8"))
     if not isinstance(config, dict):

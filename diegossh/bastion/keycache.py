@@ -8,6 +8,11 @@ when an unknown key knocks, but at most once per C{minInterval} for such
 knocks, so a stream of bad keys cannot hammer the engine API; a refresh that
 fails keeps what was known, so the engine being down never blocks a login
 the cache can already answer.
+
+The timer is the cache's life: it is an L{IService} (returned in the
+bastion's L{diegossh.proxy.realms.BuiltRealm}), refreshing from
+C{startService} to C{stopService}, which also cancels a refresh in flight so
+no engine call outlives the proxy.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from diegossh.bastion.authorizedkeys import AuthorizedKey, UnsupportedLine, operatorKey
 from diegossh.bastion.targets import EngineTarget
@@ -44,7 +51,7 @@ class Destination:
     address: str
 
 
-class KeyCache:
+class KeyCache(Service):
     """
     @param engine: an L{IContainerEngine}, or L{None} for the operator's file
         only (C{MANUAL_AUTH_FILE=true}).
@@ -84,18 +91,29 @@ class KeyCache:
         self.refreshes = 0
         self.lastError: str | None = None
 
-    # -- lifecycle
+    # -- lifecycle (IService)
 
-    def start(self) -> None:
+    def startService(self) -> None:
+        """
+        Refresh now, then every C{interval} seconds.
+        """
+        super().startService()
         loop = task.LoopingCall(self.refresh)
         loop.clock = self._clock
         self._loop = loop
         loop.start(self._interval, now=True)
 
-    def stop(self) -> None:
+    def stopService(self) -> None:
+        """
+        No more refreshes: the timer stops and a refresh in flight is
+        cancelled (its waiters are answered from what is cached).
+        """
+        super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        if self._inflight is not None:
+            self._inflight.cancel()
 
     # -- answering logins
 
@@ -160,12 +178,17 @@ class KeyCache:
         waiter: defer.Deferred[None] = defer.Deferred()
         if self._inflight is None:
             self._waiters = [waiter]
-            self._inflight = defer.ensureDeferred(self._refresh())
-            self._inflight.addErrback(lambda f: log.failure("refresh failed", f))
-            self._inflight.addBoth(self._refreshed)
+            inflight = defer.ensureDeferred(self._refresh())
+            self._inflight = inflight
+            inflight.addErrback(self._failed)
+            inflight.addBoth(self._refreshed)
         else:
             self._waiters.append(waiter)
         return waiter
+
+    def _failed(self, failure: Failure) -> None:
+        if not failure.check(defer.CancelledError):  # cancelled: the service stopped
+            log.failure("refresh failed", failure)
 
     def _refreshed(self, result: object) -> None:
         self._inflight = None
@@ -180,6 +203,8 @@ class KeyCache:
             return
         try:
             listed = await self._engine.listTargets()
+        except defer.CancelledError:
+            raise  # the service stopped: not the engine's failure
         except Exception as e:
             if self.lastError != str(e):
                 log.warn("target discovery failed, keeping what is cached: {error}", error=str(e))
@@ -230,6 +255,8 @@ class KeyCache:
                     return frozenset(key.blob() for key in found)
         try:
             data = await self._engine.readFile(target, self._keyPath)
+        except defer.CancelledError:
+            raise
         except Exception as e:
             log.info("no key from target {target} yet: {error}", target=target.name, error=str(e))
             return frozenset()

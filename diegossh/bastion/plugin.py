@@ -10,6 +10,7 @@ stands for included; C{build} reads nothing else, not even the environment.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,30 @@ from zope.interface import implementer
 
 from diegossh.bastion import settings as bastionSettings
 from diegossh.bastion.settings import IN_CLUSTER_HOST, IN_CLUSTER_PORT, BastionSettings
-from diegossh.interfaces import IRealmPlugin
+from diegossh.proxy.realms import BuiltRealm, IRealmPlugin, PoolService
+
+# What the Kubernetes engine imports beyond the proxy's own dependencies:
+# module -> distribution, both in the diegossh[bastion] extra.
+KUBERNETES_MODULES = {"yaml": "pyyaml", "wsproto": "wsproto"}
+
+
+def requireKubernetesModules() -> None:
+    """
+    Refuse to start on Kubernetes, with a message saying what to install,
+    when the modules only that engine uses are missing. Nothing else in the
+    bastion imports them: the Kubernetes modules are imported only once
+    that engine is chosen.
+    """
+    missing = [
+        distribution
+        for module, distribution in KUBERNETES_MODULES.items()
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise ValueError(
+            f"the bastion's Kubernetes engine needs {' and '.join(missing)}, which are not "
+            "installed: pip install 'diegossh[bastion]' (or choose --containerEngine=docker)"
+        )
 
 
 def buildEngine(reactor: Any, settings: BastionSettings) -> Any:
@@ -61,13 +85,17 @@ class BastionRealmPlugin:
     )
     settings = bastionSettings.SETTINGS
     environment = bastionSettings.ENVIRONMENT
+    secrets: dict[str, str] = {}
     usesDirectory = False
 
     def parse(self, settings: Mapping[str, Any]) -> BastionSettings:
-        return bastionSettings.parse(settings, dict(os.environ))
+        parsed = bastionSettings.parse(settings, dict(os.environ))
+        if parsed.engine == "kubernetes":
+            requireKubernetesModules()  # at start-up, as a usage error
+        return parsed
 
-    def build(self, reactor: Any, settings: BastionSettings, directory: Any) -> Any:
-        from twisted.web.client import Agent, HTTPConnectionPool
+    def build(self, reactor: Any, settings: BastionSettings, directory: Any) -> BuiltRealm:
+        from twisted.web.client import Agent
 
         from diegossh.bastion.keycache import KeyCache
         from diegossh.bastion.publickey import PublicKeyAPI
@@ -76,8 +104,9 @@ class BastionRealmPlugin:
         engine = buildEngine(reactor, settings)
         timeout = settings.communicationTimeout
         fetch = None
+        pools = PoolService(reactor)
         if engine is not None:
-            agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+            agent = Agent(reactor, pool=pools.pool(persistent=False))
             fetch = PublicKeyAPI(agent, reactor, settings.publicKeyAPIPort, timeout).fetch
         cache = KeyCache(
             reactor,
@@ -88,6 +117,7 @@ class BastionRealmPlugin:
             settings.keyRefreshInterval,
             settings.keyRefreshMinInterval,
         )
-        reactor.callWhenRunning(cache.start)
-        reactor.addSystemEventTrigger("before", "shutdown", cache.stop)
-        return BastionRealm(reactor, cache, settings.targetPolicy, timeout)
+        # The cache refreshes while the proxy runs: its timer is a service,
+        # stopped (last added, first stopped) before the pools close.
+        realm = BastionRealm(reactor, cache, settings.targetPolicy, timeout)
+        return BuiltRealm(realm, (pools, cache))

@@ -20,8 +20,7 @@ from zope.interface import implementer
 from diegossh.bastion.keycache import Destination, KeyCache
 from diegossh.bastion.policy import TargetPolicy
 from diegossh.interfaces import IKeyRealm, ITCPRouter
-from diegossh.proxy.keylogin import KeyLogin
-from diegossh.proxy.login import BadCredentials
+from diegossh.proxy.realms import BadCredentials, KeyLogin
 from diegossh.ssh.tcpip import DirectTCPIPChannel, Refusal, makeDirectTCPIPChannel, refusedChannel
 
 access = Logger(namespace="diegossh.access")

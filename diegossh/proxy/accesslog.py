@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_interop -*-
+# -*- test-case-name: tests.test_logging,tests.test_proxy_shutdown,tests.test_proxy_interop -*-
 """
 The proxy's access log: one structured event per login attempt and per
 session end, in the C{diegossh.access} namespace so an operator can route
@@ -20,7 +20,10 @@ C{suppressed} event saying how many were held back.
 The file (L{AccessLogFile}) is plain JSON lines, one object per line, and
 rotates both ways: past C{maxBytes} it is renamed C{FILE.1} (C{FILE.1} to
 C{FILE.2}, and so on, C{maxFiles} kept), and on SIGUSR1 it is reopened, for
-logrotate's C{postrotate}.
+logrotate's C{postrotate}. An L{AccessLogService} owns it: the file is opened
+and its observer added when the proxy starts, and both go when it stops, after
+the users' connections have been closed (L{diegossh.proxy.shutdown}), so a
+session still open at shutdown gets its C{session_end} line.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import signal
 from typing import IO, Any
 
+from twisted.application.service import Service
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -166,8 +170,6 @@ class AccessLogFile:
         self.maxBytes = maxBytes
         self.maxFiles = maxFiles
         self._file: IO[bytes] = open(path, "ab")
-        # The observer writing here, once L{openAccessLog} added one.
-        self.observer: Any = None
 
     def _current(self) -> os.stat_result | None:
         try:
@@ -234,26 +236,70 @@ def _onlyAccess(event: LogEvent) -> PredicateResult:
     return PredicateResult.no
 
 
-def openAccessLog(
-    path: str | None,
-    reactor: Any,
-    maxBytes: int = MAX_BYTES,
-    maxFiles: int = MAX_FILES,
-    publisher: Any = globalLogPublisher,
-) -> AccessLogFile | None:
+class AccessLogService(Service):
     """
-    Write the C{diegossh.access} events to C{path} as JSON lines, rotated
-    by size, and reopened on SIGUSR1 (in the reactor's thread).
+    Writes the C{diegossh.access} events to C{path} as JSON lines while it
+    runs: rotated by size, and reopened on SIGUSR1 (in the reactor's thread).
+
+    The proxy adds it first, so it starts before anything that logs access
+    events and stops after everything else (L{diegossh.proxy.shutdown.StopInOrder}).
     """
-    if not path:
-        return None
-    output = AccessLogFile(path, maxBytes, maxFiles)
-    predicate: Any = _onlyAccess
-    output.observer = FilteringLogObserver(JSONLinesObserver(output), [predicate])
-    publisher.addObserver(output.observer)
 
-    def onSignal(signum: int, frame: Any) -> None:
-        reactor.callFromThread(output.reopen)
+    def __init__(
+        self,
+        path: str,
+        reactor: Any,
+        maxBytes: int = MAX_BYTES,
+        maxFiles: int = MAX_FILES,
+        publisher: Any = globalLogPublisher,
+    ) -> None:
+        self.path = path
+        self._reactor = reactor
+        self.maxBytes = maxBytes
+        self.maxFiles = maxFiles
+        self._publisher = publisher
+        self.output: AccessLogFile | None = None
+        self.observer: Any = None
+        self._previousHandler: Any = None
 
-    signal.signal(signal.SIGUSR1, onSignal)
-    return output
+    def privilegedStartService(self) -> None:
+        """
+        Open the file before twistd gives up root (C{--uid}), as the proxy
+        always has: the log's directory may be writable by root only.
+        """
+        super().privilegedStartService()
+        if self.output is None:
+            self.output = AccessLogFile(self.path, self.maxBytes, self.maxFiles)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.output is None:
+            self.output = AccessLogFile(self.path, self.maxBytes, self.maxFiles)
+        output = self.output
+        predicate: Any = _onlyAccess
+        self.observer = FilteringLogObserver(JSONLinesObserver(output), [predicate])
+        self._publisher.addObserver(self.observer)
+        reactor = self._reactor
+
+        def onSignal(signum: int, frame: Any) -> None:
+            reactor.callFromThread(output.reopen)
+
+        previous = signal.signal(signal.SIGUSR1, onSignal)
+        # None: the handler was not set from Python; the default is what to restore.
+        self._previousHandler = signal.SIG_DFL if previous is None else previous
+
+    def stopService(self) -> None:
+        """
+        Stop writing: the observer goes, the file is closed, and SIGUSR1 has
+        the handler it had before.
+        """
+        super().stopService()
+        if self.observer is not None:
+            self._publisher.removeObserver(self.observer)
+            self.observer = None
+        if self.output is not None:
+            self.output.close()
+            self.output = None
+        if self._previousHandler is not None:
+            signal.signal(signal.SIGUSR1, self._previousHandler)
+            self._previousHandler = None

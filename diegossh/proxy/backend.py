@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_backend,tests.test_proxy_interop -*-
+# -*- test-case-name: tests.test_proxy_backend,tests.test_rsa_compat,tests.test_rsa_interop -*-
 """
 The proxy's leg to a container: dial, SSH handshake, host key check against
 the route's fingerprint, login with the route's credentials.
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.conch.ssh import keys, userauth
+from twisted.conch.ssh.common import NS
 from twisted.conch.ssh.service import SSHService
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -36,7 +37,7 @@ from twisted.python.failure import Failure
 from diegossh.logtext import SafeLogger
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import LRPTarget, SSHRoute
-from diegossh.ssh.algorithms import AlgorithmPolicy
+from diegossh.ssh.algorithms import AlgorithmPolicy, userKeySignatureAlgorithm
 from diegossh.ssh.keys import hostKeyMatches
 from diegossh.ssh.transport import SSHClientTransport
 
@@ -81,6 +82,53 @@ class RouteUserAuth(userauth.SSHUserAuthClient):
         self._password = route.password.encode() if route.user and route.password else None
         self._offeredKey = False
         self._offeredPassword = False
+        # What the key is offered and signed with (L{auth_publickey}).
+        self.signatureAlgorithm = b""
+
+    def auth_publickey(self) -> defer.Deferred[bool]:
+        """
+        Offer the route's key under the signature algorithm the backend takes.
+
+        Conch's client offers and signs every key under its key type, so an
+        RSA key signs with C{ssh-rsa} (SHA-1), which OpenSSH 8.8 and later
+        refuse ("not in PubkeyAcceptedAlgorithms"). Here the algorithm is
+        chosen from the backend's C{server-sig-algs} (RFC 8308, in the
+        EXT_INFO it sends after its first NEWKEYS, before it accepts the
+        user-auth service), and the offer and the signature both name it.
+        """
+        publicKey = self.getPublicKey()
+        if publicKey is None:
+            return defer.succeed(False)
+        self.lastPublicKey = publicKey
+        self.triedPublicKeys.append(publicKey)
+        extensions = getattr(self.transport, "peerExtensions", None) or {}
+        self.signatureAlgorithm = userKeySignatureAlgorithm(
+            publicKey.sshType(), extensions.get(b"server-sig-algs")
+        )
+        self.askForAuth(b"publickey", b"\x00" + NS(self.signatureAlgorithm) + NS(publicKey.blob()))
+        return defer.succeed(True)
+
+    def ssh_USERAUTH_PK_OK_publickey(self, packet: bytes) -> None:
+        """
+        The backend takes the key: sign (RFC 4252 section 7) with the
+        algorithm offered in L{auth_publickey}.
+        """
+        publicKey = self.lastPublicKey
+        transport = self.transport
+        assert publicKey is not None and self._key is not None
+        assert transport is not None and transport.sessionID is not None
+        algorithm = self.signatureAlgorithm
+        method = b"\x01" + NS(algorithm) + NS(publicKey.blob())
+        signed = (
+            NS(transport.sessionID)
+            + bytes((userauth.MSG_USERAUTH_REQUEST,))
+            + NS(self.user)
+            + NS(self.instance.name)
+            + NS(b"publickey")
+            + method
+        )
+        signature = self._key.sign(signed, signatureType=algorithm)
+        self.askForAuth(b"publickey", method + NS(signature))
 
     def getPublicKey(self) -> keys.Key | None:
         if self._key is None or self._offeredKey:

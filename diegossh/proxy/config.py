@@ -49,6 +49,7 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
     "allowedCiphers": ("allowed_ciphers", "str", None),
     "allowedMACs": ("allowed_macs", "str", None),
     "allowedKeyExchanges": ("allowed_key_exchanges", "str", None),
+    "allowedHostKeyAlgorithms": ("allowed_host_key_algorithms", "str", None),
     "accessLog": ("access_log", "str", None),
     "accessLogMaxBytes": ("access_log_max_bytes", "count", 100 * 1024 * 1024),
     "accessLogMaxFiles": ("access_log_max_files", "count", 5),
@@ -65,6 +66,25 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
         "max-sources4:65536 max-sources6:65536",
     ),
     "perSourcePenaltyExemptList": ("per_source_penalty_exempt_list", "str", None),
+    # diego-logging-client's object (docs/loggregator.md); as a flag, JSON text
+    "loggregator": ("loggregator", "object", None),
+    # What the BOSH job's template renders besides (lager's and debugserver's
+    # keys, and the BBS client's sizes): docs/cloudfoundry.md.
+    "logLevel": ("log_level", "str", "info"),
+    "timeFormat": ("time_format", "str", "unix-epoch"),
+    "debugAddr": ("debug_address", "str", None),
+    "bbsClientSessionCacheSize": ("bbs_client_session_cache_size", "size", None),
+    "bbsMaxIdleConnsPerHost": ("bbs_max_idle_conns_per_host", "size", None),
+    # Keys upstream dropped (Consul, the v1 UDP emitter): older templates
+    # still write them; accepted, ignored, and warned about (DEPRECATED).
+    "consulCluster": ("consul_cluster", "deprecated", None),
+    "dropsondePort": ("dropsonde_port", "deprecated", None),
+}
+
+# flag -> why it is ignored, logged once at start-up when the key is set
+DEPRECATED: dict[str, str] = {
+    "consulCluster": "upstream dropped Consul; the BBS is found at bbs_address",
+    "dropsondePort": "upstream dropped the v1 (UDP) emitter; see loggregator",
 }
 
 # The settings that are secrets -> the environment variable that also gives
@@ -124,6 +144,15 @@ def _convert(flag: str, kind: str, value: Any) -> Any:
         return None
     if kind == "duration":
         return parseDuration(value, flag)
+    if kind == "deprecated":
+        return value  # any JSON value: it is only reported (DEPRECATED)
+    if kind == "size":
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        if number is None or number < 0:
+            raise ConfigError(f"{flag}: {value!r} is not a whole number")
+        return number
     if kind == "count":
         number = value if isinstance(value, int) and not isinstance(value, bool) else None
         if isinstance(value, str) and value.strip().isdigit():
@@ -131,6 +160,15 @@ def _convert(flag: str, kind: str, value: Any) -> Any:
         if number is None or number < 1:
             raise ConfigError(f"{flag}: {value!r} is not a whole number of at least 1")
         return number
+    if kind == "object":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{flag}: {value!r} is not JSON") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{flag}: {value!r} is not a JSON object")
+        return value
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -212,6 +250,18 @@ def merge(
             value = default
         settings[flag] = value
     return settings
+
+
+def deprecatedGiven(settings: dict[str, Any]) -> dict[str, str]:
+    """
+    The deprecated settings that were set (by file, environment or flag),
+    each with its JSON key and why it is ignored: C{{flag: "key: why"}}.
+    """
+    return {
+        flag: f"{SETTINGS[flag][0]}: {why}"
+        for flag, why in DEPRECATED.items()
+        if settings.get(flag) is not None
+    }
 
 
 def secretFileSettings(secrets: dict[str, str], known: Settings) -> Settings:

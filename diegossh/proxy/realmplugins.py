@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 
-from diegossh.interfaces import IAuthRealm, ILRPDirectory, IRealmPlugin
+from diegossh.interfaces import ILRPDirectory, IRealmPlugin
 from diegossh.proxy.login import DiegoRealm
+from diegossh.proxy.realms import BuiltRealm
 
 if TYPE_CHECKING:
     from diegossh.proxy.cf.realm import CFSettings
@@ -47,6 +48,9 @@ class DiegoRealmPlugin:
     name = "diego"
     description = "diego:PROCESS-GUID/INDEX with the shared --diegoCredentials"
     settings: dict[str, tuple[str, str, Any]] = {}
+    environment: dict[str, str] = {}
+    secrets: dict[str, str] = {}  # its secrets are the proxy's own (config.SECRETS)
+    usesDirectory = True
 
     def parse(self, settings: Mapping[str, Any]) -> DiegoSettings:
         credentials = settings.get("diegoCredentials")
@@ -54,8 +58,8 @@ class DiegoRealmPlugin:
             raise ValueError("the diego realm needs --diegoCredentials")
         return DiegoSettings(credentials)
 
-    def build(self, reactor: Any, parsed: DiegoSettings, directory: ILRPDirectory) -> IAuthRealm:
-        return DiegoRealm(parsed.credentials, directory)
+    def build(self, reactor: Any, parsed: DiegoSettings, directory: ILRPDirectory) -> BuiltRealm:
+        return BuiltRealm(DiegoRealm(parsed.credentials, directory))
 
 
 @implementer(IPlugin, IRealmPlugin)
@@ -63,13 +67,18 @@ class CFRealmPlugin:
     name = "cf"
     description = "cf:APP-GUID/INDEX with a `cf ssh-code` one-time code (UAA + Cloud Controller)"
     settings: dict[str, tuple[str, str, Any]] = {}
+    environment: dict[str, str] = {}
+    secrets: dict[str, str] = {}  # its secrets are the proxy's own (config.SECRETS)
+    usesDirectory = True
 
     def parse(self, settings: Mapping[str, Any]) -> CFSettings:
         from diegossh.proxy.cf.realm import CFSettings
 
         return CFSettings.fromSettings(settings)
 
-    def build(self, reactor: Any, parsed: CFSettings, directory: ILRPDirectory) -> IAuthRealm:
+    def build(self, reactor: Any, parsed: CFSettings, directory: ILRPDirectory) -> BuiltRealm:
         from diegossh.proxy.cf.realm import makeCFRealm
+        from diegossh.proxy.pools import PoolService
 
-        return makeCFRealm(reactor, parsed, directory)
+        pools = PoolService(reactor)  # UAA's and Cloud Controller's connections
+        return BuiltRealm(makeCFRealm(reactor, parsed, directory, pools), (pools,))

@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from diegossh.interfaces import IConnectionTelemetry
 from diegossh.logtext import SafeLogger
 from diegossh.proxy import accesslog
 from diegossh.proxy.backend import CLOSE_TIMEOUT, BackendSlot, BackendTransport
@@ -245,13 +246,21 @@ class ProxyAvatar:
     A logged-in user: the backend leg that is waiting for the relay.
     """
 
-    def __init__(self, backend: BackendTransport, result: LoginResult, clock: Any) -> None:
+    def __init__(
+        self,
+        backend: BackendTransport,
+        result: LoginResult,
+        clock: Any,
+        telemetry: IConnectionTelemetry | None = None,
+    ) -> None:
         self.backend = backend
         self.result = result
         self.clock = clock
+        self.telemetry = telemetry
         self.relay: Relay | None = None
         self.client: Any = None
         self.record: accesslog.SessionRecord | None = None
+        self._telemetryEnded: Callable[[], None] | None = None
 
     def makeService(self, client: Any) -> ClientRelayService:
         self.client = client
@@ -259,6 +268,9 @@ class ProxyAvatar:
         self.backend.onLost = self._backendLost
         self.record = accesslog.SessionRecord(client.peerAddress, self.result, self.clock)
         self.record.succeeded()
+        if self.telemetry is not None and self._telemetryEnded is None:
+            ended = self.telemetry.connectionRelayed(client.peerAddress, self.result.target)
+            self._telemetryEnded = ended
         return ClientRelayService(self.relay)
 
     def _backendLost(self) -> None:
@@ -268,6 +280,9 @@ class ProxyAvatar:
     def logout(self) -> None:
         if self.relay is not None and self.record is not None:
             self.record.ended(self.relay.bytesFromClient, self.relay.bytesFromBackend)
+        if self._telemetryEnded is not None:
+            ended, self._telemetryEnded = self._telemetryEnded, None
+            ended()
         self.backend.release(b"user logged out")
 
 
@@ -277,9 +292,15 @@ class ProxyRealm:
     Turns a resolved login into an avatar by logging into the container first.
     """
 
-    def __init__(self, connect: Callable[[Any], defer.Deferred[BackendTransport]], clock: Any):
+    def __init__(
+        self,
+        connect: Callable[[Any], defer.Deferred[BackendTransport]],
+        clock: Any,
+        telemetry: IConnectionTelemetry | None = None,
+    ):
         self._connect = connect
         self._clock = clock
+        self._telemetry = telemetry
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
         if isinstance(avatarId, KeyLogin):
@@ -289,7 +310,7 @@ class ProxyRealm:
         result: LoginResult = avatarId
 
         def connected(backend: BackendTransport) -> Any:
-            avatar = ProxyAvatar(backend, result, self._clock)
+            avatar = ProxyAvatar(backend, result, self._clock, self._telemetry)
             return IConchUser, avatar, avatar.logout
 
         def failed(failure: Failure) -> Failure:

@@ -23,14 +23,29 @@ from typing import Any
 
 from twisted.conch.ssh.keys import Key
 
+from diegossh import lager
 from diegossh.addresses import parseAddress
+from diegossh.proxy.config import deprecatedGiven
+from diegossh.proxy.loggregator.settings import LoggregatorSettings, parseLoggregator
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
-from diegossh.ssh.flags import algorithmPolicy, named
+from diegossh.ssh.flags import algorithmPolicy, checkHostKey, named
 from diegossh.ssh.keys import loadHostKey
 
 # upstream's switches, kept: each enables one of the realms
 LEGACY_SWITCHES = {"enableDiegoAuth": "diego", "enableCFAuth": "cf"}
+
+
+class Refused(ValueError):
+    """
+    A start-up refusal upstream's ssh-proxy names with a lager message
+    (C{lager}, e.g. C{failed-to-parse-host-key}), which the C{ssh-proxy}
+    script logs as a fatal line; the text still names the flag.
+    """
+
+    def __init__(self, lagerMessage: str, text: str) -> None:
+        super().__init__(text)
+        self.lager = lagerMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +73,11 @@ class BBSSettings:
     caCert: str | None
     clientCert: str | None
     clientKey: str | None
+    # bbs_client_session_cache_size: accepted and checked, not used (Twisted
+    # gives no hook for client-side TLS session resumption; docs/cloudfoundry.md)
+    sessionCacheSize: int | None = None
+    # bbs_max_idle_conns_per_host: the pool's maxPersistentPerHost (None: 2)
+    maxIdleConnsPerHost: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +130,15 @@ class ProxySettings:
     accessLog: AccessLogSettings
     workers: int
     inheritedListenFD: int | None = None
+    # lager's level and timestamp format for the ssh-proxy script's log
+    # (twistd keeps its own text log), and debugserver's listener (None: off)
+    logLevel: str = "info"
+    timeFormat: str = "unix-epoch"
+    debugAddress: str | None = None
+    # "json_key: why" for each deprecated key that was set, warned at start
+    deprecated: tuple[str, ...] = ()
+    # Loggregator v2 (docs/loggregator.md); None: off, as upstream by default
+    loggregator: LoggregatorSettings | None = None
 
     @property
     def usesDirectory(self) -> bool:
@@ -158,6 +187,18 @@ def _count(raw: Mapping[str, Any], flag: str) -> int:
     return value
 
 
+def _size(raw: Mapping[str, Any], flag: str) -> int | None:
+    """
+    A Go size where 0 or unset means "the library's default": L{None}.
+    """
+    value = raw.get(flag)
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"--{flag}: {value!r} is not a whole number")
+    return value
+
+
 def enabledRealms(
     raw: Mapping[str, Any], installed: Mapping[str, Any], requested: Sequence[str]
 ) -> tuple[EnabledRealm, ...]:
@@ -200,10 +241,24 @@ def parseSettings(
         healthCheckAddress = _text(raw, "healthCheckAddress") or ""
         named("healthCheckAddress", parseAddress, healthCheckAddress)
     policy = algorithmPolicy(
-        _text(raw, "allowedCiphers"), _text(raw, "allowedMACs"), _text(raw, "allowedKeyExchanges")
+        _text(raw, "allowedCiphers"),
+        _text(raw, "allowedMACs"),
+        _text(raw, "allowedKeyExchanges"),
+        _text(raw, "allowedHostKeyAlgorithms"),
     )
     hostKeyText = _text(raw, "hostKey")
-    hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
+    try:
+        hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
+    except ValueError as e:
+        raise Refused("failed-to-parse-host-key", str(e)) from None
+    checkHostKey(policy, hostKey)
+    logLevel = _text(raw, "logLevel") or "info"
+    named("logLevel", lager.parseLogLevel, logLevel)
+    timeFormat = _text(raw, "timeFormat") or "unix-epoch"
+    named("timeFormat", lager.parseTimeFormat, timeFormat)
+    debugAddress = _text(raw, "debugAddr")
+    if debugAddress is not None:
+        named("debugAddr", parseAddress, debugAddress)
     realms = enabledRealms(raw, installed, requested)
     limits = admission.AdmissionLimits.parse(
         raw["maxStartups"],
@@ -216,12 +271,15 @@ def parseSettings(
     bbsAddress = _text(raw, "bbsAddress")
     needsDirectory = any(getattr(each.plugin, "usesDirectory", True) for each in realms)
     if needsDirectory and not lrpDirectory and not bbsAddress:
-        raise ValueError("give --bbsAddress (Diego) or --lrpDirectory (a local table)")
+        raise Refused(
+            "bbs-address-required", "give --bbsAddress (Diego) or --lrpDirectory (a local table)"
+        )
     bbs = None
     if bbsAddress:
         bbs = BBSSettings(
             bbsAddress, _text(raw, "bbsCACert"), _text(raw, "bbsClientCert"),
-            _text(raw, "bbsClientKey"),
+            _text(raw, "bbsClientKey"), _size(raw, "bbsClientSessionCacheSize"),
+            _size(raw, "bbsMaxIdleConnsPerHost"),
         )  # fmt: skip
         for flag, path in (
             ("bbsCACert", bbs.caCert),
@@ -249,6 +307,10 @@ def parseSettings(
             backendTLS.clientCertificate,
             backendTLS.clientPrivateKey,
         )
+    try:
+        loggregator = parseLoggregator(raw.get("loggregator"))
+    except ValueError as e:
+        raise Refused("failed-to-initialize-metron-client", str(e)) from None
     return ProxySettings(
         address=address,
         healthCheckAddress=healthCheckAddress,
@@ -270,4 +332,9 @@ def parseSettings(
             _count(raw, "accessLogMaxFiles"),
         ),
         workers=_count(raw, "workers"),
+        logLevel=logLevel,
+        timeFormat=timeFormat,
+        debugAddress=debugAddress,
+        deprecated=tuple(deprecatedGiven(dict(raw)).values()),
+        loggregator=loggregator,
     )

@@ -15,8 +15,9 @@ import os
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.cred.portal import Portal
+from twisted.logger import Logger
 from twisted.python import usage
 
 from diegossh import secretargs
@@ -25,16 +26,21 @@ from diegossh.interfaces import IKeyRealm
 from diegossh.proxy import accesslog, workers
 from diegossh.proxy import config as proxyConfig
 from diegossh.proxy.backend import connectBackend
+from diegossh.proxy.debugserver import RecordedLevel, debugService
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
+from diegossh.proxy.pools import PoolService
 from diegossh.proxy.realmplugins import installedRealms
+from diegossh.proxy.realms import BuiltRealm
 from diegossh.proxy.server import ProxyFactory, ProxyRealm
 from diegossh.proxy.settings import ProxySettings, parseSettings
+from diegossh.proxy.shutdown import ClosingService, LiveConnections, StopInOrder
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.keys import hostKeyOrGenerated
 
+_log = Logger()
 _REALMS = installedRealms()
 _SETTINGS: proxyConfig.Settings = dict(proxyConfig.SETTINGS)
 # environment variable -> flag, for realms whose deployments configure them so
@@ -91,10 +97,29 @@ class Options(usage.Options):
                 self[flag] = raw[flag]  # what a worker gets on its stdin
             self["settings"] = parseSettings(raw, _REALMS, self["realms"])
         except ValueError as e:
-            raise usage.UsageError(str(e)) from None
+            name = getattr(e, "lager", None)
+            if name is None and isinstance(e, proxyConfig.ConfigError):
+                name = "failed-to-parse-config"
+            raise Refusal(str(e), name) from None
 
 
-def _directory(reactor: Any, settings: ProxySettings) -> Any:
+class Refusal(usage.UsageError):
+    """
+    Options that cannot start the proxy: the text names the flag, and
+    C{lager} is upstream's message for it when upstream has one
+    (L{diegossh.proxy.settings.Refused}); the C{ssh-proxy} script logs it.
+    """
+
+    def __init__(self, text: str, lager: str | None = None) -> None:
+        super().__init__(text)
+        self.lager = lager
+
+
+def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any:
+    """
+    The LRP directory: the local table, or the BBS client (its kept-alive
+    connections in a pool of C{pools}), or L{None}.
+    """
     if not settings.usesDirectory:
         return None  # only realms that find their own targets are enabled
     placement: dict[str, Any] = {
@@ -105,8 +130,6 @@ def _directory(reactor: Any, settings: ProxySettings) -> Any:
         from diegossh.proxy.lrptable import LRPTable
 
         return LRPTable(settings.lrpDirectory, **placement)
-    from twisted.web.client import HTTPConnectionPool
-
     from diegossh.proxy.bbs import BBSClient
     from diegossh.tls import makeHTTPSAgent, tlsPolicyFromPEMFiles
 
@@ -114,7 +137,8 @@ def _directory(reactor: Any, settings: ProxySettings) -> Any:
     assert bbs is not None
     assert bbs.caCert is not None  # parseSettings requires all three files
     policy = tlsPolicyFromPEMFiles(bbs.caCert, bbs.clientCert, bbs.clientKey)
-    agent = makeHTTPSAgent(reactor, policy, pool=HTTPConnectionPool(reactor, persistent=True))
+    pool = pools.pool(persistent=True, maxPersistentPerHost=bbs.maxIdleConnsPerHost)
+    agent = makeHTTPSAgent(reactor, policy, pool=pool)
     return BBSClient(
         agent, bbs.address, reactor, communicationTimeout=settings.communicationTimeout,
         **placement,
@@ -137,22 +161,42 @@ def _backendTLS(settings: ProxySettings) -> Any:
     ).creatorForName
 
 
-def _realms(reactor: Any, settings: ProxySettings, directory: Any) -> list[Any]:
+def _realms(reactor: Any, settings: ProxySettings, directory: Any) -> list[BuiltRealm]:
+    """
+    Each enabled realm, built, with the services it runs while it serves.
+    """
     return [each.plugin.build(reactor, each.parsed, directory) for each in settings.realms]
+
+
+def _loggregator(reactor: Any, settings: ProxySettings) -> Any:
+    """
+    The Loggregator emitter when the C{loggregator} object turns v2 on
+    (docs/loggregator.md), else L{None}; gRPC is imported only when it starts.
+    """
+    if settings.loggregator is None:
+        return None
+    from diegossh.proxy.loggregator import makeEmitter
+
+    each = settings.loggregator
+    return makeEmitter(reactor, each.tls, each.identity, each.address, batchSize=each.batchSize)
 
 
 def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
     settings: ProxySettings = config["settings"]
+    # a --workers child (inheritedListenFD) leaves these to its parent
+    parent = settings.inheritedListenFD is None
+    for deprecated in settings.deprecated if parent else ():
+        _log.warn(
+            "ignoring deprecated config key {key}",
+            key=deprecated,
+            lager="deprecated-config-key",
+            lager_data={"key": deprecated.partition(":")[0], "reason": deprecated},
+        )
     hostKey = hostKeyOrGenerated(settings.hostKey)
-    accesslog.openAccessLog(
-        settings.accessLog.path,
-        reactor,
-        settings.accessLog.maxBytes,
-        settings.accessLog.maxFiles,
-    )
-    directory = _directory(reactor, settings)
+    directoryPools = PoolService(reactor)
+    directory = _directory(reactor, settings, directoryPools)
     tlsOptions = _backendTLS(settings)
     policy = settings.policy
     timeout = settings.communicationTimeout
@@ -160,7 +204,8 @@ def makeService(config: Options) -> IService:
     def connect(target: Any) -> Any:
         return connectBackend(reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions)
 
-    realms = _realms(reactor, settings, directory)
+    built = _realms(reactor, settings, directory)
+    realms = [each.realm for each in built]
     keyRealms = [realm for realm in realms if IKeyRealm.providedBy(realm)]
     passwordRealms = [realm for realm in realms if not IKeyRealm.providedBy(realm)]
     checkers: list[Any] = []
@@ -168,15 +213,44 @@ def makeService(config: Options) -> IService:
         checkers.append(RealmDispatcher(passwordRealms))
     if keyRealms:
         checkers.append(KeyRealmChecker(keyRealms))
-    portal = Portal(ProxyRealm(connect, reactor), checkers)
+    emitter = _loggregator(reactor, settings)
+    telemetry = None
+    if emitter is not None:
+        from diegossh.proxy.loggregator import ConnectionTelemetry, TargetTelemetry
+
+        telemetry = TargetTelemetry(ConnectionTelemetry(emitter))
+    portal = Portal(ProxyRealm(connect, reactor, telemetry), checkers)
     factory = ProxyFactory(portal, [hostKey], policy, reactor, settings.idleConnectionTimeout)
     factory.loginGraceTime = settings.loginGraceTime
     factory.maxAuthTries = settings.maxAuthTries
-    listening = admission.fromSettings(factory, reactor, settings.admission)
-    top = MultiService()
+    limited = admission.fromSettings(factory, reactor, settings.admission)
+    live = LiveConnections(limited.admission, reactor)
+    listening = admission.AdmittingFactory(factory, live)
+    # Started in this order, stopped in the reverse one, each stop awaited
+    # (diegossh.proxy.shutdown): the access log is the last to go.
+    top = StopInOrder()
+    if settings.accessLog.path:
+        accesslog.AccessLogService(
+            settings.accessLog.path,
+            reactor,
+            settings.accessLog.maxBytes,
+            settings.accessLog.maxFiles,
+        ).setServiceParent(top)
+    if emitter is not None:
+        emitter.setServiceParent(top)  # stops after the connections' last envelopes
+    directoryPools.setServiceParent(top)
+    for each in built:
+        for service in each.services:
+            service.setServiceParent(top)
+    ClosingService(live, reactor).setServiceParent(top)
     workers.listeningService(reactor, config, listening).setServiceParent(top)
     if settings.healthCheckAddress is not None:
         StreamServerEndpointService(
             serverEndpoint(reactor, settings.healthCheckAddress), healthSite()
         ).setServiceParent(top)
+    if settings.debugAddress is not None and parent:
+        # /log-level changes what the ssh-proxy script's lager observer
+        # writes (config["logLevelControl"]); under twistd only a held level
+        control = config.get("logLevelControl") or RecordedLevel(settings.logLevel)
+        debugService(reactor, settings.debugAddress, control).setServiceParent(top)
     return top

@@ -1,7 +1,8 @@
-# -*- test-case-name: tests.test_transport_unit,tests.test_transport_interop -*-
+# -*- test-case-name: tests.test_transport_unit,tests.test_rsa_compat -*-
 """
 The algorithm names diegossh speaks, the upstream defaults, and the parsing of
-C{--allowedCiphers}, C{--allowedMACs} and C{--allowedKeyExchanges}.
+C{--allowedCiphers}, C{--allowedMACs}, C{--allowedKeyExchanges} and
+C{--allowedHostKeyAlgorithms}.
 
 Names are kept here, apart from the code implementing them, so that an operator's
 typo stops start-up with a message naming it instead of failing at the first
@@ -10,6 +11,7 @@ handshake.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 CIPHERS: tuple[str, ...] = (
@@ -49,12 +51,22 @@ HOST_KEY_ALGORITHMS: tuple[str, ...] = (
     "ecdsa-sha2-nistp521",
     "rsa-sha2-512",
     "rsa-sha2-256",
+    "ssh-rsa",
 )
+
+# Offered by our servers only, for clients that know no other way to check an
+# RSA host key (golang.org/x/crypto before November 2021, so the cf CLI's
+# releases v6.53, v7.2-v7.5, v8.0-v8.4): its signature hashes with SHA-1. Our
+# client (the proxy's leg to a backend) never accepts one.
+SERVER_ONLY_HOST_KEY_ALGORITHMS: frozenset[str] = frozenset({"ssh-rsa"})
 
 # diego-ssh's defaults, so a deployment moving over negotiates what it did before.
 DEFAULT_CIPHERS = "aes128-gcm@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr"
 DEFAULT_MACS = "hmac-sha2-256-etm@openssh.com,hmac-sha2-256"
 DEFAULT_KEY_EXCHANGES = "curve25519-sha256@libssh.org,curve25519-sha256"
+# Upstream's servers (Go's x/crypto) offer every signature algorithm their host
+# key can make, ssh-rsa included: so do ours (docs/algorithms.md).
+DEFAULT_HOST_KEY_ALGORITHMS = ",".join(HOST_KEY_ALGORITHMS)
 
 
 class UnknownAlgorithm(ValueError):
@@ -92,6 +104,9 @@ class AlgorithmPolicy:
     ciphers: tuple[str, ...]
     macs: tuple[str, ...]
     keyExchanges: tuple[str, ...]
+    # What a server of ours may sign its host key proof with (it offers those
+    # its host keys can make); a client of ours accepts these less ssh-rsa.
+    hostKeyAlgorithms: tuple[str, ...] = HOST_KEY_ALGORITHMS
 
     @classmethod
     def fromOptions(
@@ -99,9 +114,10 @@ class AlgorithmPolicy:
         ciphers: str | None = None,
         macs: str | None = None,
         keyExchanges: str | None = None,
+        hostKeyAlgorithms: str | None = None,
     ) -> AlgorithmPolicy:
         """
-        Build a policy from the three option strings; L{None} or empty takes the
+        Build a policy from the four option strings; L{None} or empty takes the
         upstream default.
         """
         return cls(
@@ -110,6 +126,11 @@ class AlgorithmPolicy:
             keyExchanges=parseList(
                 keyExchanges or DEFAULT_KEY_EXCHANGES, "key exchange", KEY_EXCHANGES
             ),
+            hostKeyAlgorithms=parseList(
+                hostKeyAlgorithms or DEFAULT_HOST_KEY_ALGORITHMS,
+                "host key algorithm",
+                HOST_KEY_ALGORITHMS,
+            ),
         )
 
     @classmethod
@@ -117,10 +138,50 @@ class AlgorithmPolicy:
         """
         Every algorithm diegossh implements (for clients and tests).
         """
-        return cls(CIPHERS, MACS, KEY_EXCHANGES)
+        return cls(CIPHERS, MACS, KEY_EXCHANGES, HOST_KEY_ALGORITHMS)
 
     def clientKeyExchanges(self) -> tuple[str, ...]:
         """
         The key exchanges a client of ours may offer.
         """
         return tuple(k for k in self.keyExchanges if k not in SERVER_ONLY_KEY_EXCHANGES)
+
+    def serverHostKeyAlgorithms(self, signable: Iterable[str]) -> tuple[str, ...]:
+        """
+        What a server of ours offers when its host keys can sign with
+        C{signable}: the allowed ones among them, in the policy's order.
+        """
+        can = set(signable)
+        return tuple(a for a in self.hostKeyAlgorithms if a in can)
+
+    def clientHostKeyAlgorithms(self) -> tuple[str, ...]:
+        """
+        The host key algorithms a client of ours accepts: never ssh-rsa.
+        """
+        return tuple(a for a in self.hostKeyAlgorithms if a not in SERVER_ONLY_HOST_KEY_ALGORITHMS)
+
+
+# RSA signature algorithms for a user key, most preferred first (RFC 8332).
+_RSA_SHA2_SIGNATURES: tuple[bytes, ...] = (b"rsa-sha2-512", b"rsa-sha2-256")
+
+
+def userKeySignatureAlgorithm(keyType: bytes, serverSigAlgs: bytes | None) -> bytes:
+    """
+    The algorithm a client of ours signs a public-key login with, for a key of
+    C{keyType}, given the server's C{server-sig-algs} extension (RFC 8308), or
+    L{None} when the server sent none.
+
+    Only RSA has a choice: the first of C{rsa-sha2-512}, C{rsa-sha2-256} the
+    server lists (RFC 8332 section 3.2). OpenSSH 8.8 and later refuse
+    C{ssh-rsa} (SHA-1) by default, and they always list the SHA-2 ones. A
+    server that sends no list, or lists neither, gets C{ssh-rsa}, as OpenSSH's
+    and Go's clients do: such a server predates RFC 8332 or says it cannot
+    check anything else, and a SHA-2 signature would only cost a login try.
+    """
+    if keyType != b"ssh-rsa" or serverSigAlgs is None:
+        return keyType
+    listed = {name.strip() for name in serverSigAlgs.split(b",")}
+    for algorithm in _RSA_SHA2_SIGNATURES:
+        if algorithm in listed:
+            return algorithm
+    return keyType

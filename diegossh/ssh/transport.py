@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python import randbytes
 
 from diegossh.ssh import _conch, kex
-from diegossh.ssh.algorithms import HOST_KEY_ALGORITHMS, AlgorithmPolicy
+from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.backpressure import (
     KEY_EXCHANGE,
     SOCKET_FULL,
@@ -197,12 +197,15 @@ class TransportMixin(_conch.TransportInternals):
         self.supportedMACs = [m.encode() for m in policy.macs]
         kexes = policy.clientKeyExchanges() if self.isClient else policy.keyExchanges
         self.supportedKeyExchanges = [k.encode() for k in kexes]
-        allowed = [a.encode() for a in HOST_KEY_ALGORITHMS]
         if self.isClient:
-            self.supportedPublicKeys = allowed
+            accepted = policy.clientHostKeyAlgorithms()
         else:
-            offered = set(self.supportedPublicKeys)
-            self.supportedPublicKeys = [a for a in allowed if a in offered]
+            # Conch's factory filled this with every signature algorithm our
+            # host keys can make (an RSA key: rsa-sha2-512, rsa-sha2-256 and
+            # ssh-rsa); offer those the policy allows.
+            signable = (a.decode("ascii") for a in self.supportedPublicKeys)
+            accepted = policy.serverHostKeyAlgorithms(signable)
+        self.supportedPublicKeys = [a.encode() for a in accepted]
 
     # -- connection life
 

@@ -22,7 +22,7 @@ from diegossh import lager
 from diegossh.addresses import parseAddress
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
-from diegossh.ssh.flags import algorithmPolicy, named
+from diegossh.ssh.flags import algorithmPolicy, checkHostKey, named
 from diegossh.ssh.keys import loadAuthorizedKey, loadHostKey
 
 # lagerflags' -timeFormat also takes the enum's numbers
@@ -83,7 +83,10 @@ def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
     address = options["address"]
     named("address", parseAddress, address)
     policy = algorithmPolicy(
-        options["allowedCiphers"], options["allowedMACs"], options["allowedKeyExchanges"]
+        options["allowedCiphers"],
+        options["allowedMACs"],
+        options["allowedKeyExchanges"],
+        options.get("allowedHostKeyAlgorithms"),
     )
     authorizedText, hostKeyText = options["authorizedKey"], options["hostKey"]
     authorized = (
@@ -93,6 +96,7 @@ def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
         hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
     except ValueError as e:
         raise Refused(str(e), "failed-to-parse-host-key") from None
+    checkHostKey(policy, hostKey)
     loginGraceTime = admission.parseTime(str(options["loginGraceTime"]), "--loginGraceTime")
     limits = admission.AdmissionLimits.parse(
         options["maxStartups"],

@@ -68,6 +68,12 @@ class Options(usage.Options):
         ["allowedMACs", None, None, "Comma list of MACs (default: upstream's)."],
         ["allowedKeyExchanges", None, None, "Comma list of key exchanges (default: upstream's)."],
         [
+            "allowedHostKeyAlgorithms",
+            None,
+            None,
+            "Comma list of host key algorithms (default: all, ssh-rsa included).",
+        ],
+        [
             "maxSessions",
             None,
             MAX_SESSIONS,

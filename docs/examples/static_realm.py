@@ -25,9 +25,15 @@ from twisted.internet import defer
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from diegossh.interfaces import IAuthRealm, IRealmPlugin
-from diegossh.proxy.login import BadCredentials, LoginResult
-from diegossh.proxy.target import LRPTarget, SSHRoute
+from diegossh.proxy.realms import (
+    BadCredentials,
+    BuiltRealm,
+    IAuthRealm,
+    IRealmPlugin,
+    LoginResult,
+    LRPTarget,
+    SSHRoute,
+)
 
 
 @implementer(IAuthRealm)
@@ -80,5 +86,6 @@ class StaticRealmPlugin:
             raise ValueError("the static realm needs --staticRealmFile")
         return StaticSettings(path)
 
-    def build(self, reactor: Any, parsed: StaticSettings, directory: Any) -> IAuthRealm:
-        return StaticRealm(parsed.path)
+    def build(self, reactor: Any, parsed: StaticSettings, directory: Any) -> BuiltRealm:
+        # A realm with timers or pools would return them as BuiltRealm(realm, (service, ...)).
+        return BuiltRealm(StaticRealm(parsed.path))

@@ -15,6 +15,7 @@ HOST_KEY_TYPES = {
     "ssh-ed25519": "ed25519",
     "rsa-sha2-512": "rsa",
     "rsa-sha2-256": "rsa",
+    "ssh-rsa": "rsa",
     "ecdsa-sha2-nistp256": "p256",
     "ecdsa-sha2-nistp384": "p384",
     "ecdsa-sha2-nistp521": "p521",

@@ -43,7 +43,11 @@ class StockSSHD:
         self.proc.wait(10)
 
 
-def startStockSSHD(tmp: Path) -> StockSSHD:
+def startStockSSHD(tmp: Path, extraConfig: str = "") -> StockSSHD:
+    """
+    Start one; C{extraConfig} (lines of C{sshd_config}) goes first, so it
+    wins over the defaults below (sshd takes a keyword's first value).
+    """
     home = ensureUser()
     Path("/run/sshd").mkdir(exist_ok=True)
     hostKey = tmp / "stock_host_key"
@@ -54,7 +58,7 @@ def startStockSSHD(tmp: Path) -> StockSSHD:
     port = freePort()
     config = tmp / "sshd_config"
     config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {hostKey}\nPidFile none\n"
+        extraConfig + f"Port {port}\nListenAddress 127.0.0.1\nHostKey {hostKey}\nPidFile none\n"
         "UsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
         f"PubkeyAuthentication no\nAllowUsers {USER}\nPermitRootLogin no\n"
         "Subsystem sftp internal-sftp\nLogLevel ERROR\nAllowTcpForwarding yes\n"

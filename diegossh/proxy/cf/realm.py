@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
-from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 
 from diegossh.interfaces import IAuthRealm, ILRPDirectory
@@ -22,6 +21,7 @@ from diegossh.proxy.cf.factory import makeCFHTTPClients
 from diegossh.proxy.cf.usernames import parseAppInstance
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.login import BadCredentials, LoginResult
+from diegossh.proxy.pools import PoolService
 
 
 @implementer(IAuthRealm)
@@ -86,13 +86,15 @@ class CFSettings:
         )
 
 
-def makeCFRealm(reactor: Any, settings: CFSettings, directory: ILRPDirectory) -> CFRealm:
+def makeCFRealm(
+    reactor: Any, settings: CFSettings, directory: ILRPDirectory, pools: PoolService
+) -> CFRealm:
     """
     Build the realm from its settings, with one pool of kept-alive HTTPS
-    connections shared by UAA and Cloud Controller calls.
+    connections shared by UAA and Cloud Controller calls, made by C{pools}
+    (which closes it when the proxy stops).
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 16
+    pool = pools.pool(persistent=True, maxPersistentPerHost=16)
     uaa, cc = makeCFHTTPClients(
         reactor,
         pool,

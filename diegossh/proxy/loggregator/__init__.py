@@ -40,6 +40,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from diegossh.proxy.loggregator.connections import (
     SSH_CONNECTIONS_METRIC,
     ConnectionTelemetry,
+    TargetTelemetry,
     clientAddress,
 )
 from diegossh.proxy.loggregator.credentials import AGENT_SERVER_NAME, IngressTLS
@@ -78,6 +79,7 @@ __all__ = [
     "IEnvelopeSender",
     "IngressTLS",
     "LoggregatorEmitter",
+    "TargetTelemetry",
     "clientAddress",
     "lrpLogTags",
     "makeEmitter",

@@ -22,9 +22,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from diegossh.proxy.loggregator.emitter import LoggregatorEmitter
+from zope.interface import implementer
 
-__all__ = ["GAUGE_UNIT", "SSH_CONNECTIONS_METRIC", "ConnectionTelemetry", "clientAddress"]
+from diegossh.interfaces import IConnectionTelemetry
+from diegossh.proxy.loggregator.emitter import LoggregatorEmitter
+from diegossh.proxy.loggregator.envelopes import lrpLogTags
+from diegossh.proxy.target import LRPTarget
+
+__all__ = [
+    "GAUGE_UNIT",
+    "SSH_CONNECTIONS_METRIC",
+    "ConnectionTelemetry",
+    "TargetTelemetry",
+    "clientAddress",
+]
 
 SSH_CONNECTIONS_METRIC = "ssh-connections"
 GAUGE_UNIT = "Metric"
@@ -71,3 +82,19 @@ class ConnectionTelemetry:
                 self._emitter.appLog(f"Remote access ended for {client}", tags)
 
         return connectionEnded
+
+
+@implementer(IConnectionTelemetry)
+class TargetTelemetry:
+    """
+    L{ConnectionTelemetry} as the proxy's relay calls it, with the login's
+    target: an LRP instance's log tags (L{lrpLogTags}) when the target is
+    one, none (the gauge only) for a realm's other targets.
+    """
+
+    def __init__(self, connections: ConnectionTelemetry) -> None:
+        self.connections = connections
+
+    def connectionRelayed(self, client: str, target: object) -> Callable[[], None]:
+        tags = lrpLogTags(target) if isinstance(target, LRPTarget) else None
+        return self.connections.connectionRelayed(client, tags)
