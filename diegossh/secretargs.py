@@ -17,6 +17,10 @@ C{getopt} (which Twisted's option parser uses) would: its full name, or an
 unambiguous prefix of it, in the C{--flag value} and C{--flag=value} forms.
 Nothing happens when the tap's name is not on the command line: options parsed
 from a list in a test, or rebuilt in a proxy worker from its stdin.
+
+The C{diego-sshd} console script does as upstream's binary: it re-executes
+itself (L{reexec}, L{programPrefix}) with its Go-style flags rewritten and the
+keys in upstream's own variables, C{SSHD_HOSTKEY} and C{SSHD_AUTHKEY}.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ import os
 import sys
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 
-__all__ = ["REEXEC_MARK", "carrier", "moveOffCommandLine", "splitSecrets", "takeMoved"]
+__all__ = [
+    "REEXEC_MARK",
+    "carrier",
+    "moveOffCommandLine",
+    "programPrefix",
+    "reexec",
+    "splitSecrets",
+    "takeMoved",
+]
 
 REEXEC_MARK = "DIEGOSSH_REEXECED"
 _CARRIER_PREFIX = "DIEGOSSH_SECRET_"
@@ -114,10 +126,37 @@ def moveOffCommandLine(
         return
     env = dict(environ)
     env.update((carrier(flag), value) for flag, value in moved.items())
+    reexec(kept, env, execve)
+
+
+def programPrefix(
+    origArgv: Sequence[str] | None = None, argv: Sequence[str] | None = None
+) -> list[str]:
+    """
+    How this program was started, without its own arguments: the interpreter,
+    its options and the script or C{-m module} (C{sys.orig_argv} less the
+    arguments C{sys.argv} holds after its first).
+    """
+    origArgv = sys.orig_argv if origArgv is None else origArgv
+    argv = sys.argv if argv is None else argv
+    return list(origArgv[: len(origArgv) - len(argv) + 1])
+
+
+def reexec(
+    command: Sequence[str],
+    environ: dict[str, str],
+    execve: Callable[[str, list[str], dict[str, str]], object] | None = None,
+) -> None:
+    """
+    Replace this process (same PID) with C{command} run by this interpreter,
+    in C{environ} plus the re-exec mark, output flushed first. Returns only
+    when C{execve} is a test's stand-in.
+    """
+    env = dict(environ)
     env[REEXEC_MARK] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
-    (execve or os.execve)(sys.executable, kept, env)
+    (execve or os.execve)(sys.executable, list(command), env)
 
 
 def takeMoved(

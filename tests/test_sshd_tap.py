@@ -169,3 +169,51 @@ def test_refusals_name_the_flag(monkeypatch: pytest.MonkeyPatch, flag: str) -> N
     monkeypatch.delenv("SSHD_HOSTKEY", raising=False)
     with pytest.raises(usage.UsageError, match=flag.split("=")[0] + ":"):
         Options().parseOptions(["--allowUnauthenticatedClients", flag])
+
+
+def test_lager_flags_are_accepted_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    options = Options()
+    options.parseOptions(
+        ["--allowUnauthenticatedClients", "--logLevel=fatal", "--timeFormat=1",
+         "--debugAddr=127.0.0.1:17017", "--redactSecrets", "--redactPatterns=x.*"]
+    )  # fmt: skip
+    settings = options["settings"]
+    assert (settings.logLevel, settings.timeFormat) == (3, "rfc3339")
+    assert settings.debugAddress == "127.0.0.1:17017"
+    assert (settings.redactSecrets, settings.redactPatterns) == (True, "x.*")
+    defaults = Options()
+    defaults.parseOptions(["--allowUnauthenticatedClients"])
+    assert defaults["settings"].logLevel == 1
+    assert (defaults["settings"].timeFormat, defaults["settings"].debugAddress) == (
+        "unix-epoch",
+        None,
+    )
+
+
+@pytest.mark.parametrize("flag", ["--logLevel=loud", "--timeFormat=iso", "--debugAddr=nowhere"])
+def test_bad_lager_flags_are_named(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    with pytest.raises(usage.UsageError, match=flag.split("=")[0] + ":"):
+        Options().parseOptions(["--allowUnauthenticatedClients", flag])
+
+
+@pytest.mark.parametrize(
+    ("args", "event"),
+    [([], "authorized-key-required"),
+     (["--allowUnauthenticatedClients", "--hostKey=not-a-key"], "failed-to-parse-host-key"),
+     (["--allowUnauthenticatedClients", "--allowedMACs=crc32"], None)],
+)  # fmt: skip
+def test_refusals_keep_upstreams_event(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], event: str | None
+) -> None:
+    from diegossh.sshd.settings import Refused
+
+    monkeypatch.setattr(sys, "argv", ["twistd", "diego-sshd"])
+    monkeypatch.delenv("SSHD_AUTHKEY", raising=False)
+    monkeypatch.delenv("SSHD_HOSTKEY", raising=False)
+    with pytest.raises(usage.UsageError) as e:
+        Options().parseOptions(args)
+    assert isinstance(e.value.__cause__, ValueError)
+    assert getattr(e.value.__cause__, "lager", None) == event
+    assert isinstance(e.value.__cause__, Refused) == (event is not None)

@@ -5,7 +5,9 @@ L{parseSettings} from C{twistd diego-sshd}'s options, after the key material
 was taken from the environment (L{diegossh.sshd.tap.Options}).
 
 Every refusal names the flag; C{makeService} then reads typed attributes
-only. The keys stay out of reprs.
+only. The keys stay out of reprs. A refusal upstream names with its own lager
+event (an unparseable host key, a missing authorized key) is a L{Refused}
+carrying that name, which the C{diego-sshd} console script logs.
 """
 
 from __future__ import annotations
@@ -16,11 +18,32 @@ from typing import Any
 
 from twisted.conch.ssh.keys import Key
 
+from diegossh import lager
 from diegossh.addresses import parseAddress
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.flags import algorithmPolicy, checkHostKey, named
 from diegossh.ssh.keys import loadAuthorizedKey, loadHostKey
+
+# lagerflags' -timeFormat also takes the enum's numbers
+_TIME_FORMATS = {
+    "unix-epoch": "unix-epoch",
+    "0": "unix-epoch",
+    "rfc3339": "rfc3339",
+    "1": "rfc3339",
+}
+
+
+class Refused(ValueError):
+    """
+    A setting refused at start-up. C{lager} is upstream diego-sshd's event
+    for it (C{sshd.failed-to-parse-host-key}, C{sshd.authorized-key-required});
+    other refusals are its catch-all C{configure-failed}.
+    """
+
+    def __init__(self, message: str, lager: str = "configure-failed") -> None:
+        super().__init__(message)
+        self.lager = lager
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +65,12 @@ class SSHDSettings:
     maxAuthTries: int
     loginGraceTime: float
     admission: admission.AdmissionLimits
+    # upstream's lagerflags and debugserver flags (docs/sshd.md, "diego-sshd")
+    logLevel: int = lager.LEVELS["info"]
+    timeFormat: str = "unix-epoch"
+    debugAddress: str | None = None
+    redactSecrets: bool = False
+    redactPatterns: str = ""
 
 
 def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
@@ -63,7 +92,10 @@ def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
     authorized = (
         named("authorizedKey", loadAuthorizedKey, authorizedText) if authorizedText else None
     )
-    hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
+    try:
+        hostKey = named("hostKey", loadHostKey, hostKeyText) if hostKeyText else None
+    except ValueError as e:
+        raise Refused(str(e), "failed-to-parse-host-key") from None
     checkHostKey(policy, hostKey)
     loginGraceTime = admission.parseTime(str(options["loginGraceTime"]), "--loginGraceTime")
     limits = admission.AdmissionLimits.parse(
@@ -77,10 +109,18 @@ def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
         if options[limit] < 1:
             raise ValueError(f"--{limit} must be at least 1")
     if authorized is None and not options["allowUnauthenticatedClients"]:
-        raise ValueError(
+        raise Refused(
             "no authorized key: give --authorizedKey (or SSHD_AUTHKEY), "
-            "or --allowUnauthenticatedClients"
+            "or --allowUnauthenticatedClients",
+            "authorized-key-required",
         )
+    logLevel = named("logLevel", lager.parseLogLevel, options.get("logLevel") or "info")
+    timeFormat = _TIME_FORMATS.get(options.get("timeFormat") or "unix-epoch")
+    if timeFormat is None:
+        raise ValueError(f"--timeFormat: {options['timeFormat']!r} is not unix-epoch or rfc3339")
+    debugAddress = options.get("debugAddr") or None
+    if debugAddress is not None:
+        named("debugAddr", parseAddress, debugAddress)
     return SSHDSettings(
         address=address,
         policy=policy,
@@ -93,4 +133,9 @@ def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
         maxAuthTries=options["maxAuthTries"],
         loginGraceTime=loginGraceTime,
         admission=limits,
+        logLevel=logLevel,
+        timeFormat=timeFormat,
+        debugAddress=debugAddress,
+        redactSecrets=bool(options.get("redactSecrets")),
+        redactPatterns=options.get("redactPatterns") or "",
     )

@@ -8,6 +8,13 @@ re-executed, so C{ps} never shows it; the variables are removed before any
 session starts, so no child sees them either. The options are parsed once
 into a frozen L{diegossh.sshd.settings.SSHDSettings} (C{self["settings"]}),
 which C{makeService} reads.
+
+The same options serve the C{diego-sshd} console script
+(L{diegossh.sshd.script}), which takes them in Go's flag syntax, as Cloud
+Controller writes them, and logs lager lines; under twistd the lager flags
+(C{--logLevel}, C{--timeFormat}, C{--debugAddr}, C{--redactSecrets},
+C{--redactPatterns}) are accepted and checked, and twistd's own logging
+applies (docs/sshd.md).
 """
 
 from __future__ import annotations
@@ -112,10 +119,16 @@ class Options(usage.Options):
             "",
             "Addresses and CIDRs never penalised (OpenSSH's PerSourcePenaltyExemptList).",
         ],
+        # Upstream's lagerflags and debugserver flags: the diego-sshd script's logs.
+        ["logLevel", None, "info", "Lager log level: debug, info, error or fatal."],
+        ["timeFormat", None, "unix-epoch", "Lager timestamps: unix-epoch or rfc3339."],
+        ["debugAddr", None, "", "host:port for the debug server (/log-level); empty: none."],
+        ["redactPatterns", None, "", "Accepted for upstream's command line (docs/sshd.md)."],
     ]
     optFlags = [
         ["allowUnauthenticatedClients", None, "Let anyone in without a key."],
         ["inheritDaemonEnv", None, "Give sessions the daemon's environment."],
+        ["redactSecrets", None, "Accepted for upstream's command line (docs/sshd.md)."],
     ]
 
     def postOptions(self) -> None:
@@ -128,15 +141,26 @@ class Options(usage.Options):
         try:
             self["settings"] = parseSettings(self)
         except ValueError as e:
-            raise usage.UsageError(str(e)) from None
+            # the cause is kept: the diego-sshd script logs a Refused's lager event
+            raise usage.UsageError(str(e)) from e
 
 
 def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
+    endpoint, factory = makeListener(config["settings"], reactor)
+    return StreamServerEndpointService(endpoint, factory)
+
+
+def makeListener(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any]:
+    """
+    The endpoint the daemon listens on and the factory it serves, from its
+    settings; the key variables are removed from the environment first, so
+    no session inherits them. Shared by L{makeService} and the C{diego-sshd}
+    script, which logs C{sshd.started} once the endpoint listens.
+    """
     for variable in KEY_VARIABLES:
         os.environ.pop(variable, None)
-    settings: SSHDSettings = config["settings"]
     hostKey = hostKeyOrGenerated(settings.hostKey)
 
     _, home = currentUser()
@@ -160,4 +184,4 @@ def makeService(config: Options) -> IService:
     factory.loginGraceTime = settings.loginGraceTime
     listening = admission.fromSettings(factory, reactor, settings.admission)
     endpoint = GuardedEndpoint(serverEndpoint(reactor, settings.address), reactor)
-    return StreamServerEndpointService(endpoint, listening)
+    return endpoint, listening

@@ -1,0 +1,446 @@
+# -*- test-case-name: tests.test_sshd_dropin -*-
+"""
+C{diego-sshd}: the daemon as Cloud Controller starts it in every app
+instance, a drop-in for upstream's C{/tmp/lifecycle/diego-sshd}::
+
+    diego-sshd -address=0.0.0.0:2222 -hostKey=<PEM> -authorizedKey=<line> \\
+        -inheritDaemonEnv -logLevel=fatal
+
+What upstream's binary does with the same arguments, this does:
+
+  - Flags in Go's syntax (L{diegossh.goflags}); a flag Go's C{flag} package
+    refuses ends the process with Go's message, the usage and exit code 2.
+    The flags are those of C{twistd diego-sshd} (L{diegossh.sshd.tap.Options}),
+    one set of options for both; upstream's have upstream's wording and
+    defaults in the usage.
+  - The keys never stay on the command line: given as flags, the process
+    re-executes itself (same PID) with the other flags as C{--name=value} and
+    the keys in C{SSHD_HOSTKEY} / C{SSHD_AUTHKEY}. Those variables, when the
+    caller sets them, win over the flags. An empty C{-hostKey=} generates a key.
+  - The algorithm lists left out are upstream's, in its order
+    (L{UPSTREAM_ALGORITHMS}).
+  - Logs are lager JSON lines on stdout (L{diegossh.lager}), source C{sshd}:
+    C{sshd.started} once listening, upstream's refusals
+    (C{sshd.failed-to-parse-host-key}, C{sshd.authorized-key-required}, then
+    C{sshd.configure-failed}) at error level and exit code 1.
+    C{-logLevel} (C{info} by default; Cloud Controller gives C{fatal}) and
+    C{-timeFormat} are honoured, C{-debugAddr} serves C{/log-level}.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TextIO
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.logger import Logger, globalLogBeginner
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from diegossh import secretargs
+from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArguments
+from diegossh.lager import LagerObserver
+from diegossh.sshd.environment import KEY_VARIABLES
+from diegossh.sshd.tap import Options, makeListener
+
+_log = Logger()
+
+SOURCE = "sshd"
+
+# cmd/sshd/main.go at e96542ec, the diego-ssh that diego-release pins
+UPSTREAM_ALGORITHMS = {
+    "allowedCiphers": "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,"
+    "aes256-ctr,aes192-ctr,aes128-ctr",
+    "allowedMACs": "hmac-sha2-256-etm@openssh.com,hmac-sha2-256",
+    "allowedKeyExchanges": "curve25519-sha256@libssh.org",
+}
+
+# flag -> the variable upstream moves it into, which wins when the caller sets it
+KEY_FLAGS = dict(zip(("hostKey", "authorizedKey"), KEY_VARIABLES, strict=True))
+
+# lagerflags.New panics on any other spelling
+_GO_LOG_LEVELS = ("debug", "info", "error", "fatal")
+_GO_TIME_FORMATS = ("unix-epoch", "0", "rfc3339", "1")
+
+
+@dataclass(frozen=True)
+class GoFlag:
+    """
+    One flag as Go's C{flag.PrintDefaults} shows it: its type word
+    (C{string}, C{int}, C{value}; none for a boolean), its default (shown
+    unless it is the zero value) and its usage.
+    """
+
+    name: str
+    typeWord: str
+    default: str
+    usage: str
+
+
+# Upstream's flags, with upstream's wording and defaults (cmd/sshd/main.go,
+# lagerflags, debugserver); C{typeWord} "" is a boolean.
+UPSTREAM_FLAGS = {
+    flag.name: flag
+    for flag in (
+        GoFlag("address", "string", "127.0.0.1:2222", "listen address for ssh daemon"),
+        GoFlag("hostKey", "string", "", "PEM encoded RSA host key"),
+        GoFlag("authorizedKey", "string", "", "Public key in the OpenSSH authorized_keys format"),
+        GoFlag("allowUnauthenticatedClients", "", "", "Allow access to unauthenticated clients"),
+        GoFlag("inheritDaemonEnv", "", "", "Inherit daemon's environment"),
+        GoFlag(
+            "allowedCiphers",
+            "string",
+            "",
+            "Limit cipher algorithms to those provided (comma separated)",
+        ),
+        GoFlag(
+            "allowedMACs", "string", "", "Limit MAC algorithms to those provided (comma separated)"
+        ),
+        GoFlag(
+            "allowedKeyExchanges",
+            "string",
+            "",
+            "Limit key exchanges algorithms to those provided (comma separated)",
+        ),
+        GoFlag("debugAddr", "string", "", "host:port for serving pprof debugging info"),
+        GoFlag("logLevel", "string", "info", "log level: debug, info, error or fatal"),
+        GoFlag(
+            "redactSecrets",
+            "",
+            "",
+            "use a redacting log sink to scrub sensitive values from data being logged",
+        ),
+        GoFlag(
+            "redactPatterns",
+            "value",
+            "",
+            "Regex patterns to use to determine sensitive values for redaction",
+        ),
+        GoFlag(
+            "timeFormat",
+            "value",
+            "",
+            'Format for timestamp in component logs. Valid values are "unix-epoch" and "rfc3339".',
+        ),
+    )
+}
+
+
+def goFlags() -> dict[str, GoFlag]:
+    """
+    Every flag the script takes: L{Options}' (those upstream also has with
+    upstream's wording), by name.
+    """
+    flags: dict[str, GoFlag] = {}
+    parameters: list[Any] = list(Options.optParameters)
+    for parameter in parameters:
+        name, default, doc = str(parameter[0]), parameter[2], str(parameter[3])
+        typeWord = "int" if len(parameter) > 4 and parameter[4] is int else "string"
+        shown = "" if default is None else str(default)
+        flags[name] = UPSTREAM_FLAGS.get(name, GoFlag(name, typeWord, shown, doc))
+    booleans: list[Any] = list(Options.optFlags)
+    for flagName, _, flagDoc in booleans:
+        flags[flagName] = UPSTREAM_FLAGS.get(flagName, GoFlag(flagName, "", "", flagDoc))
+    return flags
+
+
+def usageText(program: str, flags: Mapping[str, GoFlag]) -> str:
+    """
+    The usage Go's C{flag} package prints, flags sorted by name.
+    """
+    lines = [f"Usage of {program}:"]
+    for name in sorted(flags):
+        flag = flags[name]
+        head = f"  -{name}" + (f" {flag.typeWord}" if flag.typeWord else "")
+        text = flag.usage.replace("\n", "\n    \t")
+        if flag.default:
+            shown = f'"{flag.default}"' if flag.typeWord == "string" else flag.default
+            text += f" (default {shown})"
+        lines.append(head + "\n    \t" + text)
+    return "\n".join(lines) + "\n"
+
+
+class UsageExit(Exception):
+    """
+    The command line ends the process before it starts, as Go's would:
+    C{message} for stderr (usage included), and the exit code.
+    """
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Command:
+    """
+    A command line read: the flags given (Go's names and values), and
+    whether the keys among them are to be moved off the command line by a
+    re-exec (L{reexecArguments}).
+    """
+
+    given: dict[str, str | bool]
+    flags: dict[str, GoFlag] = field(repr=False)
+
+    @property
+    def keysOnCommandLine(self) -> bool:
+        return any(name in self.given for name in KEY_FLAGS)
+
+
+def parseCommand(arguments: Sequence[str], program: str = "diego-sshd") -> Command:
+    """
+    Read C{arguments} as Go's C{flag} package and lagerflags would.
+
+    @raise UsageExit: C{-h}/C{-help} (code 0), or a flag Go refuses (code 2).
+    """
+    flags = goFlags()
+    booleans = [name for name, flag in flags.items() if not flag.typeWord]
+    values = [name for name, flag in flags.items() if flag.typeWord]
+    usage_ = usageText(program, flags)
+    try:
+        parsed = parseGoFlags(arguments, values, [*booleans, "h", "help"])
+    except FlagError as e:
+        raise UsageExit(f"{e}\n{usage_}", 2) from None
+    if "h" in parsed.values or "help" in parsed.values:
+        raise UsageExit(usage_, 0)
+    given = parsed.values
+    timeFormat = given.get("timeFormat")
+    if timeFormat is not None and timeFormat not in _GO_TIME_FORMATS:
+        raise UsageExit(
+            f'invalid value "{timeFormat}" for flag -timeFormat: '
+            f'invalid TimeFormat: "{timeFormat}"\n{usage_}',
+            2,
+        )
+    logLevel = given.get("logLevel", "info")
+    if logLevel not in _GO_LOG_LEVELS:
+        raise UsageExit(f"panic: unknown log level: {logLevel}\n", 2)
+    for name, flag in flags.items():
+        text = given.get(name)
+        if flag.typeWord == "int" and isinstance(text, str):
+            try:
+                given[name] = str(int(text, 0))  # Go's base prefixes, for Options' int()
+            except ValueError:
+                raise UsageExit(
+                    f'invalid value "{text}" for flag -{name}: parse error\n{usage_}', 2
+                ) from None
+    return Command(dict(given), flags)
+
+
+def reexecArguments(command: Command) -> list[str]:
+    """
+    The flags the re-executed process gets: the given ones less the keys,
+    as C{--name=value} (booleans C{=true}/C{=false}), as upstream writes them.
+    """
+    arguments = []
+    for name, value in command.given.items():
+        if name in KEY_FLAGS:
+            continue
+        text = str(value).lower() if isinstance(value, bool) else value
+        arguments.append(f"--{name}={text}")
+    return arguments
+
+
+def reexecEnvironment(command: Command, environ: Mapping[str, str]) -> dict[str, str]:
+    """
+    C{environ} with the keys given as flags in upstream's variables, unless
+    the caller set them (the variables win).
+    """
+    env = dict(environ)
+    for flag, variable in KEY_FLAGS.items():
+        value = command.given.get(flag)
+        if isinstance(value, str) and value and not env.get(variable):
+            env[variable] = value
+    return env
+
+
+def optionsArguments(command: Command) -> list[str]:
+    """
+    The command line for L{Options}: the given flags less the keys (which
+    reach it through their variables), with upstream's algorithm lists for
+    those left out or empty.
+    """
+    values = {name: value for name, value in command.given.items() if name not in KEY_FLAGS}
+    for name, default in UPSTREAM_ALGORITHMS.items():
+        if not values.get(name):
+            values[name] = default
+    return twistedArguments(ParsedFlags(values, []))
+
+
+def readOptions(command: Command, environ: MutableMapping[str, str]) -> Options:
+    """
+    L{Options} for C{command}; keys still on the command line (only when the
+    re-exec did not happen) go through their variables as a re-exec would
+    have carried them.
+
+    @raise usage.UsageError: a refusal; its C{__cause__} is the settings'.
+    """
+    carried = reexecEnvironment(command, environ)
+    for variable in KEY_FLAGS.values():
+        if carried.get(variable):
+            environ[variable] = carried[variable]
+    options = Options()
+    options.parseOptions(optionsArguments(command))
+    return options
+
+
+class DropInService(Service):
+    """
+    The daemon and, with C{-debugAddr}, its debug server: listens on both,
+    then logs C{sshd.started}; a listener that fails is logged as upstream's
+    C{sshd.exited-with-failure} and C{failed} is called.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[tuple[Any, Any]],
+        failed: Callable[[Failure], object],
+    ) -> None:
+        self._listeners = listeners
+        self._failed = failed
+        self._ports: list[Any] = []
+        self._starting: Deferred[object] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._starting = self._listenAll()
+
+    def _listenAll(self) -> Deferred[object]:
+        listening: Deferred[Any] = succeed(None)
+        for endpoint, factory in self._listeners:
+            listening.addCallback(self._listenOn, endpoint, factory)
+            listening.addCallback(self._ports.append)
+
+        def started(_: object) -> None:
+            self._starting = None
+            _log.info("sshd started", lager="started", lager_data={})
+
+        def failed(reason: Failure) -> None:
+            self._starting = None
+            _log.error(
+                "sshd exited with failure: {error}",
+                error=reason.getErrorMessage(),
+                lager="exited-with-failure",
+                lager_data={"error": reason.getErrorMessage()},
+            )
+            self._failed(reason)
+
+        return listening.addCallbacks(started, failed)
+
+    @staticmethod
+    def _listenOn(_: object, endpoint: Any, factory: Any) -> Any:
+        return endpoint.listen(factory)
+
+    def stopService(self) -> Deferred[object]:
+        super().stopService()
+        if self._starting is not None:
+            self._starting.cancel()
+        ports, self._ports = self._ports, []
+        stopping = gatherResults([port.stopListening() for port in ports])
+
+        def exited(_: object) -> None:
+            _log.info("sshd exited", lager="exited", lager_data={})
+
+        return stopping.addCallback(exited)
+
+
+def logRefusal(error: usage.UsageError) -> None:
+    """
+    A refused setting as upstream logs it: its own event when upstream has
+    one, then C{configure-failed} with the message.
+    """
+    cause = error.__cause__
+    event = getattr(cause, "lager", "configure-failed")
+    message = str(error)
+    if event == "authorized-key-required":
+        _log.error("{message}", message=message, lager=event, lager_data={})
+    elif event != "configure-failed":
+        _log.error("{message}", message=message, lager=event, lager_data={"error": message})
+    _log.error(
+        "{message}", message=message, lager="configure-failed", lager_data={"error": message}
+    )
+
+
+def _lineWriter(stream: TextIO) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        stream.write(line)
+        stream.flush()
+
+    return write
+
+
+def run(
+    arguments: Sequence[str],
+    program: str,
+    environ: MutableMapping[str, str],
+    stdout: TextIO,
+    stderr: TextIO,
+    reactor: Any,
+) -> int:
+    """
+    The whole life of the daemon; the exit code.
+    """
+    try:
+        command = parseCommand(arguments, program)
+    except UsageExit as e:
+        stderr.write(e.message)
+        return e.code
+    observer = LagerObserver(_lineWriter(stdout), SOURCE, timeFormat="unix-epoch")
+    observer.setLevel(str(command.given.get("logLevel", "info")))
+    if command.given.get("timeFormat") in ("rfc3339", "1"):
+        observer.timeFormat = "rfc3339"
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    if command.keysOnCommandLine and not environ.get(secretargs.REEXEC_MARK):
+        try:
+            secretargs.reexec(
+                [*secretargs.programPrefix(), *reexecArguments(command)],
+                reexecEnvironment(command, environ),
+            )
+        except OSError as e:
+            _log.error("{error}", error=str(e), lager="failed-exec", lager_data={"error": str(e)})
+            return 1
+    try:
+        options = readOptions(command, environ)
+    except usage.UsageError as e:
+        if isinstance(e.__cause__, ValueError):
+            logRefusal(e)
+            return 1
+        stderr.write(f"{e}\n{usageText(program, command.flags)}")
+        return 2
+    settings = options["settings"]
+    listeners = [makeListener(settings, reactor)]
+    if settings.debugAddress is not None:
+        from diegossh.addresses import serverEndpoint
+        from diegossh.sshd.debugserver import debugSite
+
+        listeners.insert(
+            0, (serverEndpoint(reactor, settings.debugAddress), debugSite(observer.setLevel))
+        )
+    exitCode = [0]
+
+    def failed(reason: Failure) -> None:
+        exitCode[0] = 1
+        reactor.stop()
+
+    service = DropInService(listeners, failed)
+    reactor.callWhenRunning(service.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+    return exitCode[0]
+
+
+def main() -> NoReturn:
+    """
+    The console script's entry point.
+    """
+    from twisted.internet import reactor
+
+    sys.exit(run(sys.argv[1:], sys.argv[0], os.environ, sys.stdout, sys.stderr, reactor))
+
+
+if __name__ == "__main__":
+    main()
