@@ -199,3 +199,34 @@ def test_the_rendered_example_is_known_key_for_key() -> None:
     values = loadConfigFile(str(example))
     assert values["debugAddr"] == "127.0.0.1:17016" and values["logLevel"] == "info"
     assert values["loggregator"]["loggregator_use_v2_api"] is True
+
+
+def test_the_ssh_proxy_script_defaults_to_upstreams_pinned_lists(tmp_path: Path) -> None:
+    """
+    C{ssh-proxy} replaces upstream's binary, so a list neither given nor in
+    the config file (or given empty, as the BOSH job renders an unset
+    property) is the pinned diego-ssh's, chacha20 first; twistd keeps ours;
+    a list the file gives wins over both.
+    """
+    from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS, AlgorithmPolicy
+
+    table = tmp_path / "lrps.json"
+    table.write_text('{"lrps": []}')
+    config = tmp_path / "ssh_proxy.json"
+    config.write_text(json.dumps({"allowed_ciphers": "", "allowed_macs": "hmac-sha2-256"}))
+    base = ("--enableDiegoAuth", "--diegoCredentials=x", f"--lrpDirectory={table}")
+
+    def policy(defaults: dict[str, str], *args: str) -> AlgorithmPolicy:
+        o = Options()
+        o.algorithmDefaults = defaults
+        o.parseOptions([*base, *args])
+        return o["settings"].policy  # type: ignore[no-any-return]
+
+    script = policy(PINNED_UPSTREAM_DEFAULTS, f"--config={config}")
+    assert ",".join(script.ciphers) == PINNED_UPSTREAM_DEFAULTS["allowedCiphers"]
+    assert script.ciphers[0] == "chacha20-poly1305@openssh.com"
+    assert script.macs == ("hmac-sha2-256",)  # the file's
+    assert ",".join(script.keyExchanges) == PINNED_UPSTREAM_DEFAULTS["allowedKeyExchanges"]
+    assert policy({}, f"--config={config}").ciphers == AlgorithmPolicy.fromOptions().ciphers
+    given = policy(PINNED_UPSTREAM_DEFAULTS, "--allowedCiphers=aes256-ctr")
+    assert given.ciphers == ("aes256-ctr",)

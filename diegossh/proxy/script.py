@@ -39,6 +39,7 @@ from twisted.python import usage
 from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArguments
 from diegossh.lager import LEVELS, LagerObserver, parseLogLevel, parseTimeFormat
 from diegossh.proxy import tap
+from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
 
 __all__ = ["BOOLEAN_FLAGS", "FATAL", "VALUE_FLAGS", "main", "run"]
 
@@ -152,6 +153,7 @@ def run(reactor: Any, argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> in
         stderr.flush()
         return 2
     options = tap.Options()
+    options.algorithmDefaults = PINNED_UPSTREAM_DEFAULTS  # the binary this replaces
     try:
         options.parseOptions(twistedArguments(parsed))
     except usage.UsageError as e:

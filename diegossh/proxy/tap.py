@@ -83,6 +83,10 @@ class Options(usage.Options):
         """Enable an auth realm by name (repeatable)."""
         self["realms"].append(name)
 
+    # Algorithm lists (by flag) for those neither given nor in the config file:
+    # the ssh-proxy script sets upstream's pinned ones; twistd keeps ours.
+    algorithmDefaults: dict[str, str] = {}
+
     def postOptions(self) -> None:
         secretargs.moveOffCommandLine("diego-ssh-proxy", _SECRETS, self.longOpt)
         self.update(secretargs.takeMoved(_SECRETS))
@@ -92,6 +96,9 @@ class Options(usage.Options):
             for variable in proxyConfig.secretEnvironment(_SECRETS):
                 os.environ.pop(variable, None)  # read once; no child inherits it
             raw = proxyConfig.merge(given, self["config"], _SETTINGS, environment)
+            for flag, default in self.algorithmDefaults.items():
+                if not raw.get(flag):
+                    raw[flag] = default
             proxyConfig.resolveSecrets(raw, given, environment, _SECRETS)
             for flag in _SECRETS:
                 self[flag] = raw[flag]  # what a worker gets on its stdin

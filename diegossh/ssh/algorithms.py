@@ -64,6 +64,16 @@ SERVER_ONLY_HOST_KEY_ALGORITHMS: frozenset[str] = frozenset({"ssh-rsa"})
 DEFAULT_CIPHERS = "aes128-gcm@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr"
 DEFAULT_MACS = "hmac-sha2-256-etm@openssh.com,hmac-sha2-256"
 DEFAULT_KEY_EXCHANGES = "curve25519-sha256@libssh.org,curve25519-sha256"
+# The lists of the diego-ssh that diego-release pins (e96542ec; ssh-proxy's and
+# diego-sshd's main.go alike), for the upstream-named executables (ssh-proxy,
+# diego-sshd), which replace those binaries: by flag name, used when a list is
+# left out or empty. twistd keeps the defaults above (docs/algorithms.md).
+PINNED_UPSTREAM_DEFAULTS: dict[str, str] = {
+    "allowedCiphers": "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,"
+    "aes256-ctr,aes192-ctr,aes128-ctr",
+    "allowedMACs": "hmac-sha2-256-etm@openssh.com,hmac-sha2-256",
+    "allowedKeyExchanges": "curve25519-sha256@libssh.org",
+}
 # Upstream's servers (Go's x/crypto) offer every signature algorithm their host
 # key can make, ssh-rsa included: so do ours (docs/algorithms.md).
 DEFAULT_HOST_KEY_ALGORITHMS = ",".join(HOST_KEY_ALGORITHMS)

@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from diegossh import secretargs
 from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArguments
 from diegossh.lager import LagerObserver
+from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
 from diegossh.sshd.environment import KEY_VARIABLES
 from diegossh.sshd.tap import Options, makeListener
 
@@ -52,12 +53,7 @@ _log = Logger()
 SOURCE = "sshd"
 
 # cmd/sshd/main.go at e96542ec, the diego-ssh that diego-release pins
-UPSTREAM_ALGORITHMS = {
-    "allowedCiphers": "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,"
-    "aes256-ctr,aes192-ctr,aes128-ctr",
-    "allowedMACs": "hmac-sha2-256-etm@openssh.com,hmac-sha2-256",
-    "allowedKeyExchanges": "curve25519-sha256@libssh.org",
-}
+UPSTREAM_ALGORITHMS = PINNED_UPSTREAM_DEFAULTS
 
 # flag -> the variable upstream moves it into, which wins when the caller sets it
 KEY_FLAGS = dict(zip(("hostKey", "authorizedKey"), KEY_VARIABLES, strict=True))
