@@ -7,7 +7,6 @@ command line, upstream's algorithm lists, lager lines, refusals and exit codes.
 from __future__ import annotations
 
 import functools
-import io
 import json
 import os
 import signal
@@ -26,11 +25,9 @@ from twisted.conch.ssh import keys
 from twisted.internet.defer import fail, succeed
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.test.requesthelper import DummyRequest
 
 from diegossh import secretargs
 from diegossh.sshd import script
-from diegossh.sshd.debugserver import debugSite
 from diegossh.sshd.settings import Refused
 from tests.support.daemon import freePort, waitForPort
 from tests.support.eventually import eventuallyBlocking
@@ -298,21 +295,6 @@ def test_a_listener_that_fails_is_exited_with_failure(events: list[dict[str, Any
     service.startService()
     assert lagerEvents(events) == [("exited-with-failure", {"error": "address in use"})]
     assert len(failures) == 1
-
-
-@pytest.mark.parametrize(
-    ("body", "level"),
-    [(b"debug", "debug"), (b"INFO", "info"), (b"e", "error"), (b"3", "fatal"), (b"loud", None)],
-)
-def test_debug_server_log_level(body: bytes, level: str | None) -> None:
-    levels: list[str] = []
-    site = debugSite(levels.append)
-    request = DummyRequest([b"log-level"])
-    request.method = b"POST"
-    request.content = io.BytesIO(body)
-    resource = site.getResourceFor(request)
-    assert resource.render(request) == b""
-    assert levels == ([level] if level else [])
 
 
 # -- the installed console script, with OpenSSH

@@ -22,11 +22,11 @@ from twisted.python import usage
 
 from diegossh import secretargs
 from diegossh.addresses import serverEndpoint
+from diegossh.debugserver import RecordedLevel, debugService
 from diegossh.interfaces import IKeyRealm
 from diegossh.proxy import accesslog, workers
 from diegossh.proxy import config as proxyConfig
 from diegossh.proxy.backend import connectBackend
-from diegossh.proxy.debugserver import RecordedLevel, debugService
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher

@@ -411,11 +411,9 @@ def run(
     listeners = [makeListener(settings, reactor)]
     if settings.debugAddress is not None:
         from diegossh.addresses import serverEndpoint
-        from diegossh.sshd.debugserver import debugSite
+        from diegossh.debugserver import debugSite
 
-        listeners.insert(
-            0, (serverEndpoint(reactor, settings.debugAddress), debugSite(observer.setLevel))
-        )
+        listeners.insert(0, (serverEndpoint(reactor, settings.debugAddress), debugSite(observer)))
     exitCode = [0]
 
     def failed(reason: Failure) -> None:

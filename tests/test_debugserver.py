@@ -1,5 +1,5 @@
 """
-The debug listener (L{diegossh.proxy.debugserver}): upstream's
+The debug listener (L{diegossh.debugserver}), the proxy's and the daemon's: upstream's
 C{POST /log-level} in memory (treq's C{StubTreq}, no sockets), its
 refusals, and the rest of the tree left for C{/metrics}.
 """
@@ -14,8 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
+from diegossh.debugserver import MAX_BODY, RecordedLevel, debugSite
 from diegossh.lager import LagerObserver
-from diegossh.proxy.debugserver import MAX_BODY, RecordedLevel, debugSite
 
 
 def settled(client: StubTreq, deferred: Deferred[Any]) -> Any:

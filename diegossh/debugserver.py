@@ -1,11 +1,12 @@
-# -*- test-case-name: tests.test_proxy_debugserver -*-
+# -*- test-case-name: tests.test_debugserver, tests.test_sshd_dropin -*-
 """
-The debug listener upstream's components serve at C{debug_address}
-(C{code.cloudfoundry.org/debugserver}), as far as operators use it on the
-proxy: C{POST /log-level} with the level as the body (C{debug}, C{info},
-C{warn}, C{error}, C{fatal}, or their initials or numbers C{0}-C{4}, any
-case) changes what the proxy logs from then on; anything else on that path
-is a C{400} with upstream's reason, and the same texts.
+The debug listener upstream's components serve
+(C{code.cloudfoundry.org/debugserver}), as far as operators use it, for the
+proxy (C{debug_address}) and the daemon (C{-debugAddr}) alike:
+C{POST /log-level} with the level as the body (C{debug}, C{info}, C{warn},
+C{error}, C{fatal}, or their initials or numbers C{0}-C{4}, any case)
+changes what the program logs from then on; anything else on that path is
+a C{400} with upstream's reason, and the same texts.
 
 Upstream also serves Go's pprof pages there (C{/debug/pprof/...}), which
 have no Python meaning and are not served (C{404}). The root resource takes
