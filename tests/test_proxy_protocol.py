@@ -235,7 +235,7 @@ def test_v1_works_too(stack: Stack) -> None:
 def test_a_balancer_without_a_good_header_is_closed_free(stack: Stack, data: bytes) -> None:
     protocol, transport = stack.connect(BALANCER)
     protocol.dataReceived(data)
-    assert transport.disconnected
+    assert transport.disconnecting
     assert transport.value() == b""
     assert protocol.wrappedProtocol is None
     stack.lose(protocol)
@@ -248,9 +248,9 @@ def test_a_stalled_balancer_is_closed_after_the_timeout(stack: Stack) -> None:
     protocol, transport = stack.connect(BALANCER)
     protocol.dataReceived(b"PROXY TCP4 ")
     stack.clock.advance(HEADER_TIMEOUT - 0.1)
-    assert not transport.disconnected
+    assert not transport.disconnecting
     stack.clock.advance(0.1)
-    assert transport.disconnected
+    assert transport.disconnecting
     stack.lose(protocol)
     assert stack.factory.pending == 0
     assert stack.clock.getDelayedCalls() == []
@@ -297,12 +297,12 @@ def test_admission_judges_the_client_not_the_balancer(stack: Stack) -> None:
     assert stack.admission.tables[4].remaining(CLIENT) > 0
     protocol, transport = stack.connect(BALANCER)
     protocol.dataReceived(v2())
-    assert transport.disconnected and protocol.wrappedProtocol is None
+    assert transport.disconnecting and protocol.wrappedProtocol is None
     assert transport.value() == b""
     stack.lose(protocol)
     other, transport = stack.connect(BALANCER)
     other.dataReceived(v2("192.0.2.50"))
-    assert other.wrappedProtocol is not None and not transport.disconnected
+    assert other.wrappedProtocol is not None and not transport.disconnecting
     stack.lose(other)
     assert stack.accrued(BALANCER) == 0.0
 
@@ -326,10 +326,13 @@ def test_a_direct_client_proceeds_as_itself(stack: Stack) -> None:
 def test_a_header_from_elsewhere_is_refused_and_charged(stack: Stack, header: bytes) -> None:
     protocol, transport = stack.connect(STRANGER)
     protocol.dataReceived(header[:3])
-    assert not transport.disconnected
+    assert not transport.disconnecting
     protocol.dataReceived(header[3:])
-    assert transport.disconnected
-    assert protocol.wrappedProtocol.peerAddress == f"{STRANGER}:40000"
+    assert transport.disconnecting
+    server = protocol.wrappedProtocol
+    assert server.peerAddress == f"{STRANGER}:40000"
+    protocol.dataReceived(BANNER)  # read no more
+    assert not server.gotVersion
     stack.lose(protocol)
     assert stack.accrued(STRANGER) == 10.0  # protocol
     assert stack.accrued(CLIENT) == 0.0

@@ -217,6 +217,7 @@ class ProxyProtocolWrapper(policies.ProtocolWrapper):
         self.clientAddress: Any = None
         self._buffer = b""
         self._watching = True
+        self._refused = False
         self._timer: Any = None
 
     def makeConnection(self, transport: Any) -> None:
@@ -241,14 +242,19 @@ class ProxyProtocolWrapper(policies.ProtocolWrapper):
             why=why,
         )
         self._watching = False
+        self._refused = True
         self._buffer = b""
-        self.transport.abortConnection()
+        # closed, not aborted: a direct client was greeted already, and what
+        # was sent goes before the FIN (nothing is read from it any more)
+        self.transport.loseConnection()
 
     def _timedOut(self) -> None:
         self._stopWaiting()
         self._refuse(f"no PROXY header within {self.factory.timeout:g}s")
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
         if not self._watching:
             if self.wrappedProtocol is not None:
                 self.wrappedProtocol.dataReceived(data)
@@ -297,7 +303,7 @@ class ProxyProtocolWrapper(policies.ProtocolWrapper):
                 client=_describe(source),
                 peer=_describe(self.peer),
             )
-            self.transport.abortConnection()
+            self.transport.loseConnection()
             return
         self.wrappedProtocol = protocol
         protocol.makeConnection(self)
