@@ -292,6 +292,7 @@ class ProxyProtocolWrapper(policies.ProtocolWrapper):
         self._watching = False
         self._buffer = b""
         if header.local:
+            log.debug("a health check (PROXY LOCAL) from {peer}", peer=_describe(self.peer))
             source: Any = BalancerAddress(self.peer)
         else:
             source = header.source or self.peer
