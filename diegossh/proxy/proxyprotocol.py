@@ -50,6 +50,7 @@ from zope.interface import directlyProvides, providedBy
 
 from diegossh.addresses import BalancerAddress
 from diegossh.ssh.admission import parseExemptList
+from diegossh.ssh.transport import _widenSocketIO
 
 log = Logger()
 
@@ -222,6 +223,9 @@ class ProxyProtocolWrapper(policies.ProtocolWrapper):
 
     def makeConnection(self, transport: Any) -> None:
         directlyProvides(self, providedBy(transport))
+        # the SSH transport widens its socket's reads and writes only when
+        # it is the socket's protocol: do it for it here
+        _widenSocketIO(transport)
         Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
         if self.wrappedProtocol is not None:
