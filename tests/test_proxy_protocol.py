@@ -272,10 +272,18 @@ def test_waiting_connections_are_bounded() -> None:
         world.stop()
 
 
-def test_health_checks_cost_nothing(stack: Stack) -> None:
+@pytest.mark.parametrize(
+    "check",
+    [
+        v2local(),
+        b"PROXY UNKNOWN\r\n",
+        V2_SIGNATURE + bytes([0x21, 0x00]) + struct.pack("!H", 0),  # PROXY, UNSPEC
+    ],
+)
+def test_health_checks_cost_nothing(stack: Stack, check: bytes) -> None:
     for _ in range(40):
         protocol, transport = stack.connect(BALANCER)
-        protocol.dataReceived(v2local())
+        protocol.dataReceived(check)
         server = protocol.wrappedProtocol
         assert transport.value().startswith(b"SSH-2.0-")
         assert isinstance(server.sourceAddress, BalancerAddress)

@@ -16,9 +16,11 @@ The rules (docs/operations.md):
     most C{maxPending} connections wait for their header at once (beyond
     that, new ones from the balancers are closed at accept), so the waiting
     room has the same kind of bound as the unauthenticated connections.
-  - A v2 C{LOCAL} header (the balancer's own health check) is served as a
-    connection from the balancer itself, exempt from penalties and the
-    per-source limit (L{diegossh.addresses.BalancerAddress}).
+  - A header with no client address (v2 C{LOCAL}: the balancer's own health
+    check; v1 C{UNKNOWN}, which HAProxy's v1 health checks send, and v2
+    C{UNSPEC}) is served as a connection from the balancer itself, exempt
+    from penalties and the per-source limit
+    (L{diegossh.addresses.BalancerAddress}).
   - A connection from anywhere else is a direct client, admitted at accept by
     its socket address as without this option; if it starts with a PROXY
     header, it is closed and charged C{protocol}: nobody else's header is
@@ -28,8 +30,9 @@ Twisted's parsers (L{twisted.protocols.haproxy}) read the header once it is
 complete; the framing around them is ours, because Twisted's wrapper closes a
 connection whose first read is shorter than 16 bytes, reads a v2 header of any
 length its 16-bit length field claims (64 KiB), accepts a v1 line longer than
-107 bytes when it arrives in one read, lets a non-numeric v1 port raise, has
-no timeout and no notion of trusted sources.
+107 bytes when it arrives in one read, lets a non-numeric v1 port raise,
+refuses the bare C{PROXY UNKNOWN} line the specification allows, has no
+timeout and no notion of trusted sources.
 """
 
 from __future__ import annotations
@@ -165,6 +168,8 @@ def parseHeader(buffer: bytes) -> Header | None:
                 raise BadHeader(f"v1 header longer than {V1_MAX} bytes")
             return None
         line, rest = buffer[:end], buffer[end + 2 :]
+        if line == b"PROXY UNKNOWN" or line.startswith(b"PROXY UNKNOWN "):
+            return Header(None, False, rest)  # Twisted's parser refuses the first
         try:
             info = V1Parser.parse(line)
             return Header(_checkedSource(info.source), False, rest)
@@ -295,7 +300,8 @@ class ProxyProtocolWrapper(policies.ProtocolWrapper):
         self._stopWaiting()
         self._watching = False
         self._buffer = b""
-        if header.local:
+        if header.source is None:
+            # v2 LOCAL, or v1 UNKNOWN / v2 UNSPEC (HAProxy's v1 health checks)
             log.debug("a health check (PROXY LOCAL) from {peer}", peer=_describe(self.peer))
             source: Any = BalancerAddress(self.peer)
         else:
