@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := openssh-client openssh-server rsync sshpass golang-go golang-golang-x-crypto-dev
+APT_PACKAGES := openssh-client openssh-server rsync sshpass golang-go golang-golang-x-crypto-dev haproxy
 # Debian packages Go sources here; the Go client test (tests/test_go_client.py) builds offline from it.
 GO_X_CRYPTO := /usr/share/gocode/src/golang.org/x/crypto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 system-deps:
 	@missing=""; \
-	for p in ssh:openssh-client sshd:openssh-server rsync:rsync sshpass:sshpass go:golang-go; do \
+	for p in ssh:openssh-client sshd:openssh-server rsync:rsync sshpass:sshpass go:golang-go haproxy:haproxy; do \
 	  bin=$${p%%:*}; pkg=$${p##*:}; \
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; \
 	done; \

@@ -2,11 +2,13 @@
 """
 Listen addresses as diego-ssh writes them: C{host:port}, C{:port} for every
 interface, C{[v6]:port}; and which client address a connection counts as
-(L{clientAddress}).
+(L{clientAddress}), and the load balancer's own connections
+(L{BalancerAddress}).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -42,6 +44,39 @@ def serverEndpoint(reactor: Any, text: str, backlog: int = 511) -> Any:
     return TCP4ServerEndpoint(reactor, port, backlog=backlog, interface=host or "0.0.0.0")  # noqa: S104
 
 
+@dataclass(frozen=True, slots=True)
+class BalancerAddress:
+    """
+    A trusted load balancer's own connection (a PROXY protocol v2 C{LOCAL}
+    header: its health check), as the address a connection counts as: the
+    balancer's, exempt from per-source limits and penalties, which would
+    otherwise charge every health check to the address all users share
+    (L{diegossh.proxy.proxyprotocol}).
+    """
+
+    address: Any
+
+    @property
+    def type(self) -> str:
+        return str(getattr(self.address, "type", "TCP"))
+
+    @property
+    def host(self) -> Any:
+        return getattr(self.address, "host", None)
+
+    @property
+    def port(self) -> Any:
+        return getattr(self.address, "port", None)
+
+
+def isBalancer(transport: Any) -> bool:
+    """
+    Whether a server transport is a load balancer's own connection
+    (L{BalancerAddress}).
+    """
+    return isinstance(getattr(transport, "sourceAddress", None), BalancerAddress)
+
+
 def clientAddress(transport: Any) -> str:
     """
     The address a connection counts as, for admission and penalties: the one
@@ -49,8 +84,10 @@ def clientAddress(transport: Any) -> str:
 
     A server transport's C{sourceAddress} (an L{IAddress} with a C{host}),
     when set, wins: the listening side sets it at accept, before the
-    connection has a socket transport, and a load balancer's client address
-    (PROXY protocol, later) is to replace it there. Otherwise the socket's
+    connection has a socket transport; with the PROXY protocol, it is the
+    client address the trusted balancer's header gave (the listening factory
+    is asked for the connection once the header has arrived:
+    L{diegossh.proxy.proxyprotocol}). Otherwise the socket's
     peer. IPv4-mapped IPv6 addresses (a dual-stack listener) count as IPv4.
     C{"?"} when nothing is known.
     """

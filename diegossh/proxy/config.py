@@ -66,6 +66,9 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
         "max-sources4:65536 max-sources6:65536",
     ),
     "perSourcePenaltyExemptList": ("per_source_penalty_exempt_list", "str", None),
+    # Behind a load balancer (docs/operations.md): off, as upstream has none
+    "proxyProtocol": ("proxy_protocol", "bool", False),
+    "proxyProtocolTrusted": ("proxy_protocol_trusted", "str", None),
     # diego-logging-client's object (docs/loggregator.md); as a flag, JSON text
     "loggregator": ("loggregator", "object", None),
     # What the BOSH job's template renders besides (lager's and debugserver's

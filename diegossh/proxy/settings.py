@@ -27,6 +27,7 @@ from diegossh import lager
 from diegossh.addresses import parseAddress
 from diegossh.proxy.config import deprecatedGiven
 from diegossh.proxy.loggregator.settings import LoggregatorSettings, parseLoggregator
+from diegossh.proxy.proxyprotocol import ProxyProtocolSettings
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.flags import algorithmPolicy, checkHostKey, named
@@ -139,6 +140,8 @@ class ProxySettings:
     deprecated: tuple[str, ...] = ()
     # Loggregator v2 (docs/loggregator.md); None: off, as upstream by default
     loggregator: LoggregatorSettings | None = None
+    # The PROXY protocol on the SSH listener (docs/operations.md); None: off
+    proxyProtocol: ProxyProtocolSettings | None = None
 
     @property
     def usesDirectory(self) -> bool:
@@ -267,6 +270,9 @@ def parseSettings(
         raw["perSourcePenaltyExemptList"],
         admission.DEFAULT_PENALTIES,
     )
+    proxyProtocol = ProxyProtocolSettings.parse(
+        bool(raw.get("proxyProtocol")), _text(raw, "proxyProtocolTrusted")
+    )
     lrpDirectory = _text(raw, "lrpDirectory")
     bbsAddress = _text(raw, "bbsAddress")
     needsDirectory = any(getattr(each.plugin, "usesDirectory", True) for each in realms)
@@ -337,4 +343,5 @@ def parseSettings(
         debugAddress=debugAddress,
         deprecated=tuple(deprecatedGiven(dict(raw)).values()),
         loggregator=loggregator,
+        proxyProtocol=proxyProtocol,
     )

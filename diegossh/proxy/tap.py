@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_config,tests.test_proxy_settings -*-
+# -*- test-case-name: tests.test_proxy_settings,tests.test_proxy_protocol -*-
 """
 C{twistd diego-ssh-proxy}: options and service assembly.
 
@@ -232,7 +232,14 @@ def makeService(config: Options) -> IService:
     factory.maxAuthTries = settings.maxAuthTries
     limited = admission.fromSettings(factory, reactor, settings.admission)
     live = LiveConnections(limited.admission, reactor)
-    listening = admission.AdmittingFactory(factory, live)
+    listening: Any = admission.AdmittingFactory(factory, live)
+    if settings.proxyProtocol is not None:
+        from diegossh.proxy.proxyprotocol import ProxyProtocolFactory
+
+        # admission asked once each balancer's header has given the client
+        listening = ProxyProtocolFactory(
+            listening, settings.proxyProtocol, reactor, settings.admission.maxStartups.full
+        )
     # Started in this order, stopped in the reverse one, each stop awaited
     # (diegossh.proxy.shutdown): the access log is the last to go.
     top = StopInOrder()

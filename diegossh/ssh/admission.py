@@ -35,7 +35,8 @@ How this differs from OpenSSH:
     still count towards C{MaxStartups}.
   - A source is the address L{diegossh.addresses.clientAddress} gives, grouped
     as IPv4 /32 and IPv6 /64 (OpenSSH's C{PerSourceNetBlockSize} is 32:128;
-    a /64 is what one IPv6 host can draw addresses from).
+    a /64 is what one IPv6 host can draw addresses from). A load balancer's
+    own connection (its PROXY v2 health check) is exempt like the exempt list.
 
 A refused connection is closed by L{AdmittingFactory} before any byte is
 sent, with no key exchange. Each process keeps its own tables (with
@@ -57,7 +58,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from diegossh.addresses import clientAddress
+from diegossh.addresses import clientAddress, isBalancer
 from diegossh.interfaces import IAdmission
 
 log = Logger()
@@ -437,7 +438,7 @@ class Admission:
     def _classify(self, transport: Any) -> _Connection:
         host = clientAddress(transport)
         family, source = sourceOf(host)
-        return _Connection(family, source, self._isExempt(host))
+        return _Connection(family, source, isBalancer(transport) or self._isExempt(host))
 
     # -- IAdmission
 
