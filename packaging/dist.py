@@ -61,6 +61,8 @@ EXCLUDES = [
     "hypothesis",
     "asyncssh",
     "IPython",
+    "readline",
+    "curses",
     "pkg_resources",
     "setuptools",
     "distutils",
@@ -92,8 +94,10 @@ def build(output: Path) -> Path:
         subprocess.run(command, check=True, cwd=ROOT, env=env)
         frozen = workDir / "dist" / "diego-sshd"
         static = workDir / "diego-sshd.static"
+        # Uncompressed: xz-unpacking the bundle cost ~250 ms at every start
+        # for 2.5 MB less file, and the lifecycle bundle is compressed anyway.
         subprocess.run(
-            [sys.executable, "-m", "staticx", "--strip", str(frozen), str(static)],
+            [sys.executable, "-m", "staticx", "--strip", "--no-compress", str(frozen), str(static)],
             check=True,
             env=env,
         )
