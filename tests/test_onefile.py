@@ -151,6 +151,8 @@ def artifact() -> Path:
     return cached
 
 
+@pytest.mark.slow
+@pytest.mark.interop
 def test_artifactIsStatic(artifact: Path) -> None:
     """
     The file needs no loader and no libraries from the root file system.
