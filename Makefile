@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := openssh-client openssh-server rsync sshpass golang-go golang-golang-x-crypto-dev haproxy
+APT_PACKAGES := openssh-client openssh-server rsync sshpass golang-go golang-golang-x-crypto-dev haproxy busybox-static
 # Debian packages Go sources here; the Go client test (tests/test_go_client.py) builds offline from it.
 GO_X_CRYPTO := /usr/share/gocode/src/golang.org/x/crypto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit suite bench system-deps clean
+.PHONY: demo test lint typecheck unit suite bench system-deps clean dist
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,7 @@ system-deps:
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; \
 	done; \
 	[ -d $(GO_X_CRYPTO) ] || missing="$$missing golang-golang-x-crypto-dev"; \
+	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -51,6 +52,12 @@ suite: system-deps $(STAMP)
 	$(VENV)/bin/pytest -q
 
 test: system-deps $(STAMP) lint typecheck suite
+
+# dist/diego-sshd: the daemon as one static executable (docs/dist.md). The one-file
+# test (tests/test_onefile.py, slow) builds its own copy unless this one is fresh.
+dist: $(STAMP)
+	$(PY) -m pip install -q -e '.[dist]'
+	$(PY) packaging/dist.py dist/diego-sshd
 
 bench: system-deps $(STAMP)
 	$(PY) -m bench

@@ -46,6 +46,7 @@ from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArgume
 from diegossh.lager import LagerObserver
 from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
 from diegossh.sshd.environment import KEY_VARIABLES
+from diegossh.sshd.onefile import restoreCallerEnvironment
 from diegossh.sshd.tap import Options, makeListener
 
 _log = Logger()
@@ -399,6 +400,7 @@ def run(
         except OSError as e:
             _log.error("{error}", error=str(e), lager="failed-exec", lager_data={"error": str(e)})
             return 1
+    restoreCallerEnvironment(environ)
     try:
         options = readOptions(command, environ)
     except usage.UsageError as e:

@@ -269,7 +269,7 @@ class SessionChannel(BufferedChannel):
             return 0
         shell = self.config.shell
         # A login shell, as sshd starts one: argv[0] begins with '-'.
-        return self._startProcess([shell, "-" + os.path.basename(shell)], executable=shell)
+        return self._startProcess(["-" + os.path.basename(shell)], executable=shell)
 
     def request_subsystem(self, data: bytes) -> int:
         try:
