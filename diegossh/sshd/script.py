@@ -46,7 +46,7 @@ from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArgume
 from diegossh.lager import LagerObserver
 from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
 from diegossh.sshd.environment import KEY_VARIABLES
-from diegossh.sshd.tap import Options, makeListener
+from diegossh.sshd.options import Options
 
 _log = Logger()
 
@@ -375,10 +375,11 @@ def run(
     environ: MutableMapping[str, str],
     stdout: TextIO,
     stderr: TextIO,
-    reactor: Any,
+    reactor: Any = None,
 ) -> int:
     """
-    The whole life of the daemon; the exit code.
+    The whole life of the daemon; the exit code. Without a C{reactor}, the
+    global one, imported only once past the re-exec (issue 15).
     """
     try:
         command = parseCommand(arguments, program)
@@ -408,6 +409,11 @@ def run(
         stderr.write(f"{e}\n{usageText(program, command.flags)}")
         return 2
     settings = options["settings"]
+    if reactor is None:
+        from twisted.internet import reactor
+    # The SSH layer, once past the re-exec: the first process only reads flags.
+    from diegossh.sshd.tap import makeListener
+
     listeners = [makeListener(settings, reactor)]
     if settings.debugAddress is not None:
         from diegossh.addresses import serverEndpoint
@@ -427,13 +433,30 @@ def run(
     return exitCode[0]
 
 
+# Imported by Twisted's reactor and endpoints only when they can be, for TLS
+# the daemon never speaks: pyOpenSSL, and with it service_identity,
+# cryptography.x509 and more (about 8 MiB and 40 ms, issue 15).
+TLS_MODULES = ("OpenSSL",)
+
+
+def withoutTLS(modules: MutableMapping[str, Any] = sys.modules) -> None:
+    """
+    Make C{import OpenSSL} fail in this process, as it would were pyOpenSSL
+    not installed (a C{None} in C{sys.modules} is Python's documented way to
+    refuse an import): Twisted then builds its reactor without TLS. Only
+    before the reactor is imported, and only in the daemon's own process,
+    never in one that imported pyOpenSSL already.
+    """
+    for name in TLS_MODULES:
+        modules.setdefault(name, None)
+
+
 def main() -> NoReturn:
     """
     The console script's entry point.
     """
-    from twisted.internet import reactor
-
-    sys.exit(run(sys.argv[1:], sys.argv[0], os.environ, sys.stdout, sys.stderr, reactor))
+    withoutTLS()
+    sys.exit(run(sys.argv[1:], sys.argv[0], os.environ, sys.stdout, sys.stderr))
 
 
 if __name__ == "__main__":
