@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from diegossh.sshd import script
+from diegossh.ssh import admission
+from diegossh.sshd import optiontable, script
 from tests.support.daemon import freePort, waitForPort
 from tests.support.eventually import eventuallyBlocking
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
@@ -93,15 +94,21 @@ def test_the_check_sees_what_twisted_loads_unless_told_not_to() -> None:
     assert forbiddenAmong(refused) == []
 
 
-def test_importing_the_script_loads_no_reactor_and_no_ssh_layer() -> None:
+def test_the_script_reads_its_command_line_without_twisted() -> None:
     """
-    The console script reads its flags and re-executes itself before it
-    loads the SSH layer and the reactor; TLS is refused before the reactor.
+    The console script reads its flags and re-executes itself (keys off the
+    command line) before it imports Twisted: that first process is short.
     """
-    loaded = loadedModules("import diegossh.sshd.script")
-    assert "twisted.internet.reactor" not in loaded
-    assert "twisted.conch.ssh.transport" not in loaded
-    assert forbiddenAmong(loaded) == []
+    loaded = loadedModules(
+        "from diegossh.sshd import script\n"
+        "script.reexecArguments(script.parseCommand(['-hostKey=k', '-address=:2222']))"
+    )
+    assert [name for name in loaded if name.split(".")[0] in ("twisted", "cryptography")] == []
+
+
+def test_the_option_tables_defaults_are_admissions() -> None:
+    assert optiontable.DAEMON_MAX_STARTUPS == str(admission.MaxStartups(50, 30, 100))
+    assert optiontable.DAEMON_PENALTIES == str(admission.DAEMON_PENALTIES)
 
 
 @pytest.fixture
