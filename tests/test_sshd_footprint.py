@@ -28,6 +28,7 @@ from tests.support.openssh import BASE_OPTIONS
 # Never in the daemon's process: a module here, or one inside it.
 FORBIDDEN = (
     "OpenSSL",
+    "ssl",
     "service_identity",
     "twisted.internet.ssl",
     "twisted.web",
@@ -78,11 +79,11 @@ def loadedModules(code: str) -> list[str]:
 def test_without_tls_refuses_pyopenssl_and_keeps_what_is_loaded() -> None:
     modules: dict[str, object] = {}
     script.withoutTLS(modules)
-    assert modules == {"OpenSSL": None}
+    assert modules == {"OpenSSL": None, "ssl": None}
     loaded = object()
-    modules = {"OpenSSL": loaded}
+    modules = {"OpenSSL": loaded, "ssl": loaded}
     script.withoutTLS(modules)
-    assert modules == {"OpenSSL": loaded}
+    assert modules == {"OpenSSL": loaded, "ssl": loaded}
 
 
 def test_the_check_sees_what_twisted_loads_unless_told_not_to() -> None:

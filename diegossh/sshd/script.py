@@ -293,10 +293,12 @@ def run(
     return dropin.serve(command, program, environ, stdout, stderr, reactor)
 
 
-# Imported by Twisted's reactor and endpoints only when they can be, for TLS
-# the daemon never speaks: pyOpenSSL, and with it service_identity,
-# cryptography.x509 and more (about 8 MiB and 40 ms, issue 15).
-TLS_MODULES = ("OpenSSL",)
+# Imported only when they can be, for TLS the daemon never speaks: pyOpenSSL
+# by Twisted's reactor and endpoints (with it service_identity,
+# cryptography.x509 and more: about 4.5 MiB and 40 ms), and the standard
+# library's ssl by asyncio (which Twisted's Deferred imports) and urllib
+# (libssl: about 1.2 MiB) (issue 15).
+TLS_MODULES = ("OpenSSL", "ssl")
 
 
 def withoutTLS(modules: MutableMapping[str, Any] = sys.modules) -> None:
