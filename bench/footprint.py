@@ -246,6 +246,9 @@ def servers(tmp: Path) -> tuple[list[Server], list[Footprint]]:
     authorized = authorizedKeyLine(key("rsa"))
     hostKey = key("rsa").toString("openssh").decode()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "USER": "vcap"}
+    if os.environ.get("PYTHONPATH"):
+        # another checkout's daemon, e.g. the figures before a change (docs/performance.md)
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     ours = [
         Server("diego-sshd script", ccArgv([str(BIN / "diego-sshd")], hostKey, authorized),
                env, "vcap", identity),
