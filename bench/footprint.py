@@ -48,6 +48,7 @@ class Footprint:
     idleKiB: int | None = None
     loginKiB: int | None = None
     transferKiB: int | None = None
+    transferSeconds: float | None = None
     startSeconds: list[float] = field(default_factory=list)
     skipped: str | None = None
     error: str | None = None
@@ -164,7 +165,10 @@ def settle(pid: int, measure: Callable[[int], int]) -> int:
     return last
 
 
-def peakDuring(argv: Sequence[str], pid: int, measure: Callable[[int], int]) -> int:
+def peakDuring(argv: Sequence[str], pid: int, measure: Callable[[int], int]) -> tuple[int, float]:
+    """
+    The highest RSS while C{argv} runs, and its wall time.
+    """
     peak = [0]
     done = threading.Event()
 
@@ -178,6 +182,7 @@ def peakDuring(argv: Sequence[str], pid: int, measure: Callable[[int], int]) -> 
 
     sampler = threading.Thread(target=sample)
     sampler.start()
+    begin = time.perf_counter()
     try:
         subprocess.run(
             list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -186,7 +191,7 @@ def peakDuring(argv: Sequence[str], pid: int, measure: Callable[[int], int]) -> 
     finally:
         done.set()
         sampler.join()
-    return peak[0]
+    return peak[0], time.perf_counter() - begin
 
 
 def measureServer(server: Server, size: int, starts: int) -> Footprint:
@@ -203,7 +208,7 @@ def measureServer(server: Server, size: int, starts: int) -> Footprint:
             if login.returncode != 0:
                 raise RuntimeError(f"login failed: {login.stderr.decode(errors='replace')}")
             result.loginKiB = settle(proc.pid, server.measure)
-            result.transferKiB = peakDuring(
+            result.transferKiB, result.transferSeconds = peakDuring(
                 ssh(server, port, f"head -c {size} /dev/zero"), proc.pid, server.measure
             )
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
@@ -302,7 +307,7 @@ def measureFootprint(size: int = TRANSFER, starts: int = STARTS) -> list[Footpri
         for server in candidates:
             result = measureServer(server, size, starts)
             results.append(result)
-            print(f"  footprint {describe(result)}", flush=True)
+            print(f"  footprint {describe(result, size)}", flush=True)
         order = [s.name for s in candidates] + ["dist/diego-sshd", "stock sshd"]
         return sorted(results, key=lambda r: order.index(r.name))
     finally:
@@ -314,7 +319,13 @@ def mib(kib: int | None) -> str:
     return "-" if kib is None else f"{kib / 1024:.1f} MiB"
 
 
-def describe(result: Footprint) -> str:
+def rate(result: Footprint, size: int) -> str:
+    if not result.transferSeconds:
+        return "-"
+    return f"{size / result.transferSeconds / 1e6:.0f} MB/s"
+
+
+def describe(result: Footprint, size: int) -> str:
     if result.skipped:
         return f"{result.name}: skipped, {result.skipped}"
     if result.error:
@@ -322,6 +333,6 @@ def describe(result: Footprint) -> str:
     start = result.startMedian
     return (
         f"{result.name}: idle {mib(result.idleKiB)}, after a login {mib(result.loginKiB)}, "
-        f"during the transfer {mib(result.transferKiB)}, "
+        f"during the transfer {mib(result.transferKiB)} ({rate(result, size)}), "
         f"exec to accepting {1000 * (start or 0):.0f} ms"
     )

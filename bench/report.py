@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.footprint import Footprint, mib
+from bench.footprint import Footprint, mib, rate
 from bench.hostile import (
     ATTACKS,
     GROWTH_TARGET_MIB,
@@ -255,12 +255,12 @@ def _preloginTable(prelogin: PreloginResult) -> str:
     return table(["attack", "login ms", "proxy", "daemon", "the attacker's connections"], rows)
 
 
-def _footprintTable(footprint: list[Footprint]) -> str:
+def _footprintTable(footprint: list[Footprint], size: int) -> str:
     rows = []
     for f in footprint:
         if f.skipped or f.error:
             why = f"skipped: {f.skipped}" if f.skipped else f"failed: {f.error}"
-            rows.append([f.name, why, "", "", ""])
+            rows.append([f.name, why, "", "", "", ""])
             continue
         start = f.startMedian or 0.0
         spread = f"{1000 * min(f.startSeconds):.0f}-{1000 * max(f.startSeconds):.0f}"
@@ -270,10 +270,19 @@ def _footprintTable(footprint: list[Footprint]) -> str:
                 mib(f.idleKiB),
                 mib(f.loginKiB),
                 mib(f.transferKiB),
+                rate(f, size),
                 f"{1000 * start:.0f} ms ({spread})",
             ]
         )
-    return table(["server", "idle", "after a login", "during 1 GiB", "exec to accepting"], rows)
+    header = [
+        "server",
+        "idle",
+        "after a login",
+        "during the download",
+        "download",
+        "exec to accepting",
+    ]
+    return table(header, rows)
 
 
 def render(results: dict[str, Any]) -> str:
@@ -417,10 +426,11 @@ def render(results: dict[str, Any]) -> str:
     if footprint is not None:
         out.append(
             "Footprint (issue 15): VmRSS idle after start, after one `ssh ... true`, peak during "
-            "`head -c 1G /dev/zero`; exec to accepting, median of 5 (min-max); stock sshd counts "
-            "its listener and its per-connection sshd processes"
+            f"`head -c {results['size'] >> 20}M /dev/zero` (and its rate); exec to accepting, "
+            "median of 5 (min-max); stock sshd counts its listener and its per-connection sshd "
+            "processes"
         )
-        out += [_footprintTable(footprint), ""]
+        out += [_footprintTable(footprint, results["size"]), ""]
     rows = targets(results)
     if rows:
         out.append("Targets")

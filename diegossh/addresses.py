@@ -35,7 +35,7 @@ def serverEndpoint(reactor: Any, text: str, backlog: int = 511) -> Any:
     A listening endpoint for C{text}.
     """
     # Here, not at the top: twisted.internet.endpoints brings TLS and
-    # pyOpenSSL with it, which what only parses addresses (the daemon's
+    # pyOpenSSL with it, which code that only parses addresses (the daemon's
     # settings, admission) should not pay for (issue 15).
     from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 

@@ -293,21 +293,22 @@ def run(
     return dropin.serve(command, program, environ, stdout, stderr, reactor)
 
 
-# Imported only when they can be, for TLS the daemon never speaks: pyOpenSSL
-# by Twisted's reactor and endpoints (with it service_identity,
-# cryptography.x509 and more: about 4.5 MiB and 40 ms), and the standard
-# library's ssl by asyncio (which Twisted's Deferred imports) and urllib
-# (libssl: about 1.2 MiB) (issue 15).
-TLS_MODULES = ("OpenSSL", "ssl")
+# Imported only when they can be, for TLS the daemon never speaks: the
+# standard library's ssl, by asyncio (which Twisted's Deferred imports) and
+# urllib (libssl and the module: about 1.2 MiB) (issue 15). Not pyOpenSSL,
+# which Twisted's reactor takes the same way: refusing it saves 4.5 MiB but
+# the daemon then spent 25-45% more CPU per byte of a download here, for a
+# reason not found yet (docs/performance.md, "Footprint").
+TLS_MODULES = ("ssl",)
 
 
 def withoutTLS(modules: MutableMapping[str, Any] = sys.modules) -> None:
     """
-    Make C{import OpenSSL} fail in this process, as it would were pyOpenSSL
-    not installed (a C{None} in C{sys.modules} is Python's documented way to
-    refuse an import): Twisted then builds its reactor without TLS. Only
-    before the reactor is imported, and only in the daemon's own process,
-    never in one that imported pyOpenSSL already.
+    Make C{import ssl} (L{TLS_MODULES}) fail in this process, as it would
+    were Python built without it (a C{None} in C{sys.modules} is Python's
+    documented way to refuse an import); the modules that import it do so
+    only when they can. Only before Twisted is imported, and only in the
+    daemon's own process, never in one that imported it already.
     """
     for name in TLS_MODULES:
         modules.setdefault(name, None)
