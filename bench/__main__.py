@@ -5,6 +5,7 @@ OpenSSH on loopback. See docs/performance.md for the method and the results.
     python -m bench [--quick] [--size 1G] [--runs 3] [--only throughput,files,...]
     python -m bench hostile          # one section (or several) by name
     python -m bench prelogin         # before login: floods and guessers, < 2 minutes
+    python -m bench footprint        # the daemon's RSS and start-up beside stock sshd
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.footprint import measureFootprint
 from bench.hostile import hostileClients
 from bench.idle import idleSessions
 from bench.measure import (
@@ -46,9 +48,10 @@ SECTIONS = (
     "workers",
     "hostile",
     "prelogin",
+    "footprint",
 )
 # Sections with servers of their own, not measured on the shared world.
-OWN_SERVERS = {"hostile", "prelogin"}
+OWN_SERVERS = {"hostile", "prelogin", "footprint"}
 # The ordinary transfer timed alone and during each hostile client (bench/hostile.py).
 HOSTILE_SIZE = 256 << 20
 
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results: dict[str, Any] = {"size": args.size, "runs": args.runs, "quick": args.quick}
     size = args.size if args.sections - OWN_SERVERS else args.hostileSize
-    if args.sections != {"prelogin"}:  # which transfers nothing
+    if args.sections - {"prelogin", "footprint"}:  # which transfer nothing or their own
         print(
             f"diegossh bench: {size / (1 << 20):.0f} MiB per transfer, "
             f"{args.runs} run(s) per figure, loopback",
@@ -160,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if "prelogin" in args.sections:
         # Fresh servers with the default pre-login settings for every scenario.
         results["prelogin"] = beforeLogin(3 if args.quick else 5)
+    if "footprint" in args.sections:
+        # Fresh servers of its own: the daemon's RSS and start-up (issue 15).
+        results["footprint"] = measureFootprint(args.size, 3 if args.quick else 5)
     return finish(results, args, started)
 
 

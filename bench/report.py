@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.footprint import Footprint, mib, rate
 from bench.hostile import (
     ATTACKS,
     GROWTH_TARGET_MIB,
@@ -254,6 +255,36 @@ def _preloginTable(prelogin: PreloginResult) -> str:
     return table(["attack", "login ms", "proxy", "daemon", "the attacker's connections"], rows)
 
 
+def _footprintTable(footprint: list[Footprint], size: int) -> str:
+    rows = []
+    for f in footprint:
+        if f.skipped or f.error:
+            why = f"skipped: {f.skipped}" if f.skipped else f"failed: {f.error}"
+            rows.append([f.name, why, "", "", "", ""])
+            continue
+        start = f.startMedian or 0.0
+        spread = f"{1000 * min(f.startSeconds):.0f}-{1000 * max(f.startSeconds):.0f}"
+        rows.append(
+            [
+                f.name,
+                mib(f.idleKiB),
+                mib(f.loginKiB),
+                mib(f.transferKiB),
+                rate(f, size),
+                f"{1000 * start:.0f} ms ({spread})",
+            ]
+        )
+    header = [
+        "server",
+        "idle",
+        "after a login",
+        "during the download",
+        "download",
+        "exec to accepting",
+    ]
+    return table(header, rows)
+
+
 def render(results: dict[str, Any]) -> str:
     out: list[str] = []
     runs, size = results["runs"], results["size"]
@@ -391,6 +422,15 @@ def render(results: dict[str, Any]) -> str:
             f"peak during; fresh servers with the defaults per scenario ({prelogin.seconds:.0f} s)"
         )
         out += [_preloginTable(prelogin), ""]
+    footprint: list[Footprint] | None = results.get("footprint")
+    if footprint is not None:
+        out.append(
+            "Footprint (issue 15): VmRSS idle after start, after one `ssh ... true`, peak during "
+            f"`head -c {results['size'] >> 20}M /dev/zero` (and its rate); exec to accepting, "
+            "median of 5 (min-max); stock sshd counts its listener and its per-connection sshd "
+            "processes"
+        )
+        out += [_footprintTable(footprint, results["size"]), ""]
     rows = targets(results)
     if rows:
         out.append("Targets")

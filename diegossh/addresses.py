@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-
 
 def parseAddress(text: str) -> tuple[str, int]:
     """
@@ -38,6 +36,11 @@ def serverEndpoint(reactor: Any, text: str, backlog: int = 511) -> Any:
     """
     A listening endpoint for C{text}.
     """
+    # Here, not at the top: twisted.internet.endpoints brings TLS and
+    # pyOpenSSL with it, which code that only parses addresses (the daemon's
+    # settings, admission) should not pay for (issue 15).
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
     host, port = parseAddress(text)
     if ":" in host:
         return TCP6ServerEndpoint(reactor, port, backlog=backlog, interface=host)

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from diegossh import secretargs
-from diegossh.sshd import script
+from diegossh.sshd import dropin, script
 from diegossh.sshd.settings import Refused
 from tests.support.daemon import freePort, waitForPort
 from tests.support.eventually import eventuallyBlocking
@@ -117,7 +117,7 @@ def test_options_get_upstream_defaults_in_order(monkeypatch: pytest.MonkeyPatch)
     command = script.parseCommand(
         ["-authorizedKey=" + authorizedKeyLine(key("ed25519")), "-logLevel=error"]
     )
-    settings = script.readOptions(command, environ)["settings"]
+    settings = dropin.readOptions(command, environ)["settings"]
     assert settings.policy.ciphers == (
         "chacha20-poly1305@openssh.com",
         "aes128-gcm@openssh.com",
@@ -204,7 +204,7 @@ def test_reexec_marks_and_flushes() -> None:
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     captured: list[dict[str, Any]] = []
-    monkeypatch.setattr(script, "_log", Logger(observer=captured.append))
+    monkeypatch.setattr(dropin, "_log", Logger(observer=captured.append))
     return captured
 
 
@@ -216,7 +216,7 @@ def refusal(options: list[str], monkeypatch: pytest.MonkeyPatch) -> usage.UsageE
     environ: dict[str, str] = {}
     monkeypatch.setattr(os, "environ", environ)
     with pytest.raises(usage.UsageError) as e:
-        script.readOptions(script.parseCommand(options), environ)
+        dropin.readOptions(script.parseCommand(options), environ)
     return e.value
 
 
@@ -225,7 +225,7 @@ def test_missing_authorized_key_is_upstreams_refusal(
 ) -> None:
     error = refusal([], monkeypatch)
     assert isinstance(error.__cause__, Refused)
-    script.logRefusal(error)
+    dropin.logRefusal(error)
     assert [name for name, _ in lagerEvents(events)] == [
         "authorized-key-required",
         "configure-failed",
@@ -238,7 +238,7 @@ def test_unparseable_host_key_is_upstreams_refusal(
     events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     error = refusal(["-hostKey=garbage", "-allowUnauthenticatedClients"], monkeypatch)
-    script.logRefusal(error)
+    dropin.logRefusal(error)
     names = [name for name, _ in lagerEvents(events)]
     assert names == ["failed-to-parse-host-key", "configure-failed"]
     assert "--hostKey" in lagerEvents(events)[0][1]["error"]
@@ -248,7 +248,7 @@ def test_other_refusals_are_configure_failed(
     events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     error = refusal(["-allowUnauthenticatedClients", "-allowedCiphers=rot13"], monkeypatch)
-    script.logRefusal(error)
+    dropin.logRefusal(error)
     [(name, data)] = lagerEvents(events)
     assert name == "configure-failed"
     assert "rot13" in data["error"]
@@ -278,7 +278,7 @@ def test_started_once_every_listener_listens_and_exited_on_stop(
 ) -> None:
     debug, daemon = FakePort(), FakePort()
     failures: list[object] = []
-    service = script.DropInService(
+    service = dropin.DropInService(
         [(FakeEndpoint(debug), object()), (FakeEndpoint(daemon), object())], failures.append
     )
     service.startService()
@@ -291,7 +291,7 @@ def test_started_once_every_listener_listens_and_exited_on_stop(
 
 def test_a_listener_that_fails_is_exited_with_failure(events: list[dict[str, Any]]) -> None:
     failures: list[object] = []
-    service = script.DropInService([(FakeEndpoint(None), object())], failures.append)
+    service = dropin.DropInService([(FakeEndpoint(None), object())], failures.append)
     service.startService()
     assert lagerEvents(events) == [("exited-with-failure", {"error": "address in use"})]
     assert len(failures) == 1

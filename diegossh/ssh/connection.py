@@ -47,6 +47,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from diegossh.ssh import _conch
+from diegossh.ssh.limits import MAX_CHANNELS, MAX_SESSIONS
 from diegossh.ssh.logthrottle import ConnectionLogger
 
 MAX_WINDOW = 0xFFFFFFFF
@@ -55,9 +56,7 @@ MAX_WINDOW = 0xFFFFFFFF
 MAX_SEND_PACKET = 64 * 1024
 # The smallest maximum packet we accept from a peer (see the module docstring).
 MIN_PEER_MAX_PACKET = 8 * 1024
-# Channels per connection, and sessions (programs) among them.
-MAX_CHANNELS = 64
-MAX_SESSIONS = 10
+# Channels per connection, and sessions among them: L{diegossh.ssh.limits}.
 # What the peer may send us ahead of our consuming it is bounded per
 # connection, not only per channel: the windows of a connection's channels
 # add up to at most WINDOW_POOL, except that a channel opened when the pool is

@@ -24,6 +24,7 @@ from diegossh.ssh.connection import (
     QuietServiceMixin,
     SSHConnection,
 )
+from diegossh.ssh.limits import MAX_AUTH_TRIES
 from diegossh.ssh.logthrottle import ConnectionLogger, LogThrottle, OncePerSource
 from diegossh.ssh.transport import LOGIN_GRACE_TIME, SSHServerTransport
 
@@ -31,8 +32,6 @@ from diegossh.ssh.transport import LOGIN_GRACE_TIME, SSHServerTransport
 # one being checked (RFC 4252 section 5 allows several); past this, the
 # connection ends.
 MAX_QUEUED_AUTH_REQUESTS = 8
-# Failed login attempts per connection (OpenSSH's MaxAuthTries).
-MAX_AUTH_TRIES = 6
 
 
 def unreadablePublicKeyRequest(packet: bytes) -> str | None:

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 from twisted.conch.error import ConchError
 from twisted.conch.ssh.connection import OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_CONNECT_FAILED
 from twisted.internet import defer, error
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -93,6 +92,11 @@ class HostnameRouter:
         self.reactor = reactor
 
     def route(self, host: str, port: int) -> IStreamClientEndpoint:
+        # At the first forwarding, not at start: twisted.internet.endpoints
+        # is a daemon's largest Twisted module it needs for nothing else
+        # (issue 15).
+        from twisted.internet.endpoints import HostnameEndpoint
+
         return HostnameEndpoint(self.reactor, host, port)
 
 

@@ -31,25 +31,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.logger import Logger, globalLogBeginner
-from twisted.python import usage
-from twisted.python.failure import Failure
-
 from diegossh import secretargs
 from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArguments
-from diegossh.lager import LagerObserver
 from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
 from diegossh.sshd.environment import KEY_VARIABLES
 from diegossh.sshd.onefile import restoreCallerEnvironment
-from diegossh.sshd.tap import Options, makeListener
-
-_log = Logger()
+from diegossh.sshd.optiontable import FLAGS, PARAMETERS
 
 SOURCE = "sshd"
 
@@ -133,13 +124,13 @@ def goFlags() -> dict[str, GoFlag]:
     upstream's wording), by name.
     """
     flags: dict[str, GoFlag] = {}
-    parameters: list[Any] = list(Options.optParameters)
+    parameters: list[Any] = list(PARAMETERS)
     for parameter in parameters:
         name, default, doc = str(parameter[0]), parameter[2], str(parameter[3])
         typeWord = "int" if len(parameter) > 4 and parameter[4] is int else "string"
         shown = "" if default is None else str(default)
         flags[name] = UPSTREAM_FLAGS.get(name, GoFlag(name, typeWord, shown, doc))
-    booleans: list[Any] = list(Options.optFlags)
+    booleans: list[Any] = list(FLAGS)
     for flagName, _, flagDoc in booleans:
         flags[flagName] = UPSTREAM_FLAGS.get(flagName, GoFlag(flagName, "", "", flagDoc))
     return flags
@@ -268,129 +259,24 @@ def optionsArguments(command: Command) -> list[str]:
     return twistedArguments(ParsedFlags(values, []))
 
 
-def readOptions(command: Command, environ: MutableMapping[str, str]) -> Options:
-    """
-    L{Options} for C{command}; keys still on the command line (only when the
-    re-exec did not happen) go through their variables as a re-exec would
-    have carried them.
-
-    @raise usage.UsageError: a refusal; its C{__cause__} is the settings'.
-    """
-    carried = reexecEnvironment(command, environ)
-    for variable in KEY_FLAGS.values():
-        if carried.get(variable):
-            environ[variable] = carried[variable]
-    options = Options()
-    options.parseOptions(optionsArguments(command))
-    return options
-
-
-class DropInService(Service):
-    """
-    The daemon and, with C{-debugAddr}, its debug server: listens on both,
-    then logs C{sshd.started}; a listener that fails is logged as upstream's
-    C{sshd.exited-with-failure} and C{failed} is called.
-    """
-
-    def __init__(
-        self,
-        listeners: Sequence[tuple[Any, Any]],
-        failed: Callable[[Failure], object],
-    ) -> None:
-        self._listeners = listeners
-        self._failed = failed
-        self._ports: list[Any] = []
-        self._starting: Deferred[object] | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._starting = self._listenAll()
-
-    def _listenAll(self) -> Deferred[object]:
-        listening: Deferred[Any] = succeed(None)
-        for endpoint, factory in self._listeners:
-            listening.addCallback(self._listenOn, endpoint, factory)
-            listening.addCallback(self._ports.append)
-
-        def started(_: object) -> None:
-            self._starting = None
-            _log.info("sshd started", lager="started", lager_data={})
-
-        def failed(reason: Failure) -> None:
-            self._starting = None
-            _log.error(
-                "sshd exited with failure: {error}",
-                error=reason.getErrorMessage(),
-                lager="exited-with-failure",
-                lager_data={"error": reason.getErrorMessage()},
-            )
-            self._failed(reason)
-
-        return listening.addCallbacks(started, failed)
-
-    @staticmethod
-    def _listenOn(_: object, endpoint: Any, factory: Any) -> Any:
-        return endpoint.listen(factory)
-
-    def stopService(self) -> Deferred[object]:
-        super().stopService()
-        if self._starting is not None:
-            self._starting.cancel()
-        ports, self._ports = self._ports, []
-        stopping = gatherResults([port.stopListening() for port in ports])
-
-        def exited(_: object) -> None:
-            _log.info("sshd exited", lager="exited", lager_data={})
-
-        return stopping.addCallback(exited)
-
-
-def logRefusal(error: usage.UsageError) -> None:
-    """
-    A refused setting as upstream logs it: its own event when upstream has
-    one, then C{configure-failed} with the message.
-    """
-    cause = error.__cause__
-    event = getattr(cause, "lager", "configure-failed")
-    message = str(error)
-    if event == "authorized-key-required":
-        _log.error("{message}", message=message, lager=event, lager_data={})
-    elif event != "configure-failed":
-        _log.error("{message}", message=message, lager=event, lager_data={"error": message})
-    _log.error(
-        "{message}", message=message, lager="configure-failed", lager_data={"error": message}
-    )
-
-
-def _lineWriter(stream: TextIO) -> Callable[[str], None]:
-    def write(line: str) -> None:
-        stream.write(line)
-        stream.flush()
-
-    return write
-
-
 def run(
     arguments: Sequence[str],
     program: str,
     environ: MutableMapping[str, str],
     stdout: TextIO,
     stderr: TextIO,
-    reactor: Any,
+    reactor: Any = None,
 ) -> int:
     """
-    The whole life of the daemon; the exit code.
+    The whole life of the daemon; the exit code. Twisted and the SSH layer
+    are imported only once the command line is read and the keys are off it
+    (L{diegossh.sshd.dropin}); without a C{reactor}, the global one.
     """
     try:
         command = parseCommand(arguments, program)
     except UsageExit as e:
         stderr.write(e.message)
         return e.code
-    observer = LagerObserver(_lineWriter(stdout), SOURCE, timeFormat="unix-epoch")
-    observer.setLevel(str(command.given.get("logLevel", "info")))
-    if command.given.get("timeFormat") in ("rfc3339", "1"):
-        observer.timeFormat = "rfc3339"
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     if command.keysOnCommandLine and not environ.get(secretargs.REEXEC_MARK):
         try:
             secretargs.reexec(
@@ -398,44 +284,44 @@ def run(
                 reexecEnvironment(command, environ),
             )
         except OSError as e:
-            _log.error("{error}", error=str(e), lager="failed-exec", lager_data={"error": str(e)})
+            from diegossh.sshd import dropin
+
+            dropin.startLogging(command, stdout)
+            dropin.logExecFailure(e)
             return 1
     restoreCallerEnvironment(environ)
-    try:
-        options = readOptions(command, environ)
-    except usage.UsageError as e:
-        if isinstance(e.__cause__, ValueError):
-            logRefusal(e)
-            return 1
-        stderr.write(f"{e}\n{usageText(program, command.flags)}")
-        return 2
-    settings = options["settings"]
-    listeners = [makeListener(settings, reactor)]
-    if settings.debugAddress is not None:
-        from diegossh.addresses import serverEndpoint
-        from diegossh.debugserver import debugSite
+    from diegossh.sshd import dropin
 
-        listeners.insert(0, (serverEndpoint(reactor, settings.debugAddress), debugSite(observer)))
-    exitCode = [0]
+    return dropin.serve(command, program, environ, stdout, stderr, reactor)
 
-    def failed(reason: Failure) -> None:
-        exitCode[0] = 1
-        reactor.stop()
 
-    service = DropInService(listeners, failed)
-    reactor.callWhenRunning(service.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
-    return exitCode[0]
+# Imported only when they can be, for TLS the daemon never speaks: the
+# standard library's ssl, by asyncio (which Twisted's Deferred imports) and
+# urllib (libssl and the module: about 1.2 MiB) (issue 15). Not pyOpenSSL,
+# which Twisted's reactor takes the same way: refusing it saves 4.5 MiB but
+# the daemon then spent 25-45% more CPU per byte of a download here, for a
+# reason not found yet (docs/performance.md, "Footprint").
+TLS_MODULES = ("ssl",)
+
+
+def withoutTLS(modules: MutableMapping[str, Any] = sys.modules) -> None:
+    """
+    Make C{import ssl} (L{TLS_MODULES}) fail in this process, as it would
+    were Python built without it (a C{None} in C{sys.modules} is Python's
+    documented way to refuse an import); the modules that import it do so
+    only when they can. Only before Twisted is imported, and only in the
+    daemon's own process, never in one that imported it already.
+    """
+    for name in TLS_MODULES:
+        modules.setdefault(name, None)
 
 
 def main() -> NoReturn:
     """
     The console script's entry point.
     """
-    from twisted.internet import reactor
-
-    sys.exit(run(sys.argv[1:], sys.argv[0], os.environ, sys.stdout, sys.stderr, reactor))
+    withoutTLS()
+    sys.exit(run(sys.argv[1:], sys.argv[0], os.environ, sys.stdout, sys.stderr))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""
+What the daemon imports (issue 15): every module it loads stays resident in
+every app instance, so the standard library's ssl, HTTP, YAML, protobuf and
+gRPC clients, the proxy or the bastion must never load in it, neither at
+start nor once a session ran. (pyOpenSSL, which Twisted's reactor loads,
+stays for now: see docs/performance.md, "Footprint".) The figures
+themselves (RSS, start-up time) are measured by C{python -m bench footprint},
+not asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from diegossh.ssh import admission
+from diegossh.sshd import optiontable, script
+from tests.support.daemon import freePort, waitForPort
+from tests.support.eventually import eventuallyBlocking
+from tests.support.keys import authorizedKeyLine, key, writePrivateKey
+from tests.support.openssh import BASE_OPTIONS
+
+# Never in the daemon's process: a module here, or one inside it.
+FORBIDDEN = (
+    "ssl",
+    "twisted.web",
+    "treq",
+    "google.protobuf",
+    "grpc",
+    "yaml",
+    "diegossh.proxy",
+    "diegossh.bastion",
+)
+
+# The installed console script's main, with one addition: SIGUSR2 writes the
+# names of the modules loaded (those refused, None in sys.modules, left out)
+# as JSON to the file named in argv[1]. Run as `python -c`, so the daemon's
+# re-exec (keys off the command line) runs it again, as it does the script.
+DUMPING_DAEMON = """
+import json, signal, sys
+path = sys.argv.pop(1)
+def dump(signum, frame):
+    loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+    with open(path + ".tmp", "w") as f:
+        json.dump(loaded, f)
+    import os
+    os.replace(path + ".tmp", path)
+signal.signal(signal.SIGUSR2, dump)
+from diegossh.sshd.script import main
+main()
+"""
+
+
+def forbiddenAmong(modules: list[str]) -> list[str]:
+    return [m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+
+
+def loadedModules(code: str) -> list[str]:
+    """
+    The modules a fresh interpreter has loaded after running C{code}.
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport json, sys\n"
+         "print(json.dumps([n for n, m in sys.modules.items() if m is not None]))"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    loaded: list[str] = json.loads(out.stdout.splitlines()[-1])
+    return loaded
+
+
+def test_without_tls_refuses_ssl_and_keeps_what_is_loaded() -> None:
+    modules: dict[str, object] = {}
+    script.withoutTLS(modules)
+    assert modules == {"ssl": None}
+    loaded = object()
+    modules = {"ssl": loaded}
+    script.withoutTLS(modules)
+    assert modules == {"ssl": loaded}
+
+
+def test_the_check_sees_what_twisted_loads_unless_told_not_to() -> None:
+    # Twisted's reactor loads ssl when it can: the check below is not vacuous.
+    assert "ssl" in forbiddenAmong(loadedModules("import twisted.internet.reactor"))
+    refused = loadedModules(
+        "from diegossh.sshd.script import withoutTLS\nwithoutTLS()\nimport twisted.internet.reactor"
+    )
+    assert forbiddenAmong(refused) == []
+
+
+def test_the_script_reads_its_command_line_without_twisted() -> None:
+    """
+    The console script reads its flags and re-executes itself (keys off the
+    command line) before it imports Twisted: that first process is short.
+    """
+    loaded = loadedModules(
+        "from diegossh.sshd import script\n"
+        "script.reexecArguments(script.parseCommand(['-hostKey=k', '-address=:2222']))"
+    )
+    assert [name for name in loaded if name.split(".")[0] in ("twisted", "cryptography")] == []
+
+
+def test_the_option_tables_defaults_are_admissions() -> None:
+    assert optiontable.DAEMON_MAX_STARTUPS == str(admission.MaxStartups(50, 30, 100))
+    assert optiontable.DAEMON_PENALTIES == str(admission.DAEMON_PENALTIES)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path, Path]]:
+    home = tmp_path / "home"
+    home.mkdir()
+    identity = writePrivateKey(key("rsa"), tmp_path / "id_rsa")
+    dump = tmp_path / "modules.json"
+    port = freePort()
+    hostKey = key("rsa").toString("openssh").decode()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "USER": "vcap"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DUMPING_DAEMON, str(dump),
+         f"-address=127.0.0.1:{port}", f"-hostKey={hostKey}",
+         f"-authorizedKey={authorizedKeyLine(key('rsa'))}", "-inheritDaemonEnv",
+         "-logLevel=fatal"],
+        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        waitForPort(port, proc)
+        yield proc, port, identity, dump
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def modulesOf(proc: subprocess.Popen[bytes], dump: Path) -> list[str]:
+    dump.unlink(missing_ok=True)
+    os.kill(proc.pid, signal.SIGUSR2)
+    eventuallyBlocking(dump.exists, "the daemon's module list")
+    loaded: list[str] = json.loads(dump.read_text())
+    return loaded
+
+
+@pytest.mark.interop
+def test_the_daemon_loads_none_of_the_forbidden_modules(
+    daemon: tuple[subprocess.Popen[bytes], int, Path, Path],
+) -> None:
+    proc, port, identity, dump = daemon
+    atStart = modulesOf(proc, dump)
+    # the SSH layer is loaded, the dump is the daemon's and not the first process'
+    assert "diegossh.ssh.transport" in atStart
+    assert forbiddenAmong(atStart) == []
+    login = subprocess.run(
+        ["ssh", *BASE_OPTIONS, "-p", str(port), "-i", str(identity), "vcap@127.0.0.1", "true"],
+        capture_output=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    afterLogin = modulesOf(proc, dump)
+    assert "diegossh.sshd.programsession" in afterLogin or "diegossh.sshd.session" in afterLogin
+    assert forbiddenAmong(afterLogin) == []
