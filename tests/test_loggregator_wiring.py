@@ -21,10 +21,8 @@ from diegossh.proxy.loggregator.settings import parseLoggregator
 from diegossh.proxy.target import LRPTarget, SSHRoute
 from tests.fakes.loggregator import FakeIngress
 from tests.fakes.tls import CertificateAuthority
-from tests.support.daemon import startDaemon
 from tests.support.eventually import eventuallyBlocking
-from tests.support.keys import key
-from tests.support.proxy import fingerprintOf, lrp, startProxy
+from tests.support.proxy import daemonBehindRoute, lrp, startProxy
 
 
 class Agent:
@@ -154,15 +152,7 @@ def test_a_session_through_the_proxy_reaches_cf_logs(tmp_path: Path, agent: Agen
     What C{cf logs} shows for C{cf ssh}: the start and end app logs with the
     LRP's tags, and the C{ssh-connections} gauge up then down.
     """
-    hostKey = tmp_path / "daemon_host_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostKey)], check=True)
-    daemon = startDaemon(tmp_path, extraArgs=(f"--hostKey={hostKey}",))
-    route = {
-        "container_port": 2222,
-        "host_fingerprint": fingerprintOf(Path(f"{hostKey}.pub")),
-        "user": "vcap",
-        "private_key": key("ed25519").toString("openssh").decode(),
-    }
+    daemon, route = daemonBehindRoute(tmp_path)
     entry = lrp("app", "127.0.0.1", daemon.port, route, index=1)
     entry.update(log_guid="app-log-guid", metric_tags={"app_name": {"static": "dora"}})
     configFile = tmp_path / "ssh_proxy.json"

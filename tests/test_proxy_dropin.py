@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -187,7 +186,6 @@ def test_the_example_has_every_key_of_the_template() -> None:
     assert config["loggregator"]["loggregator_use_v2_api"] is True
 
 
-@pytest.mark.skipif(shutil.which("sshpass") is None, reason="needs sshpass")
 @pytest_twisted.ensureDeferred
 async def test_the_rendered_example_runs_as_the_bosh_job_starts_it(tmp_path: Path) -> None:
     world = World(tmp_path)

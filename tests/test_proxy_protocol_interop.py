@@ -18,10 +18,15 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import Daemon, freePort, startDaemon, waitForPort
+from tests.support.daemon import Daemon, freePort, waitForPort
 from tests.support.eventually import eventuallyBlocking
-from tests.support.keys import key
-from tests.support.proxy import CLIENT_OPTIONS, Proxy, fingerprintOf, lrp, startProxy
+from tests.support.proxy import (
+    CLIENT_OPTIONS,
+    Proxy,
+    daemonBehindRoute,
+    lrp,
+    startProxy,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -65,15 +70,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "the PROXY protocol interop test did not run"
         )
     tmp = tmp_path_factory.mktemp("proxyprotocol")
-    hostKey = tmp / "daemon_host_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostKey)], check=True)
-    daemon = startDaemon(tmp, extraArgs=(f"--hostKey={hostKey}",))
-    route = {
-        "container_port": 2222,
-        "host_fingerprint": fingerprintOf(Path(f"{hostKey}.pub")),
-        "user": "vcap",
-        "private_key": key("ed25519").toString("openssh").decode(),
-    }
+    daemon, route = daemonBehindRoute(tmp)
     # No exemption for 127.0.0.1 (the balancer): its health checks must not
     # cost it penalties on their own.
     proxy = startProxy(

@@ -37,7 +37,7 @@ from tests.support.daemon import Daemon, runClient, startDaemon
 from tests.support.eventually import eventually, eventuallyBlocking
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 from tests.support.openssh import BASE_OPTIONS
-from tests.support.proxy import Proxy, fingerprintOf, lrp, startProxy
+from tests.support.proxy import Proxy, daemonBehindRoute, lrp, startProxy
 from tests.support.sshclient import LoginClient, RawConnection
 
 pytestmark = pytest.mark.interop
@@ -292,15 +292,7 @@ class BehindProxy:
 @pytest.fixture(scope="module")
 def behindProxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BehindProxy]:
     tmp = tmp_path_factory.mktemp("behind-proxy")
-    hostKey = tmp / "daemon_host_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostKey)], check=True)
-    daemon = startDaemon(tmp, extraArgs=(f"--hostKey={hostKey}",))
-    route = {
-        "container_port": 2222,
-        "host_fingerprint": fingerprintOf(Path(f"{hostKey}.pub")),
-        "user": "vcap",
-        "private_key": key("ed25519").toString("openssh").decode(),
-    }
+    daemon, route = daemonBehindRoute(tmp)
     try:
         yield BehindProxy(daemon, [lrp("app", "127.0.0.1", daemon.port, route)], tmp)
     finally:

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import TWISTD, exemptTestClients, freePort, waitForPort
+from tests.support.daemon import (
+    TWISTD,
+    Daemon,
+    exemptTestClients,
+    freePort,
+    startDaemon,
+    waitForPort,
+)
+from tests.support.keys import key
 
 CREDENTIALS = "diego-secret"
 # sshpass answers the password prompt, so no BatchMode here; LogLevel stays
@@ -29,6 +37,24 @@ def fingerprintOf(pubKeyPath: Path) -> str:
         ["ssh-keygen", "-l", "-f", str(pubKeyPath)], capture_output=True, text=True, check=True
     ).stdout
     return out.split()[1]
+
+
+def daemonBehindRoute(tmp: Path) -> tuple[Daemon, dict[str, Any]]:
+    """
+    A real daemon with a host key of its own, and the C{diego-ssh} route a
+    proxy logs into it with: its host key's fingerprint, user C{vcap} and a
+    private key.
+    """
+    hostKey = tmp / "daemon_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostKey)], check=True)
+    daemon = startDaemon(tmp, extraArgs=(f"--hostKey={hostKey}",))
+    route = {
+        "container_port": 2222,
+        "host_fingerprint": fingerprintOf(Path(f"{hostKey}.pub")),
+        "user": "vcap",
+        "private_key": key("ed25519").toString("openssh").decode(),
+    }
+    return daemon, route
 
 
 def lrp(
