@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -121,9 +122,10 @@ class Proxy:
         return readAccessLog(self.accessLog)
 
     def stop(self) -> None:
+        # SIGINT stops at once; SIGTERM would drain (at least a second)
         if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(20)
 
 
 def startProxy(tmp: Path, lrps: list[dict[str, Any]] | None = None,
