@@ -363,13 +363,23 @@ class WorkerPool(Service):
 
     def stopAccepting(self) -> Any:
         """
-        Close the parent's own port (the socket stays open for the workers,
-        which close theirs as they drain).
+        Close the parent's port and its listening socket: no worker is
+        started after this, and the socket stops listening once the
+        workers, draining too, have closed their copies (until then the
+        kernel would go on queueing connections nobody accepts).
         """
         port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+        stopped = defer.maybeDeferred(port.stopListening) if port is not None else None
+
+        def closeSocket(result: Any) -> Any:
+            if self.socket is not None:
+                self.socket.close()
+                self.socket = None
+            return result
+
+        if stopped is None:
+            return closeSocket(None)
+        return stopped.addBoth(closeSocket)
 
     def drain(self) -> defer.Deferred[Any]:
         """
