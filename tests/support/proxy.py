@@ -129,8 +129,9 @@ class Proxy:
 
 
 def startProxy(tmp: Path, lrps: list[dict[str, Any]] | None = None,
-               extraArgs: Sequence[str] = ()) -> Proxy:  # fmt: skip
-    port, health = freePort(), freePort()
+               extraArgs: Sequence[str] = (), port: int | None = None,
+               health: int | None = None) -> Proxy:  # fmt: skip
+    port, health = port or freePort(), health or freePort()
     args = [f"--address=127.0.0.1:{port}", f"--healthCheckAddress=127.0.0.1:{health}",
             "--enableDiegoAuth", f"--diegoCredentials={CREDENTIALS}",
             f"--accessLog={tmp / 'access.json'}", *exemptTestClients(extraArgs)]  # fmt: skip
