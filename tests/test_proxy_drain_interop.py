@@ -5,7 +5,8 @@ or C{twistd diego-ssh-proxy}, alone or with C{--workers 2}) in front of a
 real daemon, OpenSSH transfers through it, and a SIGTERM in the middle: the
 transfers complete byte for byte, the health check answers 503 at once, the
 listener refuses new connections a second later, and the proxy exits 0. A
-drain that outlives C{--drainTimeout} ends with the client told why.
+drain that outlives C{--drainTimeout} ends with the client told why. And
+C{GET /ready} follows the LRP table: 503 while a broken edit is in the file.
 """
 
 from __future__ import annotations
@@ -260,5 +261,27 @@ def test_a_second_sigterm_stops_at_once(
         assert size < CHUNKS * CHUNK and status == 255
         assert b"the proxy is shutting down" in err, err
         assert proxy.proc.wait(20) == 0, proxy.output()
+    finally:
+        _stopped(proxy)
+
+
+def test_ready_follows_the_lrp_table(tmp_path: Path, behind: tuple[Daemon, dict[str, Any]]) -> None:
+    daemon, route = behind
+    proxy = start(tmp_path, daemon, route, "ssh-proxy")
+    table = tmp_path / "lrps.json"
+    good = table.read_text()
+    try:
+        assert (proxy.status("/"), proxy.status("/ready")) == (200, 200)
+        table.write_text(good[:-5])  # an edit saved half-way
+        eventuallyBlocking(lambda: proxy.status("/ready") == 503, "/ready 503", 12)
+        assert proxy.status("/") == 200  # upstream's meaning: the proxy takes connections
+        login = subprocess.run(proxy.ssh("echo still"), capture_output=True, env=proxy.env(),
+                               timeout=30, check=False)  # fmt: skip
+        assert login.stdout == b"still\n", login.stderr  # the last good table serves
+        table.write_text(good)
+        eventuallyBlocking(lambda: proxy.status("/ready") == 200, "/ready 200 again", 12)
+        assert "the route source cannot be read: not ready" in proxy.output()
+        proxy.proc.send_signal(signal.SIGINT)
+        assert proxy.proc.wait(20) == 0
     finally:
         _stopped(proxy)
