@@ -435,3 +435,77 @@ def test_a_worker_whose_parent_goes_away_stops_now() -> None:
     world = World()
     _Lifeline(None, world.service).connectionLost(None)
     assert world.stops == 1
+
+
+# -- the parent's end of its workers
+
+
+class WorkerTransport:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.written = b""
+        self.signals: list[Any] = []
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def signalProcess(self, number: Any) -> None:
+        self.signals.append(number)
+
+
+def _pool(clock: Clock, count: int) -> tuple[Any, list[Any]]:
+    from diegossh.proxy.workers import WorkerPool, _Worker
+
+    class Factory:
+        privateKeys: dict[str, Any] = {}
+
+    pool = WorkerPool(clock, "127.0.0.1:0", Factory(), count, {})
+    pool.running = 1
+    workers = []
+    for slot in range(1, count + 1):
+        worker = _Worker(pool, slot, clock.seconds())
+        worker.makeConnection(WorkerTransport(100 + slot))  # type: ignore[arg-type]
+        pool._running[slot] = worker
+        workers.append(worker)
+    for worker in workers:
+        worker.transport.written = b""  # type: ignore[union-attr]  # the boot line
+    return pool, workers
+
+
+def test_the_parent_tells_its_workers_to_drain_and_waits_for_them() -> None:
+    from twisted.internet.error import ProcessDone
+    from twisted.python.failure import Failure
+
+    clock = Clock()
+    pool, workers = _pool(clock, 2)
+    done: list[Any] = []
+    pool.drain().addCallback(done.append)
+    assert [w.transport.written for w in workers] == [b"drain\n", b"drain\n"]
+    workers[0].processEnded(Failure(ProcessDone(0)))
+    assert done == []
+    workers[1].processEnded(Failure(ProcessDone(0)))
+    assert len(done) == 1
+    assert clock.getDelayedCalls() == []  # no restart while draining
+
+
+def test_a_cancelled_drain_leaves_no_unhandled_error() -> None:
+    import gc
+
+    from twisted.internet.error import ProcessDone
+    from twisted.python.failure import Failure
+
+    from twisted.logger import globalLogPublisher
+
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    clock = Clock()
+    pool, workers = _pool(clock, 1)
+    wait = pool.drain()
+    wait.cancel()
+    del wait
+    gc.collect()  # an unhandled error in a Deferred is logged when it is collected
+    globalLogPublisher.removeObserver(seen.append)
+    assert [e for e in seen if e.get("log_failure") is not None] == []
+    workers[0].processEnded(Failure(ProcessDone(0)))  # a follower cancelled: no AlreadyCalled
+    pool.stopService()  # nobody left to tell
+    assert clock.getDelayedCalls() == []

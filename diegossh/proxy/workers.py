@@ -392,7 +392,7 @@ class WorkerPool(Service):
         for worker in list(self._running.values()):
             waits.append(worker.whenEnded())
             worker.tell(DRAIN)
-        return defer.DeferredList(waits)
+        return defer.DeferredList(waits, consumeErrors=True)  # a cancelled wait is no error
 
     def stopService(self) -> Any:
         super().stopService()
