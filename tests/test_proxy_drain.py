@@ -492,9 +492,8 @@ def test_a_cancelled_drain_leaves_no_unhandled_error() -> None:
     import gc
 
     from twisted.internet.error import ProcessDone
-    from twisted.python.failure import Failure
-
     from twisted.logger import globalLogPublisher
+    from twisted.python.failure import Failure
 
     seen: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(seen.append)
