@@ -54,6 +54,8 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
     "accessLogMaxBytes": ("access_log_max_bytes", "count", 100 * 1024 * 1024),
     "accessLogMaxFiles": ("access_log_max_files", "count", 5),
     "workers": ("workers", "count", 1),
+    # Graceful drain on SIGTERM (docs/operations.md): upstream has none
+    "drainTimeout": ("drain_timeout", "duration", 30.0),
     # Before login (docs/prelogin.md): OpenSSH's options, in its value syntax.
     "loginGraceTime": ("login_grace_time", "duration", 120.0),
     "maxAuthTries": ("max_auth_tries", "count", 6),

@@ -277,6 +277,7 @@ class LRPTable:
         self.path = Path(path)
         self._connectToInstanceAddress = connectToInstanceAddress
         self._backendsTLSEnabled = backendsTLSEnabled
+        self._invalid: str | None = None  # why the file's current content is not in use
         try:
             self._stamp = _stamp(self.path)
             text = self.path.read_bytes()
@@ -292,6 +293,7 @@ class LRPTable:
             text = self.path.read_bytes()
             self._stamp = stamp
             self._table = parseLRPTable(text, str(self.path))
+            self._invalid = None
         except OSError as e:
             self.log.error(
                 "LRP directory {path} unreadable, keeping the previous table: {error}",
@@ -299,6 +301,7 @@ class LRPTable:
                 error=e.strerror,
             )
         except LRPTableError as e:
+            self._invalid = str(e)
             self.log.error(
                 "LRP directory invalid, keeping the previous table: {error}", error=str(e)
             )
@@ -308,6 +311,24 @@ class LRPTable:
                 path=str(self.path),
                 count=len(self._table),
             )
+
+    def check(self) -> None:
+        """
+        Raise L{LRPTableError} unless the file can be opened now and its
+        current content is the table in use (readiness:
+        L{diegossh.proxy.readiness}); a changed file is loaded, as a lookup
+        would.
+        """
+        try:
+            stamp = _stamp(self.path)
+            with self.path.open("rb"):
+                pass
+        except OSError as e:
+            raise LRPTableError(f"{self.path}: cannot read: {e.strerror}") from None
+        if stamp != self._stamp:
+            self._reloadIfChanged()
+        if self._invalid is not None:
+            raise LRPTableError(self._invalid)
 
     def lookup(self, processGuid: str, index: int) -> Deferred[LRPTarget]:
         """See L{ILRPDirectory.lookup}."""

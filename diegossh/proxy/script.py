@@ -11,7 +11,8 @@ Foundry deployment sees:
   - flags in Go's syntax (L{diegossh.goflags}): C{-config=FILE},
     C{-debugAddr=HOST:PORT}, and every other setting by its flag name;
   - the process stays in the foreground, no pid file, no daemon; SIGTERM
-    and SIGINT stop the service tree in order and the exit status is 0;
+    drains (L{diegossh.proxy.drain}) and SIGINT does not, then the service
+    tree stops in order and the exit status is 0;
   - logs are lager JSON lines on stdout (L{diegossh.lager}), source
     C{ssh-proxy}, at C{log_level} with C{time_format}: C{ssh-proxy.started}
     once every listener is bound, C{ssh-proxy.exited} at the end;

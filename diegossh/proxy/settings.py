@@ -142,6 +142,8 @@ class ProxySettings:
     loggregator: LoggregatorSettings | None = None
     # The PROXY protocol on the SSH listener (docs/operations.md); None: off
     proxyProtocol: ProxyProtocolSettings | None = None
+    # How long sessions may go on after SIGTERM (docs/operations.md); 0: none
+    drainTimeout: float = 30.0
 
     @property
     def usesDirectory(self) -> bool:
@@ -344,4 +346,5 @@ def parseSettings(
         deprecated=tuple(deprecatedGiven(dict(raw)).values()),
         loggregator=loggregator,
         proxyProtocol=proxyProtocol,
+        drainTimeout=_number(raw, "drainTimeout"),
     )

@@ -105,6 +105,13 @@ class LiveConnections:
         for d in waiting:
             d.callback(None)
 
+    def drain(self) -> defer.Deferred[None]:
+        """
+        Fires when no connection is left open, each having ended by itself
+        (L{diegossh.proxy.drain}); cancelling it stops the wait.
+        """
+        return self._whenNoneOpen()
+
     def closeAll(self, reason: bytes) -> defer.Deferred[None]:
         """
         Say goodbye to every open connection and close it (each server
@@ -113,6 +120,9 @@ class LiveConnections:
         """
         for transport in list(self.open):
             transport.closeSoon(reason)
+        return self._whenNoneOpen()
+
+    def _whenNoneOpen(self) -> defer.Deferred[None]:
         if not self.open:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred(lambda d: self._waiting.remove(d))

@@ -24,9 +24,10 @@ from diegossh import secretargs
 from diegossh.addresses import serverEndpoint
 from diegossh.debugserver import RecordedLevel, debugService
 from diegossh.interfaces import IKeyRealm
-from diegossh.proxy import accesslog, workers
+from diegossh.proxy import accesslog, readiness, workers
 from diegossh.proxy import config as proxyConfig
 from diegossh.proxy.backend import connectBackend
+from diegossh.proxy.drain import DrainService, DrainState
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
@@ -257,14 +258,25 @@ def makeService(config: Options) -> IService:
         for service in each.services:
             service.setServiceParent(top)
     ClosingService(live, reactor).setServiceParent(top)
-    workers.listeningService(reactor, config, listening).setServiceParent(top)
+    listener: Any = workers.listeningService(reactor, config, listening)
+    listener.setServiceParent(top)
+    # SIGTERM drains (diegossh.proxy.drain): 503, the listener, the sessions
+    state = DrainState()
+    drain = DrainService(state, reactor, reactor.stop, listener.stopAccepting,
+                         [live, *([listener] if hasattr(listener, "drain") else [])],
+                         timeout=settings.drainTimeout, signals=reactor)  # fmt: skip
     if settings.healthCheckAddress is not None:
+        routes = readiness.probeFor(directory)
+        check = readiness.RouteSourceCheck(routes, reactor) if routes else None
+        if check is not None:
+            check.setServiceParent(top)
         StreamServerEndpointService(
-            serverEndpoint(reactor, settings.healthCheckAddress), healthSite()
+            serverEndpoint(reactor, settings.healthCheckAddress), healthSite(state, check)
         ).setServiceParent(top)
     if settings.debugAddress is not None and parent:
         # /log-level changes what the ssh-proxy script's lager observer
         # writes (config["logLevelControl"]); under twistd only a held level
         control = config.get("logLevelControl") or RecordedLevel(settings.logLevel)
         debugService(reactor, settings.debugAddress, control).setServiceParent(top)
+    drain.setServiceParent(top)  # stopped first: no drain timer runs during the stop
     return top

@@ -10,7 +10,9 @@ C{tap.Options} and builds its service with C{tap.makeService}, as twistd
 would, except that it listens on the inherited socket, serves no health check,
 and uses the parent's host key (so every process shows the client the same
 key): one C{dataclasses.replace} of the settings it parsed. It keeps reading
-stdin: when the parent goes away the pipe closes and the worker stops.
+stdin: the parent's C{drain} starts the worker's drain (as a SIGTERM to the
+worker itself does: L{diegossh.proxy.drain}), its C{stop} stops it now, and
+when the parent goes away the pipe closes and the worker stops now.
 
 A module of its own because it is a separate program: it needs C{tap}, and
 C{tap} needs the parent's half (C{workers.listeningService}); kept apart, the
@@ -28,11 +30,11 @@ from typing import Any
 
 from twisted.conch.ssh import keys
 from twisted.internet import stdio
-from twisted.internet.protocol import Protocol
 from twisted.logger import eventAsText, globalLogBeginner
+from twisted.protocols.basic import LineOnlyReceiver
 
 from diegossh.proxy import tap
-from diegossh.proxy.workers import WORKER_FD
+from diegossh.proxy.workers import DRAIN, STOP, WORKER_FD
 
 
 def _dieWithParent() -> None:
@@ -53,31 +55,62 @@ def _dieWithParent() -> None:
         os._exit(0)
 
 
-class _Lifeline(Protocol):
+class _Lifeline(LineOnlyReceiver):
     """
-    The parent's end of stdin: nothing more comes down it, and its closing
-    means the parent is gone.
+    The parent's end of stdin: after the boot line, only the parent's
+    messages (L{diegossh.proxy.workers.MESSAGES}: drain, stop) come down
+    it, and its closing means the parent is gone (stop now).
     """
 
-    def __init__(self, reactor: Any) -> None:
+    delimiter = b"\n"
+    MAX_LENGTH = 64
+
+    def __init__(self, reactor: Any, drain: Any) -> None:
         self._reactor = reactor
+        self._drain = drain
 
-    def dataReceived(self, data: bytes) -> None:
-        pass
+    def lineReceived(self, line: bytes) -> None:
+        if self._drain is None:
+            return
+        if line.strip() == DRAIN:
+            self._drain.begin()
+        elif line.strip() == STOP:
+            self._drain.hurry()
 
     def connectionLost(self, reason: Any = None) -> None:
-        if self._reactor.running:
+        if self._drain is not None:
+            self._drain.hurry()
+        elif self._reactor.running:
             self._reactor.stop()
 
 
-def _watchParent(reactor: Any) -> None:
+def _watchParent(reactor: Any, drain: Any) -> None:
     """
-    Stop when stdin (the parent's pipe) closes.
+    Drain or stop when the parent says so on stdin; stop when it closes.
     """
     standardIO: Any = stdio.StandardIO
     standardIO(
-        _Lifeline(reactor), stdin=0, stdout=os.open(os.devnull, os.O_WRONLY), reactor=reactor
+        _Lifeline(reactor, drain),
+        stdin=0,
+        stdout=os.open(os.devnull, os.O_WRONLY),
+        reactor=reactor,
     )
+
+
+def _readBootLine(fd: int = 0, limit: int = 1024 * 1024) -> bytes:
+    """
+    The parent's first line on C{fd}, read a byte at a time: a buffered read
+    could take the parent's next message (drain, stop) along with it.
+    """
+    line = bytearray()
+    while len(line) < limit:
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+        if byte == b"\n":
+            break
+    return bytes(line)
 
 
 def _stdoutObserver(event: dict[str, Any]) -> None:
@@ -110,12 +143,19 @@ def buildWorkerOptions(boot: dict[str, Any], fd: int = WORKER_FD) -> tap.Options
     return options
 
 
+def _named(service: Any, name: str) -> Any:
+    try:
+        return service.getServiceNamed(name)
+    except (KeyError, AttributeError):
+        return None
+
+
 def runWorker() -> None:
     """
     The worker's main: read the parent's options from stdin, serve until told to stop.
     """
     _dieWithParent()
-    line = sys.stdin.buffer.readline()
+    line = _readBootLine()
     if not line:
         sys.exit(0)
     boot = json.loads(line)
@@ -126,7 +166,8 @@ def runWorker() -> None:
     options = buildWorkerOptions(boot)
     service = tap.makeService(options)
     r: Any = reactor
-    _watchParent(r)
+    drain = _named(service, "drain")
+    _watchParent(r, drain)
     service.startService()
     r.addSystemEventTrigger("before", "shutdown", service.stopService)
     r.run()

@@ -57,7 +57,16 @@ from diegossh.addresses import parseAddress, serverEndpoint
 from diegossh.listening import GuardedEndpoint, guardAccepting
 
 WORKER_FD = 3
-STOP_GRACE = 10.0
+#: What the parent tells a worker on its stdin, a line each, after the boot
+#: line: C{drain} (as a first SIGTERM would: the parent drains) and C{stop}
+#: (stop now). Lines, not signals, so that a SIGTERM sent to every process
+#: of the group at once (systemd's default) is not taken as a second one.
+DRAIN = b"drain"
+STOP = b"stop"
+MESSAGES = (DRAIN, STOP)
+#: How long the parent's stop waits for a worker told to stop before killing
+#: it: the worker's own stop closes its connections within CLOSE_GRACE.
+STOP_GRACE = 20.0
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
 # A worker that lived less than this is "dying young": the next delay doubles.
@@ -80,7 +89,7 @@ def listeningService(reactor: Any, config: Any, factory: Any) -> IService:
         return AdoptedPort(reactor, settings.inheritedListenFD, factory)
     if settings.workers <= 1:
         endpoint = GuardedEndpoint(serverEndpoint(reactor, settings.address), reactor)
-        return StreamServerEndpointService(endpoint, factory)
+        return Listener(endpoint, factory)
     return WorkerPool(
         reactor, settings.address, factory, settings.workers - 1, workerOptions(config)
     )
@@ -147,6 +156,20 @@ def bindListener(address: str, backlog: int = 511) -> socket.socket:
     return sock
 
 
+class Listener(StreamServerEndpointService):
+    """
+    The one-process listener, which a drain closes before the rest stops.
+    """
+
+    def stopAccepting(self) -> Any:
+        """
+        Close the listening port (once; the ordinary stop then skips it).
+        """
+        if not self.running:
+            return None
+        return self.stopService()
+
+
 class AdoptedPort(Service):
     """
     A worker's listener: the socket inherited from the parent.
@@ -166,11 +189,19 @@ class AdoptedPort(Service):
         self.port = adoptShared(self._reactor, self._fd, family, self.factory)
         os.close(self._fd)
 
+    def stopAccepting(self) -> Any:
+        """
+        Close this worker's copy of the listening socket (a drain does it
+        before the rest stops).
+        """
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
     def stopService(self) -> Any:
         super().stopService()
-        if self.port is not None:
-            return self.port.stopListening()
-        return None
+        return self.stopAccepting()
 
 
 class _Worker(ProcessProtocol):
@@ -184,12 +215,33 @@ class _Worker(ProcessProtocol):
         self.slot = slot
         self.started = started
         self.pid: int | None = None
-        self.ended: defer.Deferred[None] = defer.Deferred()
+        self.ended = False
+        self._followers: list[defer.Deferred[None]] = []
         self._partial = b""
+
+    def whenEnded(self) -> defer.Deferred[None]:
+        """
+        Fires once the process has ended; each caller gets its own (which
+        it may cancel).
+        """
+        if self.ended:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred(lambda d: self._followers.remove(d))
+        self._followers.append(d)
+        return d
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
         self.transport.write(json.dumps(self.pool.boot).encode() + b"\n")  # type: ignore[union-attr]
+
+    def tell(self, message: bytes) -> None:
+        """
+        One of L{MESSAGES} down the worker's stdin (nothing if it is gone).
+        """
+        try:
+            self.transport.write(message + b"\n")  # type: ignore[union-attr]
+        except Exception:  # noqa: S110 - it ended meanwhile
+            pass
 
     def outReceived(self, data: bytes) -> None:
         self._lines(data)
@@ -213,8 +265,11 @@ class _Worker(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self._lines(b"\n")
+        self.ended = True
         self.pool._workerEnded(self, reason)
-        self.ended.callback(None)
+        followers, self._followers = self._followers, []
+        for d in followers:
+            d.callback(None)
 
 
 class WorkerPool(Service):
@@ -237,6 +292,7 @@ class WorkerPool(Service):
         self._running: dict[int, _Worker] = {}
         self._delays: dict[int, float] = {}
         self._restarts: dict[int, Any] = {}
+        self.draining = False
 
     def pids(self) -> list[int]:
         """
@@ -267,7 +323,7 @@ class WorkerPool(Service):
 
     def _spawn(self, slot: int) -> None:
         self._restarts.pop(slot, None)
-        if not self.running or self.socket is None:
+        if not self.running or self.socket is None or self.draining:
             return
         worker = _Worker(self, slot, self._reactor.seconds())
         self._reactor.spawnProcess(
@@ -283,7 +339,8 @@ class WorkerPool(Service):
     def _workerEnded(self, worker: _Worker, reason: Failure) -> None:
         if self._running.get(worker.slot) is worker:
             del self._running[worker.slot]
-        if not self.running:
+        if not self.running or self.draining:
+            log.info("worker {slot} (pid {pid}) ended", slot=worker.slot, pid=worker.pid)
             return
         lived = self._reactor.seconds() - worker.started
         previous = self._delays.get(worker.slot, RESTART_DELAY / 2)
@@ -298,20 +355,56 @@ class WorkerPool(Service):
         )
         self._restarts[worker.slot] = self._reactor.callLater(delay, self._spawn, worker.slot)
 
-    def stopService(self) -> Any:
-        super().stopService()
+    def _cancelRestarts(self) -> None:
         for call in self._restarts.values():
             if call.active():
                 call.cancel()
         self._restarts.clear()
+
+    def stopAccepting(self) -> Any:
+        """
+        Close the parent's port and its listening socket: no worker is
+        started after this, and the socket stops listening once the
+        workers, draining too, have closed their copies (until then the
+        kernel would go on queueing connections nobody accepts).
+        """
+        port, self.port = self.port, None
+        stopped = defer.maybeDeferred(port.stopListening) if port is not None else None
+
+        def closeSocket(result: Any) -> Any:
+            if self.socket is not None:
+                self.socket.close()
+                self.socket = None
+            return result
+
+        if stopped is None:
+            return closeSocket(None)
+        return stopped.addBoth(closeSocket)
+
+    def drain(self) -> defer.Deferred[Any]:
+        """
+        Tell every worker to drain, start no more; fires when all have
+        exited (L{diegossh.proxy.drain.Drainable}).
+        """
+        self.draining = True
+        self._cancelRestarts()
         waits = []
         for worker in list(self._running.values()):
-            waits.append(worker.ended)
-            _signal(worker, signal.SIGTERM)
+            waits.append(worker.whenEnded())
+            worker.tell(DRAIN)
+        return defer.DeferredList(waits, consumeErrors=True)  # a cancelled wait is no error
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self._cancelRestarts()
+        waits = []
+        for worker in list(self._running.values()):
+            waits.append(worker.whenEnded())
+            worker.tell(STOP)
         killer = self._reactor.callLater(STOP_GRACE, self._killAll)
         stopped: list[Any] = [defer.DeferredList(waits)]
         if self.port is not None:
-            stopped.append(defer.maybeDeferred(self.port.stopListening))
+            stopped.append(defer.maybeDeferred(self.stopAccepting))
 
         def done(result: Any) -> None:
             if killer.active():

@@ -30,7 +30,7 @@ from diegossh.sshd.script import (
     reexecEnvironment,
     usageText,
 )
-from diegossh.sshd.tap import makeListener
+from diegossh.sshd.tap import makeDaemon
 
 _log = Logger()
 
@@ -181,7 +181,8 @@ def serve(
     settings = options["settings"]
     if reactor is None:
         from twisted.internet import reactor
-    listeners = [makeListener(settings, reactor)]
+    endpoint, factory, hangUp = makeDaemon(settings, reactor)
+    listeners = [(endpoint, factory)]
     if settings.debugAddress is not None:
         from diegossh.addresses import serverEndpoint
         from diegossh.debugserver import debugSite
@@ -196,5 +197,6 @@ def serve(
     service = DropInService(listeners, failed)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.addSystemEventTrigger("before", "shutdown", hangUp.stopService)  # SIGHUP, as sshd
     reactor.run()
     return exitCode[0]

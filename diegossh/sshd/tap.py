@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sshd_tap -*-
+# -*- test-case-name: tests.test_sshd_tap,tests.test_sshd_hangup -*-
 """
 C{twistd diego-sshd}: options and service assembly.
 
@@ -34,6 +34,7 @@ from diegossh.ssh.keys import hostKeyOrGenerated
 from diegossh.sshd.auth import AuthorizedKeyChecker, DaemonUserAuthServer
 from diegossh.sshd.avatar import DaemonRealm
 from diegossh.sshd.environment import KEY_VARIABLES, baseEnvironment, currentUser
+from diegossh.sshd.hangup import HangUpService, OpenConnections
 from diegossh.sshd.options import Options
 from diegossh.sshd.programs import buildProgram
 from diegossh.sshd.session import SessionConfig, defaultShell
@@ -50,17 +51,36 @@ def makeService(config: Options) -> IService:
     # twistd only; the diego-sshd script has its own service (issue 15)
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet import reactor
+    from twisted.internet.defer import gatherResults, maybeDeferred
 
-    endpoint, factory = makeListener(config["settings"], reactor)
-    return StreamServerEndpointService(endpoint, factory)
+    class Daemon(StreamServerEndpointService):
+        """The listener, whose stop also hangs up the open sessions."""
+
+        def stopService(self) -> Any:
+            return gatherResults(
+                [maybeDeferred(super().stopService), maybeDeferred(hangUp.stopService)]
+            )
+
+    endpoint, factory, hangUp = makeDaemon(config["settings"], reactor)
+    return Daemon(endpoint, factory)
 
 
 def makeListener(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any]:
     """
-    The endpoint the daemon listens on and the factory it serves, from its
-    settings; the key variables are removed from the environment first, so
-    no session inherits them. Shared by L{makeService} and the C{diego-sshd}
-    script, which logs C{sshd.started} once the endpoint listens.
+    The endpoint and the factory of L{makeDaemon}, without the hang-up.
+    """
+    endpoint, factory, _ = makeDaemon(settings, reactor)
+    return endpoint, factory
+
+
+def makeDaemon(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any, IService]:
+    """
+    The endpoint the daemon listens on, the factory it serves, and the
+    service whose stop hangs up the sessions still open
+    (L{diegossh.sshd.hangup}), from its settings; the key variables are
+    removed from the environment first, so no session inherits them. Shared
+    by L{makeService} and the C{diego-sshd} script, which logs
+    C{sshd.started} once the endpoint listens.
     """
     for variable in KEY_VARIABLES:
         os.environ.pop(variable, None)
@@ -85,6 +105,8 @@ def makeListener(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any]:
     factory.maxChannels = settings.maxChannels
     factory.maxAuthTries = settings.maxAuthTries
     factory.loginGraceTime = settings.loginGraceTime
-    listening = admission.fromSettings(factory, reactor, settings.admission)
+    limited = admission.fromSettings(factory, reactor, settings.admission)
+    connections = OpenConnections(limited.admission)
+    listening = admission.AdmittingFactory(factory, connections)
     endpoint = GuardedEndpoint(serverEndpoint(reactor, settings.address), reactor)
-    return endpoint, listening
+    return endpoint, listening, HangUpService(connections, reactor)

@@ -29,6 +29,7 @@ __all__ = ["GARBAGE", "Behaviour", "FakeBBS"]
 ACTUAL = b"/v1/actual_lrps/list"
 DESIRED_R3 = b"/v1/desired_lrps/get_by_process_guid.r3"
 DESIRED_R2 = b"/v1/desired_lrps/get_by_process_guid.r2"
+PING = b"/v1/ping"
 PROTOBUF = b"application/x-protobuf"
 GARBAGE = b"\xff" * 11 + b"not protobuf"
 """A body no protobuf parser accepts: a varint longer than ten bytes."""
@@ -254,6 +255,8 @@ class FakeBBS:
 
     def _answer(self, path: bytes, body: bytes) -> tuple[int, bytes]:
         error = self.errors.get(path)
+        if path == PING:  # PingResponse {bool available = 1}
+            return 200, b"\x08\x01"
         if path == ACTUAL:
             actuals = pb.ActualLRPsResponse(error=error)
             if error is None:

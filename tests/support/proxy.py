@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -121,14 +122,16 @@ class Proxy:
         return readAccessLog(self.accessLog)
 
     def stop(self) -> None:
+        # SIGINT stops at once; SIGTERM would drain (at least a second)
         if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(20)
 
 
 def startProxy(tmp: Path, lrps: list[dict[str, Any]] | None = None,
-               extraArgs: Sequence[str] = ()) -> Proxy:  # fmt: skip
-    port, health = freePort(), freePort()
+               extraArgs: Sequence[str] = (), port: int | None = None,
+               health: int | None = None) -> Proxy:  # fmt: skip
+    port, health = port or freePort(), health or freePort()
     args = [f"--address=127.0.0.1:{port}", f"--healthCheckAddress=127.0.0.1:{health}",
             "--enableDiegoAuth", f"--diegoCredentials={CREDENTIALS}",
             f"--accessLog={tmp / 'access.json'}", *exemptTestClients(extraArgs)]  # fmt: skip

@@ -43,6 +43,9 @@ from diegossh.proxy.target import (
 __all__ = ["ACTUAL_LRPS_PATH", "DESIRED_LRP_PATH_R2", "DESIRED_LRP_PATH_R3", "BBSClient"]
 
 ACTUAL_LRPS_PATH = "/v1/actual_lrps/list"
+PING_PATH = "/v1/ping"
+#: A ping's answer is one boolean; anything longer is not one.
+MAX_PING_BODY = 1024
 DESIRED_LRP_PATH_R3 = "/v1/desired_lrps/get_by_process_guid.r3"
 DESIRED_LRP_PATH_R2 = "/v1/desired_lrps/get_by_process_guid.r2"
 PROTOBUF = b"application/x-protobuf"
@@ -117,6 +120,40 @@ class BBSClient:
     def lookup(self, processGuid: str, index: int) -> Deferred[LRPTarget]:
         """See L{ILRPDirectory.lookup}."""
         return Deferred.fromCoroutine(self._lookup(processGuid, index))
+
+    def ping(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        BBS's C{POST /v1/ping}: fires when it answers C{available}, fails
+        otherwise (readiness: L{diegossh.proxy.readiness}). One attempt, no
+        retry, the body at most L{MAX_PING_BODY}, within C{timeout}
+        (C{communicationTimeout} when not given).
+        """
+        return Deferred.fromCoroutine(self._ping(self._timeout if timeout is None else timeout))
+
+    async def _ping(self, timeout: float) -> None:
+        from google.protobuf.wrappers_pb2 import BoolValue  # PingResponse's shape
+
+        def timedOut(result: object, timeout: float) -> None:
+            raise _CallTimedOut()
+
+        call = Deferred.fromCoroutine(self._post(PING_PATH, b"", MAX_PING_BODY))
+        call.addTimeout(timeout, self._clock, onTimeoutCancel=timedOut)
+        try:
+            body = await call
+        except _CallTimedOut:
+            raise LoginDenied(TIMED_OUT) from None
+        except LoginDenied:
+            raise
+        except CancelledError:
+            raise
+        except Exception:
+            raise LoginDenied(f"{UNAVAILABLE}: {Failure().getErrorMessage()}") from None
+        try:
+            available = BoolValue.FromString(body).value
+        except DecodeError:
+            raise LoginDenied(INVALID) from None
+        if not available:
+            raise LoginDenied("the LRP directory (BBS) says it is not available")
 
     async def _lookup(self, processGuid: str, index: int) -> LRPTarget:
         notFound = f"no instance {index} of process {processGuid}"
@@ -239,7 +276,7 @@ class BBSClient:
                 )
                 raise LoginDenied(UNAVAILABLE) from None
 
-    async def _post(self, path: str, body: bytes) -> bytes:
+    async def _post(self, path: str, body: bytes, limit: int = MAX_BODY) -> bytes:
         response = await self._http.post(
             self._baseURL + path,
             data=body,
@@ -257,7 +294,7 @@ class BBSClient:
             await _discard(response)
             raise LoginDenied(INVALID)
         try:
-            return await _readBody(response)
+            return await _readBody(response, limit)
         except BodyTooLarge:
             raise LoginDenied(INVALID) from None
 
