@@ -29,6 +29,8 @@ from tests.support.proxy import CLIENT_OPTIONS, Proxy, daemonBehindRoute, lrp, s
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 HAPROXY = Path("/usr/sbin/haproxy")
+# The client's own address, not the balancer's: what each proxy must log.
+CLIENT = "127.0.0.2"
 CHUNKS, CHUNK = 40, 100_000
 SLOW_DOWNLOAD = f"for i in $(seq {CHUNKS}); do head -c {CHUNK} /dev/zero; sleep 0.1; done"
 
@@ -114,7 +116,7 @@ class Balancer:
 
     def ssh(self, command: str) -> list[str]:
         return ["sshpass", "-e", "ssh", *CLIENT_OPTIONS, "-o", "PubkeyAuthentication=no",
-                "-p", str(self.port), "diego:app/0@127.0.0.1", command]  # fmt: skip
+                "-b", CLIENT, "-p", str(self.port), "diego:app/0@127.0.0.1", command]  # fmt: skip
 
     def login(self) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(self.ssh("echo in"), env=self.proxies[0].env(),
@@ -156,6 +158,9 @@ def test_drain_and_kill_behind_haproxy(balancer: Balancer) -> None:
         assert result.returncode == 0 and result.stdout == b"in\n", result.stderr
     first, second = balancer.proxies
     assert (_logins(first), _logins(second)) == (2, 2)  # round robin
+    for proxy in (first, second):
+        clients = {e["client"].rpartition(":")[0] for e in proxy.accessEvents()}
+        assert clients == {CLIENT}, clients
 
     # A transfer through the balancer, to whichever proxy is next.
     out = balancer.tmp / "download"
