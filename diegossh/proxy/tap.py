@@ -30,6 +30,8 @@ from diegossh.proxy.backend import connectBackend
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
+from diegossh.proxy.metrics import RelayedBytesFlush, timed
+from diegossh.proxy.metrics import install as installMetrics
 from diegossh.proxy.pools import PoolService
 from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.realms import BuiltRealm
@@ -39,6 +41,7 @@ from diegossh.proxy.shutdown import ClosingService, LiveConnections, StopInOrder
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.keys import hostKeyOrGenerated
+from diegossh.ssh.metrics import NO_METRICS
 
 _log = Logger()
 _REALMS = installedRealms()
@@ -145,7 +148,7 @@ def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any
     assert bbs.caCert is not None  # parseSettings requires all three files
     policy = tlsPolicyFromPEMFiles(bbs.caCert, bbs.clientCert, bbs.clientKey)
     pool = pools.pool(persistent=True, maxPersistentPerHost=bbs.maxIdleConnsPerHost)
-    agent = makeHTTPSAgent(reactor, policy, pool=pool)
+    agent = timed(makeHTTPSAgent(reactor, policy, pool=pool), "bbs", reactor)
     return BBSClient(
         agent, bbs.address, reactor, communicationTimeout=settings.communicationTimeout,
         **placement,
@@ -188,6 +191,37 @@ def _loggregator(reactor: Any, settings: ProxySettings) -> Any:
     return makeEmitter(reactor, each.tls, each.identity, each.address, batchSize=each.batchSize)
 
 
+def _metrics(reactor: Any, settings: ProxySettings, parent: bool) -> Any:
+    """
+    The process's metrics, the services they need, and the debug site's
+    C{/metrics} page (the parent's), when the debug listener serves them; else
+    L{NO_METRICS}. C{prometheus_client} is imported only then. Under
+    C{--workers} every process writes to the parent's directory
+    (L{diegossh.proxy.prometheus}: why, and how).
+    """
+    if settings.debugAddress is None:
+        return NO_METRICS, [], None
+    from diegossh.proxy import prometheus
+    from diegossh.ssh.prometheus import metricsChildren
+
+    services: list[IService] = []
+    render = None
+    if parent and settings.workers > 1:
+        directory = prometheus.MetricsDirectory()
+        services.append(directory)
+        render = prometheus.multiprocessExposition(directory.path)
+    elif not parent and os.environ.get(prometheus.SLOT_VARIABLE, "").isdigit():
+        shared = os.environ.get(prometheus.MULTIPROC_VARIABLE)
+        if shared:
+            prometheus.useMultiprocess(shared, int(os.environ[prometheus.SLOT_VARIABLE]))
+    realms = [each.plugin.name for each in settings.realms]
+    metrics = prometheus.PrometheusProxyMetrics(realms, settings.policy.keyExchanges)
+    if render is None:
+        render = metrics.exposition
+    services.append(RelayedBytesFlush(metrics, reactor))
+    return metrics, services, metricsChildren(render)
+
+
 def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
@@ -202,6 +236,8 @@ def makeService(config: Options) -> IService:
             lager_data={"key": deprecated.partition(":")[0], "reason": deprecated},
         )
     hostKey = hostKeyOrGenerated(settings.hostKey)
+    metrics, metricsServices, metricsPages = _metrics(reactor, settings, parent)
+    installMetrics(metrics)  # before the realms build their HTTP clients
     directoryPools = PoolService(reactor)
     directory = _directory(reactor, settings, directoryPools)
     tlsOptions = _backendTLS(settings)
@@ -209,7 +245,9 @@ def makeService(config: Options) -> IService:
     timeout = settings.communicationTimeout
 
     def connect(target: Any) -> Any:
-        return connectBackend(reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions)
+        return connectBackend(
+            reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions, metrics
+        )
 
     built = _realms(reactor, settings, directory)
     realms = [each.realm for each in built]
@@ -226,11 +264,13 @@ def makeService(config: Options) -> IService:
         from diegossh.proxy.loggregator import ConnectionTelemetry, TargetTelemetry
 
         telemetry = TargetTelemetry(ConnectionTelemetry(emitter))
-    portal = Portal(ProxyRealm(connect, reactor, telemetry), checkers)
+    portal = Portal(ProxyRealm(connect, reactor, telemetry, metrics), checkers)
     factory = ProxyFactory(portal, [hostKey], policy, reactor, settings.idleConnectionTimeout)
     factory.loginGraceTime = settings.loginGraceTime
     factory.maxAuthTries = settings.maxAuthTries
+    factory.metrics = metrics
     limited = admission.fromSettings(factory, reactor, settings.admission)
+    limited.admission.metrics = metrics
     live = LiveConnections(limited.admission, reactor)
     listening: Any = admission.AdmittingFactory(factory, live)
     if settings.proxyProtocol is not None:
@@ -243,6 +283,8 @@ def makeService(config: Options) -> IService:
     # Started in this order, stopped in the reverse one, each stop awaited
     # (diegossh.proxy.shutdown): the access log is the last to go.
     top = StopInOrder()
+    for service in metricsServices:
+        service.setServiceParent(top)  # the last to stop: the final counts
     if settings.accessLog.path:
         accesslog.AccessLogService(
             settings.accessLog.path,
@@ -257,7 +299,7 @@ def makeService(config: Options) -> IService:
         for service in each.services:
             service.setServiceParent(top)
     ClosingService(live, reactor).setServiceParent(top)
-    workers.listeningService(reactor, config, listening).setServiceParent(top)
+    workers.listeningService(reactor, config, listening, metrics).setServiceParent(top)
     if settings.healthCheckAddress is not None:
         StreamServerEndpointService(
             serverEndpoint(reactor, settings.healthCheckAddress), healthSite()
@@ -266,5 +308,5 @@ def makeService(config: Options) -> IService:
         # /log-level changes what the ssh-proxy script's lager observer
         # writes (config["logLevelControl"]); under twistd only a held level
         control = config.get("logLevelControl") or RecordedLevel(settings.logLevel)
-        debugService(reactor, settings.debugAddress, control).setServiceParent(top)
+        debugService(reactor, settings.debugAddress, control, metricsPages).setServiceParent(top)
     return top
