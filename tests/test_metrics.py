@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import values
 from twisted.conch.ssh import common
 from twisted.internet import defer, task
+from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
@@ -35,6 +36,8 @@ from diegossh.proxy.relay import MAX_TRACKED_CHANNELS, Relay
 from diegossh.ssh import admission
 from diegossh.ssh.metrics import NO_METRICS, NoMetrics, channelType
 from diegossh.ssh.prometheus import MetricsResource, PrometheusSSHMetrics
+from diegossh.sshd import script
+from diegossh.sshd.options import Options as SSHDOptions
 from tests.support.proxyworld import GUID, ProxyWorld, diego, password
 
 MSG_CHANNEL_OPEN = 90
@@ -465,3 +468,34 @@ def test_each_workers_figures_reach_the_parents_page(
         "counter_0.db", "counter_1.db", "gauge_livesum_0.db", "gauge_livesum_1.db",
         "histogram_0.db", "histogram_1.db",
     ]  # fmt: skip
+
+
+# -- the daemon's opt-in
+
+
+def test_the_daemon_counts_only_when_asked_and_only_with_a_debug_server() -> None:
+    plain = SSHDOptions()
+    plain.parseOptions(["--allowUnauthenticatedClients"])
+    assert plain["settings"].metrics is False
+    with pytest.raises(usage.UsageError, match="debugAddr"):
+        SSHDOptions().parseOptions(["--allowUnauthenticatedClients", "--enableMetrics"])
+    asked = SSHDOptions()
+    asked.parseOptions(
+        ["--allowUnauthenticatedClients", "--enableMetrics", "--debugAddr=127.0.0.1:0"]
+    )
+    assert asked["settings"].metrics is True
+
+
+@pytest.mark.parametrize(
+    ("args", "wanted"),
+    [
+        ([], False),
+        (["-debugAddr=127.0.0.1:1"], False),
+        (["-enableMetrics"], True),
+        (["--enableMetrics"], True),
+        (["-enableMetrics=true"], True),
+        (["-enableMetrics=false"], False),
+    ],
+)
+def test_the_daemon_script_keeps_ssl_for_metrics(args: list[str], wanted: bool) -> None:
+    assert script.metricsWanted(args) is wanted

@@ -86,5 +86,24 @@ def makeListener(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any]:
     factory.maxAuthTries = settings.maxAuthTries
     factory.loginGraceTime = settings.loginGraceTime
     listening = admission.fromSettings(factory, reactor, settings.admission)
+    if settings.metrics:
+        # prometheus_client only now: -enableMetrics (issue 15's footprint)
+        from diegossh.ssh.prometheus import PrometheusSSHMetrics
+
+        factory.metrics = PrometheusSSHMetrics(["sshd"], settings.policy.keyExchanges)
+        listening.admission.metrics = factory.metrics
     endpoint = GuardedEndpoint(serverEndpoint(reactor, settings.address), reactor)
     return endpoint, listening
+
+
+def debugPages(factory: Any) -> dict[bytes, Any] | None:
+    """
+    The debug server's C{/metrics} page for the daemon's C{factory} (what
+    L{makeListener} returned) when it counts (C{-enableMetrics}), else L{None}.
+    """
+    exposition = getattr(factory.metrics, "exposition", None)
+    if exposition is None:
+        return None
+    from diegossh.ssh.prometheus import metricsChildren
+
+    return metricsChildren(exposition)
