@@ -26,7 +26,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
 from diegossh.interfaces import IProxyMetrics, ISSHMetrics
-from diegossh.proxy.metrics import RelayedBytesFlush, TimedAgent, install, installed, timed
+from diegossh.proxy.metrics import RelayedBytesFlush, TimedAgent, building, installed, timed
 from diegossh.proxy.prometheus import (
     PrometheusProxyMetrics,
     multiprocessExposition,
@@ -402,15 +402,16 @@ def test_http_calls_are_timed_by_service_and_outcome() -> None:
             each.trap(ConnectionRefusedError, defer.CancelledError)
 
 
-def test_agents_are_timed_only_once_metrics_are_installed() -> None:
+def test_agents_are_timed_only_while_building_with_metrics() -> None:
     agent = FakeAgent()
     assert installed() is NO_METRICS
     assert timed(agent, "bbs", task.Clock()) is agent
-    install(proxyMetrics())
-    try:
-        assert isinstance(timed(agent, "bbs", task.Clock()), TimedAgent)
-    finally:
-        install(NO_METRICS)
+    m = proxyMetrics()
+    with building(m):
+        assert isinstance(timed(agent, "uaa", task.Clock()), TimedAgent)
+        assert timed(agent, "uaa", task.Clock(), NO_METRICS) is agent
+    assert installed() is NO_METRICS
+    assert isinstance(timed(agent, "bbs", task.Clock(), m), TimedAgent)
 
 
 # -- --workers: the multiprocess files

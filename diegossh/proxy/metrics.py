@@ -5,15 +5,18 @@ L{IProxyMetrics} (L{installed}), the HTTP agent that times calls to the BBS,
 UAA and Cloud Controller (L{TimedAgent}), and the service that moves relayed
 byte counts into the metrics while sessions run (L{RelayedBytesFlush}).
 
-Why one installed instance per process: the C{cf} realm builds its HTTP
-clients inside its plugin's C{build}, whose signature is the public realm
-API and carries no metrics; C{tap.makeService} installs the process's
-metrics before it builds the realms, and the realm's factory reads them
-once. Everything the tap builds itself gets them passed in.
+Why metrics installed while the realms are built (L{building}): the C{cf}
+realm builds its HTTP clients inside its plugin's C{build}, whose signature
+is the public realm API and carries no metrics; C{tap.makeService} builds the
+realms inside C{building(metrics)}, the realm's factory reads them once
+(L{timed}), and the previous value is back when the block ends, so nothing
+outlives the assembly. Everything the tap builds itself gets them passed in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.application.service import Service
@@ -25,7 +28,7 @@ from zope.interface import implementer
 from diegossh.interfaces import IProxyMetrics
 from diegossh.ssh.metrics import NO_METRICS
 
-__all__ = ["FLUSH_INTERVAL", "RelayedBytesFlush", "TimedAgent", "install", "installed"]
+__all__ = ["FLUSH_INTERVAL", "RelayedBytesFlush", "TimedAgent", "building", "installed", "timed"]
 
 #: Seconds between moves of the bytes relayed by running sessions into the
 #: counters (a session's remainder is added when it ends).
@@ -34,16 +37,22 @@ FLUSH_INTERVAL = 5.0
 _installed: list[IProxyMetrics] = [NO_METRICS]
 
 
-def install(metrics: IProxyMetrics) -> None:
+@contextmanager
+def building(metrics: IProxyMetrics) -> Iterator[None]:
     """
-    Make C{metrics} this process's, for what is built after (the C{cf} realm's clients).
+    C{metrics} are L{installed} inside the block (what realms build there
+    reports to them), the previous ones again after it.
     """
-    _installed[0] = metrics
+    previous, _installed[0] = _installed[0], metrics
+    try:
+        yield
+    finally:
+        _installed[0] = previous
 
 
 def installed() -> IProxyMetrics:
     """
-    This process's metrics: L{NO_METRICS} until L{install}.
+    The metrics of what is being built (L{building}), else L{NO_METRICS}.
     """
     return _installed[0]
 
@@ -84,11 +93,13 @@ class TimedAgent:
         return d.addBoth(timed)
 
 
-def timed(agent: Any, service: str, clock: Any) -> Any:
+def timed(agent: Any, service: str, clock: Any, metrics: IProxyMetrics | None = None) -> Any:
     """
-    C{agent} timed for C{service} when this process counts, else C{agent} itself.
+    C{agent} timed for C{service} when C{metrics} (by default, those
+    L{installed}) count, else C{agent} itself.
     """
-    metrics = installed()
+    if metrics is None:
+        metrics = installed()
     if metrics is NO_METRICS:
         return agent
     return TimedAgent(agent, service, clock, metrics)

@@ -30,8 +30,7 @@ from diegossh.proxy.backend import connectBackend
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
-from diegossh.proxy.metrics import RelayedBytesFlush, timed
-from diegossh.proxy.metrics import install as installMetrics
+from diegossh.proxy.metrics import RelayedBytesFlush, building, timed
 from diegossh.proxy.pools import PoolService
 from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.realms import BuiltRealm
@@ -125,7 +124,9 @@ class Refusal(usage.UsageError):
         self.lager = lager
 
 
-def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any:
+def _directory(
+    reactor: Any, settings: ProxySettings, pools: PoolService, metrics: Any = NO_METRICS
+) -> Any:
     """
     The LRP directory: the local table, or the BBS client (its kept-alive
     connections in a pool of C{pools}), or L{None}.
@@ -148,7 +149,7 @@ def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any
     assert bbs.caCert is not None  # parseSettings requires all three files
     policy = tlsPolicyFromPEMFiles(bbs.caCert, bbs.clientCert, bbs.clientKey)
     pool = pools.pool(persistent=True, maxPersistentPerHost=bbs.maxIdleConnsPerHost)
-    agent = timed(makeHTTPSAgent(reactor, policy, pool=pool), "bbs", reactor)
+    agent = timed(makeHTTPSAgent(reactor, policy, pool=pool), "bbs", reactor, metrics)
     return BBSClient(
         agent, bbs.address, reactor, communicationTimeout=settings.communicationTimeout,
         **placement,
@@ -237,9 +238,8 @@ def makeService(config: Options) -> IService:
         )
     hostKey = hostKeyOrGenerated(settings.hostKey)
     metrics, metricsServices, metricsPages = _metrics(reactor, settings, parent)
-    installMetrics(metrics)  # before the realms build their HTTP clients
     directoryPools = PoolService(reactor)
-    directory = _directory(reactor, settings, directoryPools)
+    directory = _directory(reactor, settings, directoryPools, metrics)
     tlsOptions = _backendTLS(settings)
     policy = settings.policy
     timeout = settings.communicationTimeout
@@ -249,7 +249,8 @@ def makeService(config: Options) -> IService:
             reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions, metrics
         )
 
-    built = _realms(reactor, settings, directory)
+    with building(metrics):  # the cf realm's HTTP clients are timed
+        built = _realms(reactor, settings, directory)
     realms = [each.realm for each in built]
     keyRealms = [realm for realm in realms if IKeyRealm.providedBy(realm)]
     passwordRealms = [realm for realm in realms if not IKeyRealm.providedBy(realm)]
