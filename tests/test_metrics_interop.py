@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
+from twisted.internet import threads
 
 from tests.support.daemon import Daemon, freePort
 from tests.support.eventually import eventuallyBlocking
 from tests.support.proxy import CREDENTIALS, Proxy, daemonBehindRoute, lrp, startProxy
+from tests.test_proxy_cf import APP, CFWorld
+from tests.test_proxy_cf import ssh as cfLogin
 from tests.test_sshd_dropin import (
     Running,
     ccArguments,
@@ -219,6 +223,34 @@ def test_every_workers_figures_reach_the_one_page(
 def children(pid: int) -> set[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return {int(p) for p in text.split()}
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_to_bbs_uaa_and_cloud_controller(tmp_path: Path) -> None:
+    world = CFWorld(tmp_path)
+    debugPort = freePort()
+    try:
+        proxy = await world.start(extra=(f"--debugAddr=127.0.0.1:{debugPort}",))
+        ok = await cfLogin(proxy, world.uaa.issueCode("alice"), "echo cf")
+        assert ok.stdout == b"cf\n", ok.stderr
+        refused = await cfLogin(proxy, "not-a-code", "true")
+        assert refused.returncode != 0
+        page = await threads.deferToThread(scrape, debugPort)
+        after = samples(page)
+
+        def calls(service: str, outcome: str) -> float:
+            name = "diegossh_proxy_http_call_seconds_count"
+            return after.get(f'{name}{{outcome="{outcome}",service="{service}"}}', 0.0)
+
+        assert calls("uaa", "2xx") == 1 and calls("uaa", "4xx") == 1
+        assert calls("cloud_controller", "2xx") >= 1
+        assert calls("bbs", "2xx") >= 1
+        assert after['diegossh_logins_total{outcome="success",realm="cf",reason="none"}'] == 1
+        credentials = 'diegossh_logins_total{outcome="failure",realm="cf",reason="credentials"}'
+        assert after[credentials] == 1
+        assertNothingIdentifying(page, "alice", "not-a-code", "ssh-proxy-secret", APP)
+    finally:
+        await world.stop()
 
 
 @pytest.fixture

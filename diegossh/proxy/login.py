@@ -53,7 +53,9 @@ class Denied(UnauthorizedLogin):
         """
         The login's failure as one of the metrics' fixed reasons.
         """
-        return "credentials" if isinstance(self.denial, BadCredentials) else self.stage
+        if isinstance(self.denial, BadCredentials) or self.denial.credentials:
+            return "credentials"
+        return self.stage
 
     @property
     def visible(self) -> bool:
