@@ -23,7 +23,7 @@ from twisted.python import usage
 from diegossh import secretargs
 from diegossh.addresses import serverEndpoint
 from diegossh.debugserver import RecordedLevel, debugService
-from diegossh.interfaces import IKeyRealm
+from diegossh.interfaces import IKeyRealm, IProxyMetrics
 from diegossh.proxy import accesslog, workers
 from diegossh.proxy import config as proxyConfig
 from diegossh.proxy.backend import connectBackend
@@ -192,7 +192,9 @@ def _loggregator(reactor: Any, settings: ProxySettings) -> Any:
     return makeEmitter(reactor, each.tls, each.identity, each.address, batchSize=each.batchSize)
 
 
-def _metrics(reactor: Any, settings: ProxySettings, parent: bool) -> Any:
+def _metrics(
+    reactor: Any, settings: ProxySettings, parent: bool
+) -> tuple[IProxyMetrics, list[IService], dict[bytes, Any] | None]:
     """
     The process's metrics, the services they need, and the debug site's
     C{/metrics} page (the parent's), when the debug listener serves them; else
