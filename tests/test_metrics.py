@@ -354,9 +354,29 @@ def test_admission_refusals_and_penalties() -> None:
     limits.penalise(first, "authfail")
     limits.closed(first)
     assert value(m, "diegossh_penalties_total", reason="authfail") == 1
-    while not limits.admit(Conn("198.51.100.9")):
-        pass
+    quiet = Conn("198.51.100.20")
+    limits.opened(quiet)
+    limits.closed(quiet)  # noauth: 1 s by default
+    assert value(m, "diegossh_penalties_total", reason="noauth") == 1
+    free = admission.Admission(
+        clock,
+        admission.MaxStartups.parse("10:30:100"),
+        penalties=admission.DAEMON_PENALTIES,  # noauth:0s
+    )
+    free.metrics = m
+    free.opened(quiet)
+    free.closed(quiet)
+    assert value(m, "diegossh_penalties_total", reason="noauth") == 1
     assert value(m, "diegossh_preauth_refused_total", reason="penalty") == 0
+    # failures from one source until it is refused at accept
+    for _ in range(10):
+        guesser = Conn("198.51.100.30")
+        if not free.admit(guesser):
+            break
+        free.opened(guesser)
+        free.penalise(guesser, "authfail")
+        free.closed(guesser)
+    assert value(m, "diegossh_preauth_refused_total", reason="penalty") == 1
     text = m.exposition().decode()
     assert "198.51.100" not in text
 

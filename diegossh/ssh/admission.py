@@ -521,7 +521,8 @@ class Admission:
             return
         table = self.tables[c.family]
         reason = c.reason or "noauth"
-        self.metrics.penalised(reason)
+        if self.penalties.charge(reason) > 0:
+            self.metrics.penalised(reason)
         if table.charge(c.source, self.penalties.charge(reason), reason):
             log.info(
                 "refusing connections from {source} for {seconds:.0f}s: "
