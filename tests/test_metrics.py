@@ -157,7 +157,9 @@ def test_the_metrics_page() -> None:
     request = DummyRequest([b""])
     body = resource.render(request)
     assert b"diegossh_connections_open 1.0" in body
-    assert request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(b"text/plain")
+    assert request.responseHeaders.getRawHeaders(b"content-type") == [
+        b"text/plain; version=0.0.4; charset=utf-8"
+    ]
     post = DummyRequest([b""])
     post.method = b"POST"
     assert resource.render(post) == b"method not allowed\n"

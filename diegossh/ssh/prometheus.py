@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -190,7 +190,9 @@ class PrometheusSSHMetrics:
 
 class MetricsResource(Resource):
     """
-    C{GET /metrics}: the text exposition C{render} returns.
+    C{GET /metrics}: the text exposition C{render} returns, as the classic
+    text format 0.0.4 (what C{prometheus_client}'s own server answers a
+    scraper that asks for nothing newer; every scraper reads it).
     """
 
     isLeaf = True
@@ -204,7 +206,7 @@ class MetricsResource(Resource):
             request.setResponseCode(405)
             request.setHeader(b"allow", b"GET, HEAD")
             return b"method not allowed\n"
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        request.setHeader(b"content-type", CONTENT_TYPE_PLAIN_0_0_4.encode())
         return self._render()
 
 
