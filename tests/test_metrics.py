@@ -522,3 +522,37 @@ def test_the_daemon_counts_only_when_asked_and_only_with_a_debug_server() -> Non
 )
 def test_the_daemon_script_keeps_ssl_for_metrics(args: list[str], wanted: bool) -> None:
     assert script.metricsWanted(args) is wanted
+
+
+# -- the worker pool tells of the workers that end
+
+
+class Ends(NoMetrics):
+    def __init__(self) -> None:
+        self.ended: list[tuple[int, bool]] = []
+
+    def workerEnded(self, slot: int, restarting: bool) -> None:
+        self.ended.append((slot, restarting))
+
+
+class NoKeys:
+    privateKeys: dict[str, Any] = {}
+
+
+def test_the_pool_reports_each_worker_that_ends() -> None:
+    from diegossh.proxy.workers import WorkerPool, _Worker
+
+    clock = task.Clock()
+    pool = WorkerPool(clock, "127.0.0.1:0", NoKeys(), 1, {})
+    ends = Ends()
+    pool.metrics = ends
+    pool.running = 1
+    worker = _Worker(pool, 1, clock.seconds())
+    pool._running[1] = worker
+    pool._workerEnded(worker, Failure(RuntimeError("killed")))
+    assert ends.ended == [(1, True)]
+    for call in clock.getDelayedCalls():
+        call.cancel()  # the restart it scheduled
+    pool.running = 0
+    pool._workerEnded(_Worker(pool, 1, clock.seconds()), Failure(RuntimeError("stopped")))
+    assert ends.ended == [(1, True), (1, False)]
