@@ -82,6 +82,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--hostile-hold", type=float, help="seconds each hostile client holds its state (6)"
     )
     parser.add_argument(
+        "--proxy-arg",
+        action="append",
+        default=[],
+        help="one more flag for the proxy, e.g. --proxy-arg=--debugAddr=127.0.0.1:17017 "
+        "(metrics on); repeatable",
+    )
+    parser.add_argument(
         "names", nargs="*", metavar="SECTION", help="sections to run, as with --only"
     )
     args = parser.parse_args(argv)
@@ -173,7 +180,7 @@ def measureWorld(results: dict[str, Any], args: argparse.Namespace) -> None:
     """
     The sections measured on one world: stock sshd, diego-sshd and the proxy.
     """
-    world = startWorld(args.size)
+    world = startWorld(args.size, args.proxy_arg)
     try:
         if "throughput" in args.sections:
             results["throughput"] = {}

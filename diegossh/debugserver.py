@@ -127,10 +127,18 @@ def debugSite(control: LevelControl, children: Mapping[bytes, Resource] | None =
     return site
 
 
-def debugService(reactor: Any, address: str, control: LevelControl) -> IService:
+def debugService(
+    reactor: Any,
+    address: str,
+    control: LevelControl,
+    children: Mapping[bytes, Resource] | None = None,
+) -> IService:
     """
-    The debug listener on C{address} (C{host:port}), as a service.
+    The debug listener on C{address} (C{host:port}), as a service, with
+    C{children} (C{/metrics}) besides C{/log-level}.
     """
-    service = StreamServerEndpointService(serverEndpoint(reactor, address), debugSite(control))
+    service = StreamServerEndpointService(
+        serverEndpoint(reactor, address), debugSite(control, children)
+    )
     service.setName("debug-server")
     return service

@@ -252,3 +252,99 @@ class IConnectionTelemetry(Interface):
         @return: a callable taking no argument, called once when the
             connection ends.
         """
+
+
+class ISSHMetrics(Interface):
+    """
+    What an SSH server (the proxy's user-facing side, the daemon) counts for
+    an operator's metrics (docs/operations.md, "Metrics"). Called on the
+    reactor thread; must be cheap and never block. Every text argument is one
+    of a small fixed set (the caller maps peer-chosen text to it first): no
+    user name, guid or address ever reaches an implementation.
+    """
+
+    def connectionOpened() -> None:
+        """
+        A connection was admitted and its transport started.
+        """
+
+    def connectionClosed() -> None:
+        """
+        An admitted connection ended.
+        """
+
+    def refused(reason: str) -> None:
+        """
+        A connection was closed at accept, before any byte: C{reason} is
+        C{"penalty"}, C{"per_source"} or C{"max_startups"}.
+        """
+
+    def penalised(reason: str) -> None:
+        """
+        A source was charged a penalty when its connection ended without
+        logging in: C{reason} is C{"authfail"}, C{"grace"}, C{"protocol"}
+        or C{"noauth"}.
+        """
+
+    def keyExchange(algorithm: str, initial: bool) -> None:
+        """
+        A key exchange finished with C{algorithm} (one our policy offers);
+        C{initial} for a connection's first, else a rekey.
+        """
+
+    def login(realm: str, outcome: str, reason: str) -> None:
+        """
+        A login attempt ended: C{outcome} is C{"success"} or C{"failure"};
+        C{reason} is C{"none"} on success, else one of a fixed set
+        (C{"credentials"}, C{"lookup"}, C{"backend"}, C{"internal"}).
+        """
+
+    def channelOpened(kind: str) -> None:
+        """
+        A channel of type C{kind} (one of L{diegossh.ssh.metrics.CHANNEL_TYPES},
+        or C{"other"}) is open.
+        """
+
+    def channelClosed(kind: str) -> None:
+        """
+        A channel counted by L{channelOpened} ended.
+        """
+
+
+class IProxyMetrics(ISSHMetrics):
+    """
+    What the proxy counts besides its SSH server's figures.
+    """
+
+    def sessionRelayed(realm: str, relay: object) -> Callable[[], None]:
+        """
+        A login of C{realm} now relays through C{relay} (whose
+        C{bytesFromClient} and C{bytesFromBackend} grow as it relays).
+
+        @return: called once when the session ends.
+        """
+
+    def backendDial(seconds: float, outcome: str) -> None:
+        """
+        Connecting to an instance took C{seconds}: C{outcome} is C{"success"},
+        C{"timeout"} or C{"failure"}.
+        """
+
+    def backendLogin(seconds: float, outcome: str) -> None:
+        """
+        The SSH login to an instance, from the connection to its answer,
+        took C{seconds}; C{outcome} as for L{backendDial}.
+        """
+
+    def httpCall(service: str, seconds: float, outcome: str) -> None:
+        """
+        A call to C{service} (C{"bbs"}, C{"uaa"}, C{"cloud_controller"})
+        took C{seconds}: C{outcome} is its status class (C{"2xx"} ...
+        C{"5xx"}) or C{"failed"} (no answer: refused, timed out, TLS).
+        """
+
+    def workerEnded(slot: int, restarting: bool) -> None:
+        """
+        The C{--workers} process in C{slot} (1 to N-1) ended; C{restarting}
+        when another is being started in its place (not at shutdown).
+        """

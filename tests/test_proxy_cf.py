@@ -60,7 +60,7 @@ class CFWorld:
         )  # fmt: skip
         self.proxy: Proxy | None = None
 
-    async def start(self, uaaCA: Path | None = None) -> Proxy:
+    async def start(self, uaaCA: Path | None = None, extra: tuple[str, ...] = ()) -> Proxy:
         for fake in (self.bbs, self.uaa, self.cc):
             await fake.start()
         tls = self.tls
@@ -72,7 +72,7 @@ class CFWorld:
                 "--uaaUsername=ssh-proxy", "--uaaPassword=ssh-proxy-secret",
                 f"--bbsAddress={self.bbs.url}", f"--bbsCACert={tls.ca.certPath}",
                 f"--bbsClientCert={tls.client.certPath}", f"--bbsClientKey={tls.client.keyPath}",
-                "--communicationTimeout=4s",
+                "--communicationTimeout=4s", *extra,
             ),
         )  # fmt: skip
         return self.proxy

@@ -37,6 +37,7 @@ FORBIDDEN = (
     "yaml",
     "diegossh.proxy",
     "diegossh.bastion",
+    "prometheus_client",  # only with -enableMetrics
 )
 
 # The installed console script's main, with one addition: SIGUSR2 writes the

@@ -34,11 +34,13 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
+from diegossh.interfaces import IProxyMetrics
 from diegossh.logtext import SafeLogger
 from diegossh.proxy.errors import LoginDenied
 from diegossh.proxy.target import LRPTarget, SSHRoute
 from diegossh.ssh.algorithms import AlgorithmPolicy, userKeySignatureAlgorithm
 from diegossh.ssh.keys import hostKeyMatches
+from diegossh.ssh.metrics import NO_METRICS
 from diegossh.ssh.transport import SSHClientTransport
 
 log = SafeLogger()
@@ -239,6 +241,7 @@ def connectBackend(
     policy: AlgorithmPolicy,
     timeout: float,
     tlsOptions: Callable[[str], Any] | None = None,
+    metrics: IProxyMetrics = NO_METRICS,
 ) -> defer.Deferred[BackendTransport]:
     """
     Dial C{target} and log in; fail with L{LoginDenied} within C{timeout}.
@@ -246,10 +249,17 @@ def connectBackend(
     Cancelling the result (the user's connection ended) aborts whatever is
     under way: the connect attempt, or the connection in its key exchange or
     login. The timer goes with it.
+
+    C{metrics} gets how long the dial and the whole login took, and how each
+    ended (a cancelled one is not counted: the user left, the instance did
+    nothing wrong).
     """
     holder: dict[str, BackendTransport] = {}
     connecting: defer.Deferred[Any] | None = None
     cancelled = False
+    timedOutNow = False
+    dialled = False
+    started = reactor.seconds()
 
     def cancel(_: defer.Deferred[BackendTransport]) -> None:
         nonlocal cancelled
@@ -280,8 +290,12 @@ def connectBackend(
         endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
 
     def timedOut() -> None:
+        nonlocal timedOutNow
         if login.called:
             return
+        timedOutNow = True
+        if not dialled:
+            metrics.backendDial(reactor.seconds() - started, "timeout")
         # The denial first: cancelling the connect below fails it at once,
         # and its failure names the address, which is not for the user.
         transport = holder.get("t")
@@ -307,15 +321,25 @@ def connectBackend(
     def done(result: Any) -> Any:
         if timer.active():
             timer.cancel()
+        if not cancelled:
+            outcome = "success" if not isinstance(result, Failure) else "failure"
+            metrics.backendLogin(reactor.seconds() - started, "timeout" if timedOutNow else outcome)
         return result
 
     login.addBoth(done)
 
     connecting = endpoint.connect(Factory.forProtocol(build))
 
+    def connected(protocol: Any) -> Any:
+        nonlocal dialled
+        dialled = True
+        metrics.backendDial(reactor.seconds() - started, "success")
+        return protocol
+
     def connectFailed(failure: Failure) -> None:
         if login.called or cancelled:
             return
+        metrics.backendDial(reactor.seconds() - started, "failure")
         # The details (address, the system's words) are for the operator.
         log.info(
             "could not connect to {guid}/{index} at {address}: {error}",
@@ -326,7 +350,7 @@ def connectBackend(
         )
         login.errback(LoginDenied(f"could not connect to the instance: {_connectError(failure)}"))
 
-    connecting.addErrback(connectFailed)
+    connecting.addCallbacks(connected, connectFailed)
     return login
 
 

@@ -18,12 +18,15 @@ class LoginDenied(Exception):
     A login was refused; C{reason} is safe to show the user.
 
     Details meant for operators only (addresses, raw BBS messages) belong in
-    the log, never in C{reason}.
+    the log, never in C{reason}. C{credentials} says the user's secret was
+    refused (a one-time code UAA did not take), as opposed to a lookup that
+    failed: the metrics count the two apart (docs/operations.md, "Metrics").
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, credentials: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.credentials = credentials
 
     def __str__(self) -> str:
         return self.reason

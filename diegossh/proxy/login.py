@@ -37,13 +37,25 @@ class BadCredentials(LoginDenied):
 class Denied(UnauthorizedLogin):
     """
     What the portal sees of a L{LoginDenied}: Conch's userauth treats
-    L{UnauthorizedLogin} as an ordinary failed attempt.
+    L{UnauthorizedLogin} as an ordinary failed attempt. C{stage} says where
+    it was refused, for the metrics' bounded C{reason}: C{"lookup"} (the
+    realm, or the directory, said no) or C{"backend"} (the instance did).
     """
 
-    def __init__(self, denial: LoginDenied, realm: str) -> None:
+    def __init__(self, denial: LoginDenied, realm: str, stage: str = "lookup") -> None:
         super().__init__(denial.reason)
         self.denial = denial
         self.realm = realm
+        self.stage = stage
+
+    @property
+    def metricsReason(self) -> str:
+        """
+        The login's failure as one of the metrics' fixed reasons.
+        """
+        if isinstance(self.denial, BadCredentials) or self.denial.credentials:
+            return "credentials"
+        return self.stage
 
     @property
     def visible(self) -> bool:

@@ -36,8 +36,10 @@ from twisted.conch.ssh.connection import OPEN_ADMINISTRATIVELY_PROHIBITED
 from twisted.conch.ssh.service import SSHService
 from twisted.conch.ssh.transport import DISCONNECT_BY_APPLICATION, DISCONNECT_PROTOCOL_ERROR
 
+from diegossh.interfaces import ISSHMetrics
 from diegossh.ssh.backpressure import KEY_EXCHANGE, ReadGate, WriteListener
 from diegossh.ssh.connection import MIN_PEER_MAX_PACKET
+from diegossh.ssh.metrics import NO_METRICS, channelType
 
 MSG_UNIMPLEMENTED = 3
 MSG_GLOBAL_REQUEST = 80
@@ -69,7 +71,11 @@ class Relay:
     """
 
     def __init__(
-        self, client: Any, backend: Any, onActivity: Callable[[], None] | None = None
+        self,
+        client: Any,
+        backend: Any,
+        onActivity: Callable[[], None] | None = None,
+        metrics: ISSHMetrics = NO_METRICS,
     ) -> None:
         self.client = client
         self.backend = backend
@@ -78,6 +84,12 @@ class Relay:
         self._onActivity = onActivity
         # the user's maximum packet per channel (by the user's channel number)
         self._clientMaxPacket: dict[int, int] = {}
+        # Channels counted open in the metrics, by type: those the user opened
+        # (by the user's number, ended by the container's close or refusal)
+        # and those the container opened (by its number, ended by the user's).
+        self._metrics = metrics
+        self._openedByClient: dict[int, str] = {}
+        self._openedByBackend: dict[int, str] = {}
 
     def start(self) -> None:
         # A leg that cannot take more stops reads on the other.
@@ -94,7 +106,11 @@ class Relay:
             if _maxPacketBelowFloor(messageNum, payload):
                 self._refuseSmallPacket(messageNum, payload)
                 return
+            if messageNum == MSG_CHANNEL_OPEN:
+                self._channelOpened(self._openedByClient, payload)
             payload = self._widenMaxPacket(messageNum, payload)
+        elif messageNum == MSG_CHANNEL_CLOSE or messageNum == MSG_CHANNEL_OPEN_FAILURE:
+            self._channelEnded(self._openedByBackend, payload)
         elif messageNum < MSG_GLOBAL_REQUEST:
             # user authentication messages after login: ignored (RFC 4252 5.1)
             return
@@ -127,6 +143,9 @@ class Relay:
         if messageNum == MSG_CHANNEL_CLOSE or messageNum == MSG_CHANNEL_OPEN_FAILURE:
             if len(payload) >= 4:
                 self._clientMaxPacket.pop(_UINT32.unpack_from(payload)[0], None)
+            self._channelEnded(self._openedByClient, payload)
+        elif messageNum == MSG_CHANNEL_OPEN:
+            self._channelOpened(self._openedByBackend, payload)
         if self._onActivity is not None:
             self._onActivity()
         self.client.sendPacket(messageNum, payload)
@@ -153,6 +172,37 @@ class Relay:
             DISCONNECT_PROTOCOL_ERROR,
             b"maximum packet size under %d" % MIN_PEER_MAX_PACKET,
         )
+
+    # -- channels open, for the metrics
+
+    def _channelOpened(self, table: dict[int, str], payload: bytes) -> None:
+        """
+        Count the channel a C{CHANNEL_OPEN} asks for as open, by its type
+        (L{diegossh.ssh.metrics.channelType}), under its opener's number. At
+        most L{MAX_TRACKED_CHANNELS} per side are counted; a number already
+        counted is not counted again.
+        """
+        if len(payload) < 4 or len(table) >= MAX_TRACKED_CHANNELS:
+            return
+        at = 4 + _UINT32.unpack_from(payload)[0]
+        if len(payload) < at + 4:
+            return
+        number = _UINT32.unpack_from(payload, at)[0]
+        if number in table:
+            return
+        kind = table[number] = channelType(payload[4:at])
+        self._metrics.channelOpened(kind)
+
+    def _channelEnded(self, table: dict[int, str], payload: bytes) -> None:
+        """
+        A close or open failure for the channel numbered by the message's
+        recipient in C{table}: no longer counted as open.
+        """
+        if not table or len(payload) < 4:
+            return
+        kind = table.pop(_UINT32.unpack_from(payload)[0], None)
+        if kind is not None:
+            self._metrics.channelClosed(kind)
 
     # -- larger packets on the backend leg
 
@@ -208,6 +258,10 @@ class Relay:
                 send(messageNum, head, piece)
 
     def stop(self) -> None:
+        for table in (self._openedByClient, self._openedByBackend):
+            for kind in table.values():
+                self._metrics.channelClosed(kind)
+            table.clear()
         if not hasattr(self, "_holdBackend"):
             return  # never started
         self.client.writePressure.unlisten(self._holdBackend)

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from diegossh.interfaces import IConnectionTelemetry
+from diegossh.interfaces import IConnectionTelemetry, IProxyMetrics
 from diegossh.logtext import SafeLogger
 from diegossh.proxy import accesslog
 from diegossh.proxy.backend import CLOSE_TIMEOUT, BackendSlot, BackendTransport
@@ -30,6 +30,7 @@ from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.connection import SSHConnection
 from diegossh.ssh.factory import SSHServerFactory, UserAuthServer, unreadablePublicKeyRequest
 from diegossh.ssh.keys import sha256Fingerprint
+from diegossh.ssh.metrics import NO_METRICS, metricsOf
 from diegossh.ssh.transport import SSHServerTransport
 
 log = SafeLogger()
@@ -126,6 +127,8 @@ class ProxyUserAuthServer(UserAuthServer):
     """
 
     transport: Any
+    # counted here, by realm and reason (_denied, ProxyAvatar, ProxyRealm)
+    countsLogins = False
 
     def serviceStarted(self) -> None:
         super().serviceStarted()
@@ -219,8 +222,10 @@ class ProxyUserAuthServer(UserAuthServer):
             return failure
         if failure.check(defer.CancelledError):
             return Failure(IgnoreAuthentication())  # the user left: nothing to say
+        metrics = metricsOf(self.transport)
         if isinstance(failure.value, Denied):
             denied = failure.value
+            metrics.login(denied.realm, "failure", denied.metricsReason)
             accesslog.loginFailed(
                 self.transport.peerAddress,
                 username,
@@ -236,6 +241,7 @@ class ProxyUserAuthServer(UserAuthServer):
                     + common.NS(b""),
                 )
             return failure
+        metrics.login("?", "failure", "internal")
         # Through the connection's logger: throttled per source before login.
         self.log.failure("login of {username} failed unexpectedly", failure, username=username)
         return Failure(Denied(LoginDenied("internal error"), "?"))
@@ -252,22 +258,28 @@ class ProxyAvatar:
         result: LoginResult,
         clock: Any,
         telemetry: IConnectionTelemetry | None = None,
+        metrics: IProxyMetrics = NO_METRICS,
     ) -> None:
         self.backend = backend
         self.result = result
         self.clock = clock
         self.telemetry = telemetry
+        self.metrics = metrics
         self.relay: Relay | None = None
         self.client: Any = None
         self.record: accesslog.SessionRecord | None = None
         self._telemetryEnded: Callable[[], None] | None = None
+        self._metricsEnded: Callable[[], None] | None = None
 
     def makeService(self, client: Any) -> ClientRelayService:
         self.client = client
-        self.relay = Relay(client, self.backend, onActivity=client.activity)
+        self.relay = Relay(client, self.backend, onActivity=client.activity, metrics=self.metrics)
         self.backend.onLost = self._backendLost
         self.record = accesslog.SessionRecord(client.peerAddress, self.result, self.clock)
         self.record.succeeded()
+        if self._metricsEnded is None:
+            self.metrics.login(self.result.realm, "success", "none")
+            self._metricsEnded = self.metrics.sessionRelayed(self.result.realm, self.relay)
         if self.telemetry is not None and self._telemetryEnded is None:
             ended = self.telemetry.connectionRelayed(client.peerAddress, self.result.target)
             self._telemetryEnded = ended
@@ -283,6 +295,9 @@ class ProxyAvatar:
         if self._telemetryEnded is not None:
             ended, self._telemetryEnded = self._telemetryEnded, None
             ended()
+        if self._metricsEnded is not None:
+            ended, self._metricsEnded = self._metricsEnded, lambda: None
+            ended()
         self.backend.release(b"user logged out")
 
 
@@ -297,25 +312,28 @@ class ProxyRealm:
         connect: Callable[[Any], defer.Deferred[BackendTransport]],
         clock: Any,
         telemetry: IConnectionTelemetry | None = None,
+        metrics: IProxyMetrics = NO_METRICS,
     ):
         self._connect = connect
         self._clock = clock
         self._telemetry = telemetry
+        self._metrics = metrics
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
         if isinstance(avatarId, KeyLogin):
             client = mind.client if isinstance(mind, BackendSlot) else mind
             user: Any = avatarId.realm.avatarFor(avatarId, client or "?")
+            self._metrics.login(getattr(avatarId.realm, "name", "?"), "success", "none")
             return defer.succeed((IConchUser, user, user.logout))
         result: LoginResult = avatarId
 
         def connected(backend: BackendTransport) -> Any:
-            avatar = ProxyAvatar(backend, result, self._clock, self._telemetry)
+            avatar = ProxyAvatar(backend, result, self._clock, self._telemetry, self._metrics)
             return IConchUser, avatar, avatar.logout
 
         def failed(failure: Failure) -> Failure:
             if isinstance(failure.value, LoginDenied):
-                return Failure(Denied(failure.value, result.realm))
+                return Failure(Denied(failure.value, result.realm, stage="backend"))
             return failure
 
         if isinstance(mind, BackendSlot):

@@ -23,7 +23,7 @@ from twisted.python import usage
 from diegossh import secretargs
 from diegossh.addresses import serverEndpoint
 from diegossh.debugserver import RecordedLevel, debugService
-from diegossh.interfaces import IKeyRealm
+from diegossh.interfaces import IKeyRealm, IProxyMetrics
 from diegossh.proxy import accesslog, readiness, workers
 from diegossh.proxy import config as proxyConfig
 from diegossh.proxy.backend import connectBackend
@@ -31,6 +31,7 @@ from diegossh.proxy.drain import DrainService, DrainState
 from diegossh.proxy.health import healthSite
 from diegossh.proxy.keylogin import KeyRealmChecker
 from diegossh.proxy.login import RealmDispatcher
+from diegossh.proxy.metrics import RelayedBytesFlush, building, timed
 from diegossh.proxy.pools import PoolService
 from diegossh.proxy.realmplugins import installedRealms
 from diegossh.proxy.realms import BuiltRealm
@@ -40,6 +41,7 @@ from diegossh.proxy.shutdown import ClosingService, LiveConnections, StopInOrder
 from diegossh.ssh import admission
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.keys import hostKeyOrGenerated
+from diegossh.ssh.metrics import NO_METRICS
 
 _log = Logger()
 _REALMS = installedRealms()
@@ -123,7 +125,9 @@ class Refusal(usage.UsageError):
         self.lager = lager
 
 
-def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any:
+def _directory(
+    reactor: Any, settings: ProxySettings, pools: PoolService, metrics: Any = NO_METRICS
+) -> Any:
     """
     The LRP directory: the local table, or the BBS client (its kept-alive
     connections in a pool of C{pools}), or L{None}.
@@ -146,7 +150,7 @@ def _directory(reactor: Any, settings: ProxySettings, pools: PoolService) -> Any
     assert bbs.caCert is not None  # parseSettings requires all three files
     policy = tlsPolicyFromPEMFiles(bbs.caCert, bbs.clientCert, bbs.clientKey)
     pool = pools.pool(persistent=True, maxPersistentPerHost=bbs.maxIdleConnsPerHost)
-    agent = makeHTTPSAgent(reactor, policy, pool=pool)
+    agent = timed(makeHTTPSAgent(reactor, policy, pool=pool), "bbs", reactor, metrics)
     return BBSClient(
         agent, bbs.address, reactor, communicationTimeout=settings.communicationTimeout,
         **placement,
@@ -189,6 +193,39 @@ def _loggregator(reactor: Any, settings: ProxySettings) -> Any:
     return makeEmitter(reactor, each.tls, each.identity, each.address, batchSize=each.batchSize)
 
 
+def _metrics(
+    reactor: Any, settings: ProxySettings, parent: bool
+) -> tuple[IProxyMetrics, list[IService], dict[bytes, Any] | None]:
+    """
+    The process's metrics, the services they need, and the debug site's
+    C{/metrics} page (the parent's), when the debug listener serves them; else
+    L{NO_METRICS}. C{prometheus_client} is imported only then. Under
+    C{--workers} every process writes to the parent's directory
+    (L{diegossh.proxy.prometheus}: why, and how).
+    """
+    if settings.debugAddress is None:
+        return NO_METRICS, [], None
+    from diegossh.proxy import prometheus
+    from diegossh.ssh.prometheus import metricsChildren
+
+    services: list[IService] = []
+    render = None
+    if parent and settings.workers > 1:
+        directory = prometheus.MetricsDirectory()
+        services.append(directory)
+        render = prometheus.multiprocessExposition(directory.path)
+    elif not parent and os.environ.get(prometheus.SLOT_VARIABLE, "").isdigit():
+        shared = os.environ.get(prometheus.MULTIPROC_VARIABLE)
+        if shared:
+            prometheus.useMultiprocess(shared, int(os.environ[prometheus.SLOT_VARIABLE]))
+    realms = [each.plugin.name for each in settings.realms]
+    metrics = prometheus.PrometheusProxyMetrics(realms, settings.policy.keyExchanges)
+    if render is None:
+        render = metrics.exposition
+    services.append(RelayedBytesFlush(metrics, reactor))
+    return metrics, services, metricsChildren(render)
+
+
 def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
@@ -203,16 +240,20 @@ def makeService(config: Options) -> IService:
             lager_data={"key": deprecated.partition(":")[0], "reason": deprecated},
         )
     hostKey = hostKeyOrGenerated(settings.hostKey)
+    metrics, metricsServices, metricsPages = _metrics(reactor, settings, parent)
     directoryPools = PoolService(reactor)
-    directory = _directory(reactor, settings, directoryPools)
+    directory = _directory(reactor, settings, directoryPools, metrics)
     tlsOptions = _backendTLS(settings)
     policy = settings.policy
     timeout = settings.communicationTimeout
 
     def connect(target: Any) -> Any:
-        return connectBackend(reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions)
+        return connectBackend(
+            reactor, target, AlgorithmPolicy.everything(), timeout, tlsOptions, metrics
+        )
 
-    built = _realms(reactor, settings, directory)
+    with building(metrics):  # the cf realm's HTTP clients are timed
+        built = _realms(reactor, settings, directory)
     realms = [each.realm for each in built]
     keyRealms = [realm for realm in realms if IKeyRealm.providedBy(realm)]
     passwordRealms = [realm for realm in realms if not IKeyRealm.providedBy(realm)]
@@ -227,11 +268,13 @@ def makeService(config: Options) -> IService:
         from diegossh.proxy.loggregator import ConnectionTelemetry, TargetTelemetry
 
         telemetry = TargetTelemetry(ConnectionTelemetry(emitter))
-    portal = Portal(ProxyRealm(connect, reactor, telemetry), checkers)
+    portal = Portal(ProxyRealm(connect, reactor, telemetry, metrics), checkers)
     factory = ProxyFactory(portal, [hostKey], policy, reactor, settings.idleConnectionTimeout)
     factory.loginGraceTime = settings.loginGraceTime
     factory.maxAuthTries = settings.maxAuthTries
+    factory.metrics = metrics
     limited = admission.fromSettings(factory, reactor, settings.admission)
+    limited.admission.metrics = metrics
     live = LiveConnections(limited.admission, reactor)
     listening: Any = admission.AdmittingFactory(factory, live)
     if settings.proxyProtocol is not None:
@@ -244,6 +287,8 @@ def makeService(config: Options) -> IService:
     # Started in this order, stopped in the reverse one, each stop awaited
     # (diegossh.proxy.shutdown): the access log is the last to go.
     top = StopInOrder()
+    for service in metricsServices:
+        service.setServiceParent(top)  # the last to stop: the final counts
     if settings.accessLog.path:
         accesslog.AccessLogService(
             settings.accessLog.path,
@@ -258,7 +303,7 @@ def makeService(config: Options) -> IService:
         for service in each.services:
             service.setServiceParent(top)
     ClosingService(live, reactor).setServiceParent(top)
-    listener: Any = workers.listeningService(reactor, config, listening)
+    listener: Any = workers.listeningService(reactor, config, listening, metrics)
     listener.setServiceParent(top)
     # SIGTERM drains (diegossh.proxy.drain): 503, the listener, the sessions
     state = DrainState()
@@ -277,6 +322,6 @@ def makeService(config: Options) -> IService:
         # /log-level changes what the ssh-proxy script's lager observer
         # writes (config["logLevelControl"]); under twistd only a held level
         control = config.get("logLevelControl") or RecordedLevel(settings.logLevel)
-        debugService(reactor, settings.debugAddress, control).setServiceParent(top)
+        debugService(reactor, settings.debugAddress, control, metricsPages).setServiceParent(top)
     drain.setServiceParent(top)  # stopped first: no drain timer runs during the stop
     return top

@@ -54,7 +54,9 @@ from twisted.python.failure import Failure
 
 from diegossh._twisted import adoptListeningPort
 from diegossh.addresses import parseAddress, serverEndpoint
+from diegossh.interfaces import IProxyMetrics
 from diegossh.listening import GuardedEndpoint, guardAccepting
+from diegossh.ssh.metrics import NO_METRICS
 
 WORKER_FD = 3
 #: What the parent tells a worker on its stdin, a line each, after the boot
@@ -74,15 +76,20 @@ YOUNG = 10.0
 _MAX_LINE = 16 * 1024
 # The worker's program: its own module (diegossh.proxy.worker), which imports tap.
 _BOOT = "from diegossh.proxy.worker import runWorker; runWorker()"
+# Names the worker's slot in its environment (its metrics files are named by it;
+# diegossh.proxy.prometheus reads it under the same name).
+SLOT_VARIABLE = "DIEGOSSH_WORKER_SLOT"
 
 log = Logger()
 
 
-def listeningService(reactor: Any, config: Any, factory: Any) -> IService:
+def listeningService(
+    reactor: Any, config: Any, factory: Any, metrics: IProxyMetrics = NO_METRICS
+) -> IService:
     """
     The service that accepts users' connections for C{factory}: the plain
-    endpoint with one process, a L{WorkerPool} with more, an adopted socket in a
-    worker.
+    endpoint with one process, a L{WorkerPool} with more (telling C{metrics}
+    of each worker that ends), an adopted socket in a worker.
     """
     settings = config["settings"]
     if settings.inheritedListenFD is not None:
@@ -90,9 +97,11 @@ def listeningService(reactor: Any, config: Any, factory: Any) -> IService:
     if settings.workers <= 1:
         endpoint = GuardedEndpoint(serverEndpoint(reactor, settings.address), reactor)
         return Listener(endpoint, factory)
-    return WorkerPool(
+    pool = WorkerPool(
         reactor, settings.address, factory, settings.workers - 1, workerOptions(config)
     )
+    pool.metrics = metrics
+    return pool
 
 
 def workerOptions(config: Any) -> dict[str, Any]:
@@ -275,7 +284,11 @@ class _Worker(ProcessProtocol):
 class WorkerPool(Service):
     """
     The parent's listener with C{workers} more processes on the same socket.
+    Each worker's environment names its slot (C{DIEGOSSH_WORKER_SLOT}, 1 to
+    C{workers}), which its metrics files are named by.
     """
+
+    metrics: IProxyMetrics = NO_METRICS
 
     def __init__(self, reactor: Any, address: str, factory: Any, workers: int,
                  options: dict[str, Any]) -> None:  # fmt: skip
@@ -330,7 +343,7 @@ class WorkerPool(Service):
             worker,
             sys.executable,
             [sys.executable, "-c", _BOOT],
-            env=dict(os.environ),
+            env={**os.environ, SLOT_VARIABLE: str(slot)},
             childFDs={0: "w", 1: "r", 2: "r", WORKER_FD: self.socket.fileno()},
         )
         self._running[slot] = worker
@@ -339,6 +352,7 @@ class WorkerPool(Service):
     def _workerEnded(self, worker: _Worker, reason: Failure) -> None:
         if self._running.get(worker.slot) is worker:
             del self._running[worker.slot]
+        self.metrics.workerEnded(worker.slot, bool(self.running and not self.draining))
         if not self.running or self.draining:
             log.info("worker {slot} (pid {pid}) ended", slot=worker.slot, pid=worker.pid)
             return

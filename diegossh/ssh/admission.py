@@ -60,6 +60,7 @@ from zope.interface import implementer
 
 from diegossh.addresses import clientAddress, isBalancer
 from diegossh.interfaces import IAdmission
+from diegossh.ssh.metrics import NO_METRICS
 
 log = Logger()
 
@@ -423,6 +424,8 @@ class Admission:
         self._connections: dict[int, _Connection] = {}
         self.stats = AdmissionStats()
         self._dropping = False
+        # An ISSHMetrics told of refusals and penalties (the assembly sets it).
+        self.metrics: Any = NO_METRICS
 
     def _isExempt(self, host: str) -> bool:
         if not self.exempt:
@@ -447,6 +450,7 @@ class Admission:
         if not c.exempt and self.penalties.enabled:
             if self.tables[c.family].remaining(c.source) > 0:
                 self.stats.penalised += 1
+                self.metrics.refused("penalty")
                 return False
         if (
             not c.exempt
@@ -454,10 +458,12 @@ class Admission:
             and self.perSource.get(c.source, 0) >= self.perSourceMaxStartups
         ):
             self.stats.perSource += 1
+            self.metrics.refused("per_source")
             return False
         percent = self.maxStartups.dropPercent(self.unauthenticated)
         if percent and (percent >= 100 or self._randomPercent() < percent):
             self.stats.maxStartups += 1
+            self.metrics.refused("max_startups")
             if not self._dropping:
                 self._dropping = True
                 log.warn(
@@ -515,6 +521,8 @@ class Admission:
             return
         table = self.tables[c.family]
         reason = c.reason or "noauth"
+        if self.penalties.charge(reason) > 0:
+            self.metrics.penalised(reason)
         if table.charge(c.source, self.penalties.charge(reason), reason):
             log.info(
                 "refusing connections from {source} for {seconds:.0f}s: "

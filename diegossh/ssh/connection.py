@@ -49,6 +49,7 @@ from twisted.python.failure import Failure
 from diegossh.ssh import _conch
 from diegossh.ssh.limits import MAX_CHANNELS, MAX_SESSIONS
 from diegossh.ssh.logthrottle import ConnectionLogger
+from diegossh.ssh.metrics import channelType, metricsOf
 
 MAX_WINDOW = 0xFFFFFFFF
 # The largest data packet we send, whatever the peer allows: far under the
@@ -243,6 +244,7 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
         self.channels[localChannel] = channel
         self.channelsToRemoteChannel[channel] = senderChannel
         self.localToRemoteChannel[localChannel] = senderChannel
+        self._counted(channel)
         self.transport.sendPacket(
             conch.MSG_CHANNEL_OPEN_CONFIRMATION,
             struct.pack(
@@ -275,6 +277,21 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
             struct.pack(">2L", senderChannel, code) + common.NS(text) + common.NS(b""),
         )
 
+    def _counted(self, channel: Any) -> None:
+        """
+        Count C{channel} as open in the transport's metrics, by its type.
+        """
+        kind = channelType(getattr(channel, "name", b"") or b"")
+        channel.metricsType = kind
+        metricsOf(self.transport).channelOpened(kind)
+
+    def channelClosed(self, channel: Any) -> None:
+        kind = getattr(channel, "metricsType", None)
+        if kind is not None:
+            channel.metricsType = None
+            metricsOf(self.transport).channelClosed(kind)
+        super().channelClosed(channel)
+
     def serviceStopped(self) -> None:
         pressure = getattr(self.transport, "writePressure", None)
         if pressure is not None:
@@ -301,6 +318,9 @@ class SSHConnection(QuietServiceMixin, conch.SSHConnection):
         super().ssh_CHANNEL_OPEN_CONFIRMATION(
             struct.pack(">4L", localChannel, remoteChannel, windowSize, clamped) + packet[16:]
         )
+        channel = self.channels.get(localChannel)
+        if channel is not None and localChannel in self.localToRemoteChannel:
+            self._counted(channel)
 
     def ssh_CHANNEL_OPEN_FAILURE(self, packet: bytes) -> None:
         (localChannel,) = struct.unpack(">L", packet[:4])

@@ -26,6 +26,7 @@ from diegossh.ssh.connection import (
 )
 from diegossh.ssh.limits import MAX_AUTH_TRIES
 from diegossh.ssh.logthrottle import ConnectionLogger, LogThrottle, OncePerSource
+from diegossh.ssh.metrics import NO_METRICS, metricsOf
 from diegossh.ssh.transport import LOGIN_GRACE_TIME, SSHServerTransport
 
 # User authentication requests a client may send ahead of the answer to the
@@ -70,6 +71,10 @@ class UserAuthServer(QuietServiceMixin, _conch.UserAuthServerInternals, userauth
 
     loginTimeout = 120
     transport: Any
+    # Whether logins are counted here (the daemon, as realm "sshd"); the proxy
+    # counts its own, by realm and reason (diegossh.proxy.server).
+    countsLogins = True
+    loginRealm = "sshd"
     # Conch's own lines carry the user name: bounded, throttled before login.
     log = ConnectionLogger()
 
@@ -123,6 +128,8 @@ class UserAuthServer(QuietServiceMixin, _conch.UserAuthServerInternals, userauth
         return result
 
     def authSucceeded(self, result: Any) -> None:
+        if self.countsLogins:
+            metricsOf(self.transport).login(self.loginRealm, "success", "none")
         self._succeeded = True
         self._waiting.clear()
         authenticated = getattr(self.transport, "authenticated", None)
@@ -132,6 +139,8 @@ class UserAuthServer(QuietServiceMixin, _conch.UserAuthServerInternals, userauth
 
     def authFailed(self, reason: Any) -> Any:
         if self.method != b"none" and not reason.check(error.IgnoreAuthentication):
+            if self.countsLogins:
+                metricsOf(self.transport).login(self.loginRealm, "failure", "credentials")
             penalise = getattr(self.transport, "penalise", None)
             if penalise is not None:
                 penalise("authfail")
@@ -158,6 +167,8 @@ class SSHServerFactory(conchFactory.SSHFactory):
     loginGraceTime = LOGIN_GRACE_TIME
     # An IAdmission (MaxStartups, per-source penalties), or None.
     admission: Any = None
+    # An ISSHMetrics every connection reports to (the assembly sets one when served).
+    metrics: Any = NO_METRICS
     services = {
         b"ssh-userauth": UserAuthServer,
         b"ssh-connection": SSHConnection,
@@ -191,4 +202,5 @@ class SSHServerFactory(conchFactory.SSHFactory):
         transport.clock = self.clock
         transport.ourVersionString = self.version
         transport.loginGraceTime = self.loginGraceTime
+        transport.metrics = self.metrics
         return transport

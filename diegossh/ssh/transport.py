@@ -45,6 +45,7 @@ from diegossh.ssh.backpressure import (
     WritePressure,
 )
 from diegossh.ssh.logthrottle import ConnectionLogger
+from diegossh.ssh.metrics import NO_METRICS
 from diegossh.ssh.packets import (
     AEAD_CIPHERS,
     Opener,
@@ -175,6 +176,9 @@ class TransportMixin(_conch.TransportInternals):
     kexQueueLimit = KEX_QUEUE_LIMIT
     kexQueueHardLimit = KEX_QUEUE_HARD_LIMIT
     supportedCompressions = [b"none"]
+    # An ISSHMetrics; a server's factory sets its own (diegossh.ssh.factory).
+    metrics: Any = NO_METRICS
+    _counted = False
 
     # Conch attributes we rely on (set by Conch or by us).
     isClient: bool
@@ -239,6 +243,8 @@ class TransportMixin(_conch.TransportInternals):
         self.transport.registerProducer(SocketWatch(self.writePressure), True)
         if not self.isClient:
             self._startGrace()
+            self._counted = True
+            self.metrics.connectionOpened()
         self.outgoingPacketSequence = 0
         self.incomingPacketSequence = 0
         self._setUpAlgorithms()
@@ -255,6 +261,9 @@ class TransportMixin(_conch.TransportInternals):
         admission, self._admission = self._admission, None
         if admission is not None:
             admission.closed(self)
+        if self._counted:
+            self._counted = False
+            self.metrics.connectionClosed()
         self.heldForKeyExchange = None
         self._kexQueued = 0
         super().connectionLost(reason)  # type: ignore[misc]
@@ -731,6 +740,10 @@ class TransportMixin(_conch.TransportInternals):
             self.sendPacket(messageType, payload)
         self.readGate.keyExchange(False)
         self.writePressure.set(KEY_EXCHANGE, False)
+        if not self.isClient:
+            kexAlg = getattr(self, "kexAlg", None)  # Conch's, public
+            algorithm = kexAlg.decode("ascii", "replace") if kexAlg else "other"
+            self.metrics.keyExchange(algorithm, not self._firstKexDone)
         if not self._firstKexDone:
             self._firstKexDone = True
             self.firstKeyExchangeDone()

@@ -30,7 +30,7 @@ from diegossh.sshd.script import (
     reexecEnvironment,
     usageText,
 )
-from diegossh.sshd.tap import makeDaemon
+from diegossh.sshd.tap import debugPages, makeDaemon
 
 _log = Logger()
 
@@ -187,7 +187,8 @@ def serve(
         from diegossh.addresses import serverEndpoint
         from diegossh.debugserver import debugSite
 
-        listeners.insert(0, (serverEndpoint(reactor, settings.debugAddress), debugSite(observer)))
+        site = debugSite(observer, debugPages(listeners[0][1]))  # /metrics: -enableMetrics
+        listeners.insert(0, (serverEndpoint(reactor, settings.debugAddress), site))
     exitCode = [0]
 
     def failed(reason: Failure) -> None:

@@ -97,4 +97,9 @@ FLAGS: list[list[Any]] = [
     ["allowUnauthenticatedClients", None, "Let anyone in without a key."],
     ["inheritDaemonEnv", None, "Give sessions the daemon's environment."],
     ["redactSecrets", None, "Accepted for upstream's command line (docs/sshd.md)."],
+    [
+        "enableMetrics",
+        None,
+        "Serve Prometheus metrics at /metrics on the debug server (needs debugAddr).",
+    ],
 ]

@@ -316,11 +316,24 @@ def withoutTLS(modules: MutableMapping[str, Any] = sys.modules) -> None:
         modules.setdefault(name, None)
 
 
+def metricsWanted(args: list[str]) -> bool:
+    """
+    Whether the command line turns metrics on (C{-enableMetrics}): then
+    C{ssl} stays importable, as C{prometheus_client} imports it.
+    """
+    for arg in args:
+        name, _, value = arg.lstrip("-").partition("=")
+        if name == "enableMetrics" and value.lower() not in ("false", "f", "0"):
+            return True
+    return False
+
+
 def main() -> NoReturn:
     """
     The console script's entry point.
     """
-    withoutTLS()
+    if not metricsWanted(sys.argv[1:]):
+        withoutTLS()
     sys.exit(run(sys.argv[1:], sys.argv[0], os.environ, sys.stdout, sys.stderr))
 
 

@@ -71,6 +71,8 @@ class SSHDSettings:
     debugAddress: str | None = None
     redactSecrets: bool = False
     redactPatterns: str = ""
+    # -enableMetrics: /metrics on the debug server (docs/operations.md, "Metrics")
+    metrics: bool = False
 
 
 def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
@@ -121,6 +123,9 @@ def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
     debugAddress = options.get("debugAddr") or None
     if debugAddress is not None:
         named("debugAddr", parseAddress, debugAddress)
+    metrics = bool(options.get("enableMetrics"))
+    if metrics and debugAddress is None:
+        raise ValueError("--enableMetrics serves /metrics on the debug server: give --debugAddr")
     return SSHDSettings(
         address=address,
         policy=policy,
@@ -138,4 +143,5 @@ def parseSettings(options: Mapping[str, Any]) -> SSHDSettings:
         debugAddress=debugAddress,
         redactSecrets=bool(options.get("redactSecrets")),
         redactPatterns=options.get("redactPatterns") or "",
+        metrics=metrics,
     )

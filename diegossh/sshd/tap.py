@@ -65,14 +65,6 @@ def makeService(config: Options) -> IService:
     return Daemon(endpoint, factory)
 
 
-def makeListener(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any]:
-    """
-    The endpoint and the factory of L{makeDaemon}, without the hang-up.
-    """
-    endpoint, factory, _ = makeDaemon(settings, reactor)
-    return endpoint, factory
-
-
 def makeDaemon(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any, IService]:
     """
     The endpoint the daemon listens on, the factory it serves, and the
@@ -106,7 +98,26 @@ def makeDaemon(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any, IService
     factory.maxAuthTries = settings.maxAuthTries
     factory.loginGraceTime = settings.loginGraceTime
     limited = admission.fromSettings(factory, reactor, settings.admission)
+    if settings.metrics:
+        # prometheus_client only now: -enableMetrics (issue 15's footprint)
+        from diegossh.ssh.prometheus import PrometheusSSHMetrics
+
+        factory.metrics = PrometheusSSHMetrics(["sshd"], settings.policy.keyExchanges)
+        limited.admission.metrics = factory.metrics
     connections = OpenConnections(limited.admission)
     listening = admission.AdmittingFactory(factory, connections)
     endpoint = GuardedEndpoint(serverEndpoint(reactor, settings.address), reactor)
     return endpoint, listening, HangUpService(connections, reactor)
+
+
+def debugPages(factory: Any) -> dict[bytes, Any] | None:
+    """
+    The debug server's C{/metrics} page for the daemon's C{factory} (what
+    L{makeDaemon} returned) when it counts (C{-enableMetrics}), else L{None}.
+    """
+    exposition = getattr(factory.metrics, "exposition", None)
+    if exposition is None:
+        return None
+    from diegossh.ssh.prometheus import metricsChildren
+
+    return metricsChildren(exposition)

@@ -47,6 +47,7 @@ from diegossh.proxy.target import LRPTarget, SSHRoute
 from diegossh.ssh.algorithms import AlgorithmPolicy
 from diegossh.ssh.factory import SSHServerFactory
 from diegossh.ssh.keys import fingerprints
+from diegossh.ssh.metrics import NO_METRICS
 from tests.support.keys import key
 from tests.support.memoryserver import MemoryRealm
 from tests.support.sshclient import LoginClient, RecordingServer
@@ -413,8 +414,10 @@ class ProxyWorld:
         idleTimeout: float = 0,
         backendTimeout: float = BACKEND_TIMEOUT,
         connect: Callable[[LRPTarget], defer.Deferred[Any]] | None = None,
+        metrics: Any = None,
     ) -> None:
         self.clock = MemoryReactorClock()
+        self.metrics = metrics if metrics is not None else NO_METRICS
         self.outcomes = Outcomes()
         globalLogPublisher.addObserver(self.outcomes)
         self.directory = FakeDirectory()
@@ -433,10 +436,11 @@ class ProxyWorld:
         checkers: list[Any] = [RealmDispatcher([self.diegoRealm])]
         if self.keyRealm is not None:
             checkers.append(KeyRealmChecker([self.keyRealm]))
-        portal = Portal(ProxyRealm(self.connect, self.clock), checkers)
+        portal = Portal(ProxyRealm(self.connect, self.clock, None, self.metrics), checkers)
         self.factory = ProxyFactory(
             portal, [PROXY_HOST_KEY], AlgorithmPolicy.everything(), self.clock, idleTimeout
         )
+        self.factory.metrics = self.metrics
         if maxAuthTries is not None:
             self.factory.maxAuthTries = maxAuthTries
         if loginGraceTime is not None:
@@ -448,7 +452,13 @@ class ProxyWorld:
         if self._connect is not None:
             d = self._connect(t)
         else:
-            d = connectBackend(self.clock, t, AlgorithmPolicy.everything(), self.backendTimeout)
+            d = connectBackend(
+                self.clock,
+                t,
+                AlgorithmPolicy.everything(),
+                self.backendTimeout,
+                metrics=self.metrics,
+            )
         self.connects.append(d)
         return d
 

@@ -19,6 +19,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from diegossh.proxy.cf.cloudcontroller import CloudControllerClient
 from diegossh.proxy.cf.uaa import UAAClient
+from diegossh.proxy.metrics import timed
 from diegossh.tls import makeHTTPSAgent, serverTLSPolicy
 
 __all__ = ["makeCFHTTPClients"]
@@ -72,8 +73,13 @@ def makeCFHTTPClients(
         )
     uaaPolicy = serverTLSPolicy(uaaCACert, skipCertVerify=skipCertVerify)
     ccPolicy = serverTLSPolicy(ccAPICACert, skipCertVerify=skipCertVerify)
+    # Timed for the metrics when this process serves them (diegossh.proxy.metrics).
     uaa = UAAClient(
-        makeHTTPSAgent(reactor, uaaPolicy, pool, connectTimeout=communicationTimeout),
+        timed(
+            makeHTTPSAgent(reactor, uaaPolicy, pool, connectTimeout=communicationTimeout),
+            "uaa",
+            reactor,
+        ),
         uaaTokenURL,
         uaaUsername,
         uaaPassword,
@@ -81,7 +87,11 @@ def makeCFHTTPClients(
         communicationTimeout,
     )
     cc = CloudControllerClient(
-        makeHTTPSAgent(reactor, ccPolicy, pool, connectTimeout=communicationTimeout),
+        timed(
+            makeHTTPSAgent(reactor, ccPolicy, pool, connectTimeout=communicationTimeout),
+            "cloud_controller",
+            reactor,
+        ),
         ccAPIURL,
         reactor,
         communicationTimeout,

@@ -183,7 +183,7 @@ class UAAClient:
             raise LoginDenied(INVALID) from None
         if reply.code != 200:
             self._logRefusal(reply)
-            raise LoginDenied(REFUSED)
+            raise LoginDenied(REFUSED, credentials=True)
         try:
             return Token.fromResponse(reply.body)
         except ValueError as e:
