@@ -1,9 +1,9 @@
 """
 What the daemon imports (issue 15): every module it loads stays resident in
 every app instance, so the standard library's ssl, HTTP, YAML, protobuf and
-gRPC clients, the proxy or the bastion must never load in it, neither at
-start nor once a session ran. (pyOpenSSL, which Twisted's reactor loads,
-stays for now: see docs/performance.md, "Footprint".) The figures
+gRPC clients, pyOpenSSL (which Twisted's reactor loads when it can), the
+proxy or the bastion must never load in it, neither at start nor once a
+session ran. The figures
 themselves (RSS, start-up time) are measured by C{python -m bench footprint},
 not asserted here.
 """
@@ -30,6 +30,11 @@ from tests.support.openssh import BASE_OPTIONS
 # Never in the daemon's process: a module here, or one inside it.
 FORBIDDEN = (
     "ssl",
+    "OpenSSL",
+    "service_identity",
+    "twisted.internet.ssl",
+    "twisted.internet._sslverify",
+    "twisted.protocols.tls",
     "twisted.web",
     "treq",
     "google.protobuf",
@@ -78,16 +83,17 @@ def loadedModules(code: str) -> list[str]:
 def test_without_tls_refuses_ssl_and_keeps_what_is_loaded() -> None:
     modules: dict[str, object] = {}
     script.withoutTLS(modules)
-    assert modules == {"ssl": None}
+    assert modules == {"ssl": None, "OpenSSL": None}
     loaded = object()
     modules = {"ssl": loaded}
     script.withoutTLS(modules)
-    assert modules == {"ssl": loaded}
+    assert modules == {"ssl": loaded, "OpenSSL": None}
 
 
 def test_the_check_sees_what_twisted_loads_unless_told_not_to() -> None:
-    # Twisted's reactor loads ssl when it can: the check below is not vacuous.
-    assert "ssl" in forbiddenAmong(loadedModules("import twisted.internet.reactor"))
+    # Twisted's reactor loads ssl and pyOpenSSL when it can: the check below is not vacuous.
+    loaded = forbiddenAmong(loadedModules("import twisted.internet.reactor"))
+    assert "ssl" in loaded and "OpenSSL" in loaded
     refused = loadedModules(
         "from diegossh.sshd.script import withoutTLS\nwithoutTLS()\nimport twisted.internet.reactor"
     )

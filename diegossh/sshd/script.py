@@ -38,6 +38,7 @@ from typing import Any, NoReturn, TextIO
 from diegossh import secretargs
 from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArguments
 from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
+from diegossh.sshd import heap
 from diegossh.sshd.environment import KEY_VARIABLES
 from diegossh.sshd.onefile import restoreCallerEnvironment
 from diegossh.sshd.optiontable import FLAGS, PARAMETERS
@@ -269,7 +270,10 @@ def run(
 ) -> int:
     """
     The whole life of the daemon; the exit code. Twisted and the SSH layer
-    are imported only once the command line is read and the keys are off it
+    are imported only once the command line is read and the process has
+    re-executed itself with the keys off its command line and glibc's malloc
+    settings in its environment (L{diegossh.sshd.heap}; also when no key was
+    on the command line, unless the caller set both settings)
     (L{diegossh.sshd.dropin}); without a C{reactor}, the global one.
     """
     try:
@@ -277,11 +281,12 @@ def run(
     except UsageExit as e:
         stderr.write(e.message)
         return e.code
-    if command.keysOnCommandLine and not environ.get(secretargs.REEXEC_MARK):
+    reexecuted = bool(environ.get(secretargs.REEXEC_MARK))
+    if not reexecuted and (command.keysOnCommandLine or heap.missing(environ)):
         try:
             secretargs.reexec(
                 [*secretargs.programPrefix(), *reexecArguments(command)],
-                reexecEnvironment(command, environ),
+                heap.withSettings(reexecEnvironment(command, environ)),
             )
         except OSError as e:
             from diegossh.sshd import dropin
@@ -290,18 +295,19 @@ def run(
             dropin.logExecFailure(e)
             return 1
     restoreCallerEnvironment(environ)
+    heap.forgetSettings(environ)
     from diegossh.sshd import dropin
 
     return dropin.serve(command, program, environ, stdout, stderr, reactor)
 
 
-# Imported only when they can be, for TLS the daemon never speaks: the
-# standard library's ssl, by asyncio (which Twisted's Deferred imports) and
-# urllib (libssl and the module: about 1.2 MiB) (issue 15). Not pyOpenSSL,
-# which Twisted's reactor takes the same way: refusing it saves 4.5 MiB but
-# the daemon then spent 25-45% more CPU per byte of a download here, for a
-# reason not found yet (docs/performance.md, "Footprint").
-TLS_MODULES = ("ssl",)
+# Imported only when they can be, for TLS the daemon never speaks (issue 15):
+# the standard library's ssl, by asyncio (which Twisted's Deferred imports) and
+# urllib (libssl and the module: about 1.2 MiB), and pyOpenSSL, by Twisted's
+# reactor (with service_identity, cryptography.x509 and twisted.internet.ssl:
+# 3.4 MiB and about 50 ms). Without pyOpenSSL the daemon needs glibc's malloc
+# settings to keep its throughput (L{diegossh.sshd.heap}).
+TLS_MODULES = ("ssl", "OpenSSL")
 
 
 def withoutTLS(modules: MutableMapping[str, Any] = sys.modules) -> None:
