@@ -35,6 +35,17 @@ FORBIDDEN = (
     "twisted.internet.ssl",
     "twisted.internet._sslverify",
     "twisted.protocols.tls",
+    # http.cookiejar and asyncio stay in sys.modules with their bodies not
+    # run (diegossh.sshd.lazyimports); what their bodies would import:
+    "http.cookiejar",
+    "urllib.request",
+    "http.client",
+    "email",
+    "asyncio.base_events",
+    "asyncio.selector_events",
+    "asyncio.unix_events",
+    "asyncio.tasks",
+    "asyncio.streams",
     "twisted.web",
     "treq",
     "google.protobuf",
@@ -45,14 +56,17 @@ FORBIDDEN = (
 )
 
 # The installed console script's main, with one addition: SIGUSR2 writes the
-# names of the modules loaded (those refused, None in sys.modules, left out)
-# as JSON to the file named in argv[1]. Run as `python -c`, so the daemon's
+# names of the modules loaded (those refused, None in sys.modules, and those
+# whose body has not run, lazyimports', left out) as JSON to the file named in
+# argv[1]. Run as `python -c`, so the daemon's
 # re-exec (keys off the command line) runs it again, as it does the script.
 DUMPING_DAEMON = """
 import json, signal, sys
 path = sys.argv.pop(1)
 def dump(signum, frame):
-    loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+    from diegossh.sshd.lazyimports import isDeferred
+    loaded = sorted(name for name, module in sys.modules.items()
+                    if module is not None and not isDeferred(module))
     with open(path + ".tmp", "w") as f:
         json.dump(loaded, f)
     import os
@@ -69,11 +83,14 @@ def forbiddenAmong(modules: list[str]) -> list[str]:
 
 def loadedModules(code: str) -> list[str]:
     """
-    The modules a fresh interpreter has loaded after running C{code}.
+    The modules a fresh interpreter has loaded after running C{code} (their
+    bodies run).
     """
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport json, sys\n"
-         "print(json.dumps([n for n, m in sys.modules.items() if m is not None]))"],
+         "from diegossh.sshd.lazyimports import isDeferred\n"
+         "print(json.dumps([n for n, m in sys.modules.items()"
+         " if m is not None and not isDeferred(m)]))"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     loaded: list[str] = json.loads(out.stdout.splitlines()[-1])
@@ -91,11 +108,14 @@ def test_without_tls_refuses_ssl_and_keeps_what_is_loaded() -> None:
 
 
 def test_the_check_sees_what_twisted_loads_unless_told_not_to() -> None:
-    # Twisted's reactor loads ssl and pyOpenSSL when it can: the check below is not vacuous.
+    # Twisted's reactor loads ssl, pyOpenSSL, http.cookiejar and asyncio when
+    # it can: the check below is not vacuous.
     loaded = forbiddenAmong(loadedModules("import twisted.internet.reactor"))
-    assert "ssl" in loaded and "OpenSSL" in loaded
+    assert {"ssl", "OpenSSL", "http.cookiejar", "asyncio.base_events"} <= set(loaded)
     refused = loadedModules(
-        "from diegossh.sshd.script import withoutTLS\nwithoutTLS()\nimport twisted.internet.reactor"
+        "from diegossh.sshd.script import withoutTLS\nwithoutTLS()\n"
+        "from diegossh.sshd.lazyimports import deferTwistedsStdlib\ndeferTwistedsStdlib()\n"
+        "import twisted.internet.reactor"
     )
     assert forbiddenAmong(refused) == []
 

@@ -296,6 +296,9 @@ def run(
             return 1
     restoreCallerEnvironment(environ)
     heap.forgetSettings(environ)
+    from diegossh.sshd import lazyimports  # not in the first process: threading
+
+    lazyimports.deferTwistedsStdlib()
     from diegossh.sshd import dropin
 
     return dropin.serve(command, program, environ, stdout, stderr, reactor)
