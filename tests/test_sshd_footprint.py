@@ -35,6 +35,7 @@ FORBIDDEN = (
     "twisted.internet.ssl",
     "twisted.internet._sslverify",
     "twisted.protocols.tls",
+    "_hashlib",
     # http.cookiejar and asyncio stay in sys.modules with their bodies not
     # run (diegossh.sshd.lazyimports); what their bodies would import:
     "http.cookiejar",
@@ -97,23 +98,23 @@ def loadedModules(code: str) -> list[str]:
     return loaded
 
 
-def test_without_tls_refuses_ssl_and_keeps_what_is_loaded() -> None:
+def test_refusing_keeps_what_is_loaded() -> None:
     modules: dict[str, object] = {}
-    script.withoutTLS(modules)
-    assert modules == {"ssl": None, "OpenSSL": None}
+    script.refuseUnneeded(modules)
+    assert modules == {"ssl": None, "OpenSSL": None, "_hashlib": None}
     loaded = object()
     modules = {"ssl": loaded}
-    script.withoutTLS(modules)
-    assert modules == {"ssl": loaded, "OpenSSL": None}
+    script.refuseUnneeded(modules)
+    assert modules == {"ssl": loaded, "OpenSSL": None, "_hashlib": None}
 
 
 def test_the_check_sees_what_twisted_loads_unless_told_not_to() -> None:
     # Twisted's reactor loads ssl, pyOpenSSL, http.cookiejar and asyncio when
     # it can: the check below is not vacuous.
     loaded = forbiddenAmong(loadedModules("import twisted.internet.reactor"))
-    assert {"ssl", "OpenSSL", "http.cookiejar", "asyncio.base_events"} <= set(loaded)
+    assert {"ssl", "OpenSSL", "_hashlib", "http.cookiejar", "asyncio.base_events"} <= set(loaded)
     refused = loadedModules(
-        "from diegossh.sshd.script import withoutTLS\nwithoutTLS()\n"
+        "from diegossh.sshd.script import refuseUnneeded\nrefuseUnneeded()\n"
         "from diegossh.sshd.lazyimports import deferTwistedsStdlib\ndeferTwistedsStdlib()\n"
         "import twisted.internet.reactor"
     )
@@ -186,3 +187,25 @@ def test_the_daemon_loads_none_of_the_forbidden_modules(
     afterLogin = modulesOf(proc, dump)
     assert "diegossh.sshd.programsession" in afterLogin or "diegossh.sshd.session" in afterLogin
     assert forbiddenAmong(afterLogin) == []
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("mac", ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256"])
+def test_macs_and_key_exchange_without_hashlibs_openssl(
+    daemon: tuple[subprocess.Popen[bytes], int, Path, Path], mac: str
+) -> None:
+    """
+    With C{_hashlib} refused the daemon's kex hash and key derivation use
+    CPython's builtin SHA-256, its MACs cryptography's HMAC: OpenSSH checks
+    both (a wrong MAC or exchange hash ends the connection).
+    """
+    proc, port, identity, dump = daemon
+    data = bytes(range(256)) * 4096  # 1 MiB each way: many packets, both MACs checked
+    result = subprocess.run(
+        ["ssh", *BASE_OPTIONS, "-c", "aes128-ctr", "-m", mac, "-p", str(port),
+         "-i", str(identity), "vcap@127.0.0.1", "cat"],
+        input=data, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
+    assert "_hashlib" not in modulesOf(proc, dump)

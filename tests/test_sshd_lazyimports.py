@@ -31,8 +31,8 @@ def runFresh(code: str) -> str:
 def test_twisteds_imports_leave_both_bodies_unrun() -> None:
     out = runFresh(
         """
-        from diegossh.sshd.script import withoutTLS
-        withoutTLS()  # as the daemon: pyOpenSSL's cryptography.x509 imports email
+        from diegossh.sshd.script import refuseUnneeded
+        refuseUnneeded()  # as the daemon: pyOpenSSL's cryptography.x509 imports email
         import twisted.internet.reactor, twisted.python.compat
         from twisted.internet import defer
         import asyncio

@@ -380,7 +380,7 @@ def test_what_the_daemons_twisted_imports_from_deferred_modules() -> None:
     # the Twisted modules the daemon loads, and whether the bodies stayed unrun
     code = (
         "import json, sys\n"
-        "from diegossh.sshd.script import withoutTLS\nwithoutTLS()\n"
+        "from diegossh.sshd.script import refuseUnneeded\nrefuseUnneeded()\n"
         "from diegossh.sshd.lazyimports import deferTwistedsStdlib, isDeferred\n"
         "deferTwistedsStdlib()\n"
         "import diegossh.sshd.dropin, twisted.internet.reactor\n"

@@ -3,7 +3,7 @@
 glibc's malloc settings for the daemon's process: given through the
 environment of the script's re-exec, taken out of it again at once.
 
-Why: without pyOpenSSL loaded (L{diegossh.sshd.script.TLS_MODULES}) the
+Why: without pyOpenSSL loaded (L{diegossh.sshd.script.REFUSED_MODULES}) the
 daemon spent 25-45% more CPU per byte of a download, in page faults: glibc
 gives the top of its heap back to the kernel whenever the free space there
 passes C{M_TRIM_THRESHOLD} (128 KiB by default) and faults it in again as

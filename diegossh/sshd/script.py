@@ -304,24 +304,30 @@ def run(
     return dropin.serve(command, program, environ, stdout, stderr, reactor)
 
 
-# Imported only when they can be, for TLS the daemon never speaks (issue 15):
-# the standard library's ssl, by asyncio (which Twisted's Deferred imports) and
-# urllib (libssl and the module: about 1.2 MiB), and pyOpenSSL, by Twisted's
-# reactor (with service_identity, cryptography.x509 and twisted.internet.ssl:
-# 3.4 MiB and about 50 ms). Without pyOpenSSL the daemon needs glibc's malloc
-# settings to keep its throughput (L{diegossh.sshd.heap}).
-TLS_MODULES = ("ssl", "OpenSSL")
+# Imported only when they can be, and never needed by the daemon (issue 15):
+#   - for TLS, which it never speaks: the standard library's ssl, by asyncio
+#     (which Twisted's Deferred imports) and urllib (libssl and the module:
+#     about 1.2 MiB), and pyOpenSSL, by Twisted's reactor (with
+#     service_identity, cryptography.x509 and twisted.internet.ssl: 3.4 MiB
+#     and about 50 ms). Without pyOpenSSL the daemon needs glibc's malloc
+#     settings to keep its throughput (L{diegossh.sshd.heap});
+#   - hashlib's OpenSSL backend, _hashlib, which maps the system's libcrypto
+#     (3.4 MiB) beside the one linked into cryptography: hashlib and hmac fall
+#     back to CPython's builtin hashes (kex hashes, fingerprints: a few short
+#     inputs per connection); the packet MACs go through cryptography
+#     (L{diegossh.ssh.packets}).
+REFUSED_MODULES = ("ssl", "OpenSSL", "_hashlib")
 
 
-def withoutTLS(modules: MutableMapping[str, Any] = sys.modules) -> None:
+def refuseUnneeded(modules: MutableMapping[str, Any] = sys.modules) -> None:
     """
-    Make C{import ssl} (L{TLS_MODULES}) fail in this process, as it would
-    were Python built without it (a C{None} in C{sys.modules} is Python's
-    documented way to refuse an import); the modules that import it do so
-    only when they can. Only before Twisted is imported, and only in the
-    daemon's own process, never in one that imported it already.
+    Make C{import ssl} (L{REFUSED_MODULES}) fail in this process, as it
+    would were Python built without it (a C{None} in C{sys.modules} is
+    Python's documented way to refuse an import); the modules that import
+    them do so only when they can. Only before Twisted is imported, and only
+    in the daemon's own process, never in one that imported them already.
     """
-    for name in TLS_MODULES:
+    for name in REFUSED_MODULES:
         modules.setdefault(name, None)
 
 
@@ -329,7 +335,7 @@ def main() -> NoReturn:
     """
     The console script's entry point.
     """
-    withoutTLS()
+    refuseUnneeded()
     sys.exit(run(sys.argv[1:], sys.argv[0], os.environ, sys.stdout, sys.stderr))
 
 
