@@ -190,6 +190,35 @@ def test_program_prefix_is_interpreter_and_script() -> None:
     ) == ["/venv/bin/python3", "-X", "dev", "/venv/bin/diego-sshd"]
 
 
+def test_the_daemon_runs_with_dash_OO_when_its_bytecode_can_be_cached() -> None:
+    prefix = ["/venv/bin/python3", "-X", "dev", "/venv/bin/diego-sshd"]
+    assert script.daemonPrefix(prefix, frozen=False, optimize=0, usable=lambda: True) == [
+        "/venv/bin/python3", "-OO", "-X", "dev", "/venv/bin/diego-sshd",
+    ]  # fmt: skip
+    # the one-file artifact, a caller's own -OO, bytecode neither cached nor writable
+    assert script.daemonPrefix(["dist/diego-sshd"], frozen=True, optimize=0) == ["dist/diego-sshd"]
+    assert script.daemonPrefix(prefix, frozen=False, optimize=2, usable=lambda: True) == prefix
+    assert script.daemonPrefix(prefix, frozen=False, optimize=0, usable=lambda: False) == prefix
+
+
+def test_optimized_bytecode_is_usable_when_cached_or_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "pkg_for_oo"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    assert script.optimizedBytecodeUsable("pkg_for_oo")  # __pycache__ can be made
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    assert not script.optimizedBytecodeUsable("pkg_for_oo")
+    cache = package / "__pycache__"
+    cache.mkdir()
+    (cache / f"__init__.{sys.implementation.cache_tag}.opt-2.pyc").write_bytes(b"")
+    assert script.optimizedBytecodeUsable("pkg_for_oo")
+    assert not script.optimizedBytecodeUsable("no_such_package_here")
+
+
 def test_reexec_marks_and_flushes() -> None:
     calls: list[tuple[str, list[str], dict[str, str]]] = []
     secretargs.reexec(["python", "diego-sshd"], {"A": "b"}, lambda *a: calls.append(a))
@@ -400,6 +429,7 @@ def test_cloud_controllers_command_line_serves_a_login(
     assert "PRIVATE KEY" not in shown
     assert authorized.split()[1] not in shown
     assert "--address=127.0.0.1:" in shown and "--logLevel=fatal" in shown
+    assert " -OO " in shown  # the venv's bytecode can be cached
     assert offeredHostKey(port, "rsa") == keys.Key.fromString(ccHostKey()).public()
     assert daemon.stop() == 0
     assert daemon.out.read_text() == ""  # -logLevel=fatal: nothing at info or error

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
@@ -260,6 +260,50 @@ def optionsArguments(command: Command) -> list[str]:
     return twistedArguments(ParsedFlags(values, []))
 
 
+def optimizedBytecodeUsable(package: str = "twisted") -> bool:
+    """
+    Whether C{python -OO} would find C{package}'s optimized bytecode cached
+    or could write it: otherwise every start would compile it all again.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return False
+    cached = importlib.util.cache_from_source(spec.origin, optimization=2)
+    if os.path.exists(cached):
+        return True
+    directory = os.path.dirname(cached)
+    while not os.path.isdir(directory) and directory != os.path.dirname(directory):
+        directory = os.path.dirname(directory)  # Python makes __pycache__ when it writes
+    return not sys.dont_write_bytecode and os.access(directory, os.W_OK)
+
+
+def daemonPrefix(
+    prefix: list[str],
+    frozen: bool | None = None,
+    optimize: int | None = None,
+    usable: Callable[[], bool] = optimizedBytecodeUsable,
+) -> list[str]:
+    """
+    The interpreter and its options for the re-exec: C{prefix}
+    (L{secretargs.programPrefix}) with C{-OO}, which drops docstrings from
+    the modules loaded (1.8 MiB; asserts go too: ours and Twisted's check
+    invariants only) (issue 15). Not for the one-file artifact (C{frozen},
+    whose bundle has its own bytecode), nor when the caller gave C{-OO}
+    already, nor when the optimized bytecode can be neither found nor
+    written (a read-only install without it: compiling it at every start
+    would cost more than it saves).
+    """
+    if frozen is None:
+        frozen = bool(getattr(sys, "frozen", False))
+    if optimize is None:
+        optimize = sys.flags.optimize
+    if frozen or optimize >= 2 or not usable():
+        return list(prefix)
+    return [prefix[0], "-OO", *prefix[1:]]
+
+
 def run(
     arguments: Sequence[str],
     program: str,
@@ -285,7 +329,7 @@ def run(
     if not reexecuted and (command.keysOnCommandLine or heap.missing(environ)):
         try:
             secretargs.reexec(
-                [*secretargs.programPrefix(), *reexecArguments(command)],
+                [*daemonPrefix(secretargs.programPrefix()), *reexecArguments(command)],
                 heap.withSettings(reexecEnvironment(command, environ)),
             )
         except OSError as e:
