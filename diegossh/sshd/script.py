@@ -359,8 +359,10 @@ def run(
 #     (3.4 MiB) beside the one linked into cryptography: hashlib and hmac fall
 #     back to CPython's builtin hashes (kex hashes, fingerprints: a few short
 #     inputs per connection); the packet MACs go through cryptography
-#     (L{diegossh.ssh.packets}).
-REFUSED_MODULES = ("ssl", "OpenSSL", "_hashlib")
+#     (L{diegossh.ssh.packets});
+#   - ctypes (with libffi: 0.5 MiB), which twisted.python.win32 imports at
+#     start to look for Windows' WinError, absent on Linux either way.
+REFUSED_MODULES = ("ssl", "OpenSSL", "_hashlib", "ctypes")
 
 
 def refuseUnneeded(modules: MutableMapping[str, Any] = sys.modules) -> None:
