@@ -18,7 +18,8 @@ What upstream's binary does with the same arguments, this does:
     the keys in C{SSHD_HOSTKEY} / C{SSHD_AUTHKEY}. Those variables, when the
     caller sets them, win over the flags. An empty C{-hostKey=} generates a key.
   - The algorithm lists left out are upstream's, in its order
-    (L{UPSTREAM_ALGORITHMS}).
+    (L{diegossh.ssh.algorithms.PINNED_UPSTREAM_DEFAULTS}, cmd/sshd/main.go at
+    e96542ec, the diego-ssh that diego-release pins).
   - Logs are lager JSON lines on stdout (L{diegossh.lager}), source C{sshd}:
     C{sshd.started} once listening, upstream's refusals
     (C{sshd.failed-to-parse-host-key}, C{sshd.authorized-key-required}, then
@@ -32,21 +33,20 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, TextIO
 
 from diegossh import secretargs
 from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArguments
-from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
 from diegossh.sshd import heap
 from diegossh.sshd.environment import KEY_VARIABLES
 from diegossh.sshd.onefile import restoreCallerEnvironment
 from diegossh.sshd.optiontable import FLAGS, PARAMETERS
 
-SOURCE = "sshd"
+# Not typing's (see GoFlag); type checkers read the name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, TextIO
 
-# cmd/sshd/main.go at e96542ec, the diego-ssh that diego-release pins
-UPSTREAM_ALGORITHMS = PINNED_UPSTREAM_DEFAULTS
+SOURCE = "sshd"
 
 # flag -> the variable upstream moves it into, which wins when the caller sets it
 KEY_FLAGS = dict(zip(("hostKey", "authorizedKey"), KEY_VARIABLES, strict=True))
@@ -56,18 +56,38 @@ _GO_LOG_LEVELS = ("debug", "info", "error", "fatal")
 _GO_TIME_FORMATS = ("unix-epoch", "0", "rfc3339", "1")
 
 
-@dataclass(frozen=True)
 class GoFlag:
     """
     One flag as Go's C{flag.PrintDefaults} shows it: its type word
     (C{string}, C{int}, C{value}; none for a boolean), its default (shown
     unless it is the zero value) and its usage.
+
+    This module's classes are plain ones, not dataclasses: the script's first
+    process only reads the flags and re-executes itself, and C{dataclasses}
+    (with C{inspect}) and C{typing} would be most of its imports (issue 15).
     """
 
-    name: str
-    typeWord: str
-    default: str
-    usage: str
+    __slots__ = ("default", "name", "typeWord", "usage")
+
+    def __init__(self, name: str, typeWord: str, default: str, usage: str) -> None:
+        self.name = name
+        self.typeWord = typeWord
+        self.default = default
+        self.usage = usage
+
+    def _fields(self) -> tuple[str, str, str, str]:
+        return (self.name, self.typeWord, self.default, self.usage)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GoFlag):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "GoFlag({!r}, {!r}, {!r}, {!r})".format(*self._fields())
 
 
 # Upstream's flags, with upstream's wording and defaults (cmd/sshd/main.go,
@@ -165,7 +185,6 @@ class UsageExit(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
 class Command:
     """
     A command line read: the flags given (Go's names and values), and
@@ -173,8 +192,21 @@ class Command:
     re-exec (L{reexecArguments}).
     """
 
-    given: dict[str, str | bool]
-    flags: dict[str, GoFlag] = field(repr=False)
+    __slots__ = ("flags", "given")
+
+    def __init__(self, given: dict[str, str | bool], flags: dict[str, GoFlag]) -> None:
+        self.given = given
+        self.flags = flags
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Command):
+            return NotImplemented
+        return (self.given, self.flags) == (other.given, other.flags)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable contents
+
+    def __repr__(self) -> str:
+        return f"Command(given={self.given!r})"
 
     @property
     def keysOnCommandLine(self) -> bool:
@@ -253,8 +285,11 @@ def optionsArguments(command: Command) -> list[str]:
     reach it through their variables), with upstream's algorithm lists for
     those left out or empty.
     """
+    # not in the first process: diegossh.ssh.algorithms imports dataclasses
+    from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
+
     values = {name: value for name, value in command.given.items() if name not in KEY_FLAGS}
-    for name, default in UPSTREAM_ALGORITHMS.items():
+    for name, default in PINNED_UPSTREAM_DEFAULTS.items():
         if not values.get(name):
             values[name] = default
     return twistedArguments(ParsedFlags(values, []))
