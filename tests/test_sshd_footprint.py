@@ -37,6 +37,8 @@ FORBIDDEN = (
     "twisted.protocols.tls",
     "_hashlib",
     "ctypes",
+    "bz2",
+    "lzma",
     # http.cookiejar and asyncio stay in sys.modules with their bodies not
     # run (diegossh.sshd.lazyimports); what their bodies would import:
     "http.cookiejar",
@@ -102,20 +104,20 @@ def loadedModules(code: str) -> list[str]:
 def test_refusing_keeps_what_is_loaded() -> None:
     modules: dict[str, object] = {}
     script.refuseUnneeded(modules)
-    assert modules == dict.fromkeys(("ssl", "OpenSSL", "_hashlib", "ctypes"))
+    assert modules == dict.fromkeys(script.REFUSED_MODULES)
+    assert {"ssl", "OpenSSL", "_hashlib", "ctypes", "_bz2", "_lzma"} <= set(modules)
     loaded = object()
     modules = {"ssl": loaded}
     script.refuseUnneeded(modules)
-    assert modules == {"ssl": loaded, "OpenSSL": None, "_hashlib": None, "ctypes": None}
+    assert modules == {**dict.fromkeys(script.REFUSED_MODULES), "ssl": loaded}
 
 
 def test_the_check_sees_what_twisted_loads_unless_told_not_to() -> None:
     # Twisted's reactor loads ssl, pyOpenSSL, http.cookiejar and asyncio when
     # it can: the check below is not vacuous.
     loaded = forbiddenAmong(loadedModules("import twisted.internet.reactor"))
-    assert {"ssl", "OpenSSL", "_hashlib", "ctypes", "http.cookiejar", "asyncio.base_events"} <= set(
-        loaded
-    )
+    expected = {"ssl", "OpenSSL", "_hashlib", "ctypes", "bz2", "lzma", "http.cookiejar"}
+    assert expected | {"asyncio.base_events"} <= set(loaded)
     refused = loadedModules(
         "from diegossh.sshd.script import refuseUnneeded\nrefuseUnneeded()\n"
         "from diegossh.sshd.lazyimports import deferTwistedsStdlib\ndeferTwistedsStdlib()\n"

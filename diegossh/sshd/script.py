@@ -396,8 +396,11 @@ def run(
 #     inputs per connection); the packet MACs go through cryptography
 #     (L{diegossh.ssh.packets});
 #   - ctypes (with libffi: 0.5 MiB), which twisted.python.win32 imports at
-#     start to look for Windows' WinError, absent on Linux either way.
-REFUSED_MODULES = ("ssl", "OpenSSL", "_hashlib", "ctypes")
+#     start to look for Windows' WinError, absent on Linux either way;
+#   - bz2's and lzma's C halves (with libbz2 and liblzma: 0.3 MiB), which
+#     zipfile and shutil (twisted.plugin's, through twisted.python.zippath)
+#     import when they can; the daemon opens no archive.
+REFUSED_MODULES = ("ssl", "OpenSSL", "_hashlib", "ctypes", "_bz2", "_lzma")
 
 
 def refuseUnneeded(modules: MutableMapping[str, Any] = sys.modules) -> None:
