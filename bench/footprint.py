@@ -75,21 +75,36 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def sshdTreeKiB(pid: int) -> int:
+def treeKiB(pid: int, name: str) -> int:
     """
-    C{pid}'s RSS plus that of its descendants that are sshd processes (not
-    the programs sessions run, which count for neither server).
+    C{pid}'s RSS plus that of its descendants named C{name} (not the
+    programs sessions run, which count for no server).
     """
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
         try:
-            if current == pid or Path(f"/proc/{current}/comm").read_text().startswith("sshd"):
+            if current == pid or Path(f"/proc/{current}/comm").read_text().startswith(name):
                 total += processRssKiB(current)
             todo += children(current)
         except OSError:
             continue
     return total
+
+
+def sshdTreeKiB(pid: int) -> int:
+    """
+    Stock sshd: the listener and its per-connection sshd processes.
+    """
+    return treeKiB(pid, "sshd")
+
+
+def oneFileTreeKiB(pid: int) -> int:
+    """
+    C{dist/diego-sshd}: staticx's bootloader, PyInstaller's, and the
+    interpreter they run (docs/dist.md), all named C{diego-sshd}.
+    """
+    return treeKiB(pid, "diego-sshd")
 
 
 @dataclass
@@ -263,7 +278,7 @@ def servers(tmp: Path) -> tuple[list[Server], list[Footprint]]:
     if ONE_FILE.exists():
         ours.append(
             Server("dist/diego-sshd", ccArgv([str(ONE_FILE)], hostKey, authorized),
-                   env, "vcap", identity)
+                   env, "vcap", identity, oneFileTreeKiB)
         )  # fmt: skip
     else:
         skipped.append(Footprint("dist/diego-sshd", skipped="not built (make dist)"))

@@ -15,7 +15,6 @@ Twisted plain values.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
@@ -28,16 +27,32 @@ class FlagError(ValueError):
     """
 
 
-@dataclass(frozen=True)
 class ParsedFlags:
     """
     What a Go-style command line set: C{values} by flag name (C{str} for
     value flags, C{bool} for booleans; flags not given are absent), and the
     arguments left after the flags.
+
+    A plain class, not a dataclass: the C{diego-sshd} script's first process
+    imports this module, and C{dataclasses} (with C{inspect}) would cost it
+    about 15 ms of start-up (issue 15).
     """
 
-    values: dict[str, str | bool]
-    arguments: list[str]
+    __slots__ = ("arguments", "values")
+
+    def __init__(self, values: dict[str, str | bool], arguments: list[str]) -> None:
+        self.values = values
+        self.arguments = arguments
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ParsedFlags):
+            return NotImplemented
+        return (self.values, self.arguments) == (other.values, other.arguments)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable contents, as the dataclass's
+
+    def __repr__(self) -> str:
+        return f"ParsedFlags(values={self.values!r}, arguments={self.arguments!r})"
 
 
 def parseGoFlags(

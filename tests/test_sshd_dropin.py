@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from diegossh import secretargs
-from diegossh.sshd import dropin, script
+from diegossh.sshd import dropin, heap, script
 from diegossh.sshd.settings import Refused
 from tests.support.daemon import freePort, waitForPort
 from tests.support.eventually import eventuallyBlocking
@@ -188,6 +188,35 @@ def test_program_prefix_is_interpreter_and_script() -> None:
         ["/venv/bin/python3", "-X", "dev", "/venv/bin/diego-sshd", "-address=:2222"],
         ["/venv/bin/diego-sshd", "-address=:2222"],
     ) == ["/venv/bin/python3", "-X", "dev", "/venv/bin/diego-sshd"]
+
+
+def test_the_daemon_runs_with_dash_OO_when_its_bytecode_can_be_cached() -> None:
+    prefix = ["/venv/bin/python3", "-X", "dev", "/venv/bin/diego-sshd"]
+    assert script.daemonPrefix(prefix, frozen=False, optimize=0, usable=lambda: True) == [
+        "/venv/bin/python3", "-OO", "-X", "dev", "/venv/bin/diego-sshd",
+    ]  # fmt: skip
+    # the one-file artifact, a caller's own -OO, bytecode neither cached nor writable
+    assert script.daemonPrefix(["dist/diego-sshd"], frozen=True, optimize=0) == ["dist/diego-sshd"]
+    assert script.daemonPrefix(prefix, frozen=False, optimize=2, usable=lambda: True) == prefix
+    assert script.daemonPrefix(prefix, frozen=False, optimize=0, usable=lambda: False) == prefix
+
+
+def test_optimized_bytecode_is_usable_when_cached_or_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "pkg_for_oo"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    assert script.optimizedBytecodeUsable("pkg_for_oo")  # __pycache__ can be made
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    assert not script.optimizedBytecodeUsable("pkg_for_oo")
+    cache = package / "__pycache__"
+    cache.mkdir()
+    (cache / f"__init__.{sys.implementation.cache_tag}.opt-2.pyc").write_bytes(b"")
+    assert script.optimizedBytecodeUsable("pkg_for_oo")
+    assert not script.optimizedBytecodeUsable("no_such_package_here")
 
 
 def test_reexec_marks_and_flushes() -> None:
@@ -400,6 +429,7 @@ def test_cloud_controllers_command_line_serves_a_login(
     assert "PRIVATE KEY" not in shown
     assert authorized.split()[1] not in shown
     assert "--address=127.0.0.1:" in shown and "--logLevel=fatal" in shown
+    assert " -OO " in shown  # the venv's bytecode can be cached
     assert offeredHostKey(port, "rsa") == keys.Key.fromString(ccHostKey()).public()
     assert daemon.stop() == 0
     assert daemon.out.read_text() == ""  # -logLevel=fatal: nothing at info or error
@@ -456,6 +486,53 @@ def test_environment_keys_win_over_flags(tmp_path: Path, started: list[Running])
     assert result.returncode == 0, result.stderr
     sessionEnv = login(daemon, identity, "env").stdout.decode()
     assert "SSHD_" not in sessionEnv and secretargs.REEXEC_MARK not in sessionEnv
+
+
+def daemonEnvironment(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(e.decode().split("=", 1) for e in entries if e)
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("keysAsFlags", [True, False])
+def test_malloc_settings_reach_the_daemon_and_no_session(
+    tmp_path: Path, started: list[Running], keysAsFlags: bool
+) -> None:
+    """
+    The re-exec gives the daemon glibc's malloc settings
+    (L{diegossh.sshd.heap}), also when no key was on the command line; its
+    sessions, which inherit its environment, do not get them.
+    """
+    identity, authorized = userIdentity(tmp_path)
+    port = freePort()
+    if keysAsFlags:
+        env, arguments = environment(tmp_path), ccArguments(port, ccHostKey(), authorized)
+    else:
+        env = environment(tmp_path, SSHD_HOSTKEY=ccHostKey(), SSHD_AUTHKEY=authorized)
+        arguments = [f"-address=127.0.0.1:{port}", "-inheritDaemonEnv", "-logLevel=fatal"]
+    daemon = serve(tmp_path, started, arguments, env, port)
+    # what glibc read when the daemon's process started (the exec's environment)
+    startedWith = daemonEnvironment(daemon.proc.pid)
+    assert {k: startedWith.get(k) for k in heap.SETTINGS} == heap.SETTINGS
+    result = login(daemon, identity, "env")
+    assert result.returncode == 0, result.stderr
+    sessionEnv = result.stdout.decode()
+    assert "MALLOC_" not in sessionEnv and heap.ADDED not in sessionEnv
+    assert "USER=vcap" in sessionEnv.splitlines()
+
+
+@pytest.mark.interop
+def test_a_callers_malloc_setting_reaches_sessions(tmp_path: Path, started: list[Running]) -> None:
+    identity, authorized = userIdentity(tmp_path)
+    port = freePort()
+    env = environment(tmp_path, MALLOC_TOP_PAD_="65536")
+    daemon = serve(tmp_path, started, ccArguments(port, ccHostKey(), authorized), env, port)
+    startedWith = daemonEnvironment(daemon.proc.pid)
+    assert startedWith["MALLOC_TOP_PAD_"] == "65536"
+    assert startedWith["MALLOC_TRIM_THRESHOLD_"] == heap.SETTINGS["MALLOC_TRIM_THRESHOLD_"]
+    lines = login(daemon, identity, "env").stdout.decode().splitlines()
+    assert "MALLOC_TOP_PAD_=65536" in lines
+    assert [line for line in lines if line.startswith(("MALLOC_TRIM", heap.ADDED))] == []
 
 
 @pytest.mark.interop

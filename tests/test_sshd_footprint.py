@@ -1,9 +1,9 @@
 """
 What the daemon imports (issue 15): every module it loads stays resident in
 every app instance, so the standard library's ssl, HTTP, YAML, protobuf and
-gRPC clients, the proxy or the bastion must never load in it, neither at
-start nor once a session ran. (pyOpenSSL, which Twisted's reactor loads,
-stays for now: see docs/performance.md, "Footprint".) The figures
+gRPC clients, pyOpenSSL (which Twisted's reactor loads when it can), the
+proxy or the bastion must never load in it, neither at start nor once a
+session ran. The figures
 themselves (RSS, start-up time) are measured by C{python -m bench footprint},
 not asserted here.
 """
@@ -30,6 +30,26 @@ from tests.support.openssh import BASE_OPTIONS
 # Never in the daemon's process: a module here, or one inside it.
 FORBIDDEN = (
     "ssl",
+    "OpenSSL",
+    "service_identity",
+    "twisted.internet.ssl",
+    "twisted.internet._sslverify",
+    "twisted.protocols.tls",
+    "_hashlib",
+    "ctypes",
+    "bz2",
+    "lzma",
+    # http.cookiejar and asyncio stay in sys.modules with their bodies not
+    # run (diegossh.sshd.lazyimports); what their bodies would import:
+    "http.cookiejar",
+    "urllib.request",
+    "http.client",
+    "email",
+    "asyncio.base_events",
+    "asyncio.selector_events",
+    "asyncio.unix_events",
+    "asyncio.tasks",
+    "asyncio.streams",
     "twisted.web",
     "treq",
     "google.protobuf",
@@ -41,14 +61,17 @@ FORBIDDEN = (
 )
 
 # The installed console script's main, with one addition: SIGUSR2 writes the
-# names of the modules loaded (those refused, None in sys.modules, left out)
-# as JSON to the file named in argv[1]. Run as `python -c`, so the daemon's
+# names of the modules loaded (those refused, None in sys.modules, and those
+# whose body has not run, lazyimports', left out) as JSON to the file named in
+# argv[1]. Run as `python -c`, so the daemon's
 # re-exec (keys off the command line) runs it again, as it does the script.
 DUMPING_DAEMON = """
 import json, signal, sys
 path = sys.argv.pop(1)
 def dump(signum, frame):
-    loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+    from diegossh.sshd.lazyimports import isDeferred
+    loaded = sorted(name for name, module in sys.modules.items()
+                    if module is not None and not isDeferred(module))
     with open(path + ".tmp", "w") as f:
         json.dump(loaded, f)
     import os
@@ -65,32 +88,41 @@ def forbiddenAmong(modules: list[str]) -> list[str]:
 
 def loadedModules(code: str) -> list[str]:
     """
-    The modules a fresh interpreter has loaded after running C{code}.
+    The modules a fresh interpreter has loaded after running C{code} (their
+    bodies run).
     """
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport json, sys\n"
-         "print(json.dumps([n for n, m in sys.modules.items() if m is not None]))"],
+         # lazyimports' isDeferred, without importing it (and typing) here
+         "print(json.dumps([n for n, m in sys.modules.items()"
+         " if m is not None and type(m).__name__ != '_BodyNotRun']))"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     loaded: list[str] = json.loads(out.stdout.splitlines()[-1])
     return loaded
 
 
-def test_without_tls_refuses_ssl_and_keeps_what_is_loaded() -> None:
+def test_refusing_keeps_what_is_loaded() -> None:
     modules: dict[str, object] = {}
-    script.withoutTLS(modules)
-    assert modules == {"ssl": None}
+    script.refuseUnneeded(modules)
+    assert modules == dict.fromkeys(script.REFUSED_MODULES)
+    assert {"ssl", "OpenSSL", "_hashlib", "ctypes", "_bz2", "_lzma"} <= set(modules)
     loaded = object()
     modules = {"ssl": loaded}
-    script.withoutTLS(modules)
-    assert modules == {"ssl": loaded}
+    script.refuseUnneeded(modules)
+    assert modules == {**dict.fromkeys(script.REFUSED_MODULES), "ssl": loaded}
 
 
 def test_the_check_sees_what_twisted_loads_unless_told_not_to() -> None:
-    # Twisted's reactor loads ssl when it can: the check below is not vacuous.
-    assert "ssl" in forbiddenAmong(loadedModules("import twisted.internet.reactor"))
+    # Twisted's reactor loads ssl, pyOpenSSL, http.cookiejar and asyncio when
+    # it can: the check below is not vacuous.
+    loaded = forbiddenAmong(loadedModules("import twisted.internet.reactor"))
+    expected = {"ssl", "OpenSSL", "_hashlib", "ctypes", "bz2", "lzma", "http.cookiejar"}
+    assert expected | {"asyncio.base_events"} <= set(loaded)
     refused = loadedModules(
-        "from diegossh.sshd.script import withoutTLS\nwithoutTLS()\nimport twisted.internet.reactor"
+        "from diegossh.sshd.script import refuseUnneeded\nrefuseUnneeded()\n"
+        "from diegossh.sshd.lazyimports import deferTwistedsStdlib\ndeferTwistedsStdlib()\n"
+        "import twisted.internet.reactor"
     )
     assert forbiddenAmong(refused) == []
 
@@ -105,6 +137,8 @@ def test_the_script_reads_its_command_line_without_twisted() -> None:
         "script.reexecArguments(script.parseCommand(['-hostKey=k', '-address=:2222']))"
     )
     assert [name for name in loaded if name.split(".")[0] in ("twisted", "cryptography")] == []
+    # nor what would be most of its imports: dataclasses (with inspect), typing
+    assert [name for name in ("dataclasses", "inspect", "typing") if name in loaded] == []
 
 
 def test_the_option_tables_defaults_are_admissions() -> None:
@@ -161,3 +195,25 @@ def test_the_daemon_loads_none_of_the_forbidden_modules(
     afterLogin = modulesOf(proc, dump)
     assert "diegossh.sshd.programsession" in afterLogin or "diegossh.sshd.session" in afterLogin
     assert forbiddenAmong(afterLogin) == []
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("mac", ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256"])
+def test_macs_and_key_exchange_without_hashlibs_openssl(
+    daemon: tuple[subprocess.Popen[bytes], int, Path, Path], mac: str
+) -> None:
+    """
+    With C{_hashlib} refused the daemon's kex hash and key derivation use
+    CPython's builtin SHA-256, its MACs cryptography's HMAC: OpenSSH checks
+    both (a wrong MAC or exchange hash ends the connection).
+    """
+    proc, port, identity, dump = daemon
+    data = bytes(range(256)) * 4096  # 1 MiB each way: many packets, both MACs checked
+    result = subprocess.run(
+        ["ssh", *BASE_OPTIONS, "-c", "aes128-ctr", "-m", mac, "-p", str(port),
+         "-i", str(identity), "vcap@127.0.0.1", "cat"],
+        input=data, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
+    assert "_hashlib" not in modulesOf(proc, dump)

@@ -335,3 +335,69 @@ def test_socket_io_sizes() -> None:
     assert isinstance(abstract.FileDescriptor.SEND_LIMIT, int)
     assert "self.bufferSize" in source(tcp.Connection.doRead)
     assert "self.SEND_LIMIT" in source(tcp.Connection.writeSomeData)
+
+
+# -- what Twisted takes from the modules the daemon defers (diegossh.sshd.lazyimports)
+
+# (Twisted module, module imported, names taken) for every import of a
+# deferred module in the Twisted modules the daemon loads: with these, the
+# deferred modules' bodies never run. Another import (a new name, a use at
+# import time) would run a body at start, or (a name lazyimports does not
+# bind) fail: update DEFERRED in diegossh/sshd/lazyimports.py and this list.
+DEFERRED_IMPORTS = {
+    ("twisted.internet.defer", "asyncio", ("AbstractEventLoop", "Future", "iscoroutine")),
+    ("twisted.python.compat", "http", ("cookiejar",)),
+}
+
+
+def _importsOf(module: str, path: str, deferred: set[str]) -> set[tuple[str, str, tuple[str, ...]]]:
+    import ast
+
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in deferred or alias.name in deferred:
+                    found.add((module, alias.name, ()))
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = tuple(sorted(alias.name for alias in node.names))
+            if node.module in deferred or node.module.split(".")[0] in deferred:
+                found.add((module, node.module, names))
+            elif any(f"{node.module}.{name}" in deferred for name in names):
+                found.add((module, node.module, names))
+    return found
+
+
+def test_what_the_daemons_twisted_imports_from_deferred_modules() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from diegossh.sshd.lazyimports import DEFERRED
+
+    # the Twisted modules the daemon loads, and whether the bodies stayed unrun
+    code = (
+        "import json, sys\n"
+        "from diegossh.sshd.script import refuseUnneeded\nrefuseUnneeded()\n"
+        "from diegossh.sshd.lazyimports import deferTwistedsStdlib, isDeferred\n"
+        "deferTwistedsStdlib()\n"
+        "import diegossh.sshd.dropin, twisted.internet.reactor\n"
+        "from diegossh.sshd import session, programsession\n"
+        "print(json.dumps([sorted((n, m.__file__) for n, m in sys.modules.items()"
+        " if n.startswith('twisted.') and getattr(m, '__file__', None)),"
+        " [n for n in ('asyncio', 'http.cookiejar') if not isDeferred(sys.modules[n])]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    twistedModules, bodiesRun = json.loads(out.stdout)
+    assert bodiesRun == []
+    found: set[tuple[str, str, tuple[str, ...]]] = set()
+    assert len(twistedModules) > 50  # the reactor, Conch...
+    for module, path in twistedModules:
+        found |= _importsOf(module, path, set(DEFERRED))
+    assert found == DEFERRED_IMPORTS
+    _, asyncioNames = DEFERRED["asyncio"]
+    assert set(asyncioNames) == {"AbstractEventLoop", "Future", "iscoroutine"}

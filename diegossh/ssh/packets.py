@@ -5,8 +5,10 @@ SSH binary packet protection (RFC 4253 section 6), one class per mode.
 Conch's own L{twisted.conch.ssh.transport.SSHCiphers} builds a new HMAC per
 packet, has no AEAD ciphers and no encrypt-then-MAC, and cannot tell the two
 directions apart at NEWKEYS time. Here every direction is a L{Sealer} (outgoing)
-or an L{Opener} (incoming) with its keys set up once; a packet costs one or two
-calls into C{cryptography} or OpenSSL's HMAC.
+or an L{Opener} (incoming) with its keys set up once; a packet costs a few
+calls into C{cryptography}, HMACs included: not C{hashlib}/C{hmac}, so that
+the daemon need not load the system's libcrypto beside cryptography's own
+(issue 15; its hashes fall back to CPython's builtin ones).
 
 The modes:
   - plain: before the first key exchange.
@@ -24,7 +26,8 @@ import struct
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import poly1305
+from cryptography.hazmat.primitives import hashes, poly1305
+from cryptography.hazmat.primitives import hmac as _hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -169,11 +172,11 @@ class PlainOpener:
         return _payload(data[4:])
 
 
-_MAC_DIGESTS: dict[str, tuple[str, int, bool]] = {
-    "hmac-sha2-256": ("sha256", 32, False),
-    "hmac-sha2-512": ("sha512", 64, False),
-    "hmac-sha2-256-etm@openssh.com": ("sha256", 32, True),
-    "hmac-sha2-512-etm@openssh.com": ("sha512", 64, True),
+_MAC_DIGESTS: dict[str, tuple[type[hashes.HashAlgorithm], int, bool]] = {
+    "hmac-sha2-256": (hashes.SHA256, 32, False),
+    "hmac-sha2-512": (hashes.SHA512, 64, False),
+    "hmac-sha2-256-etm@openssh.com": (hashes.SHA256, 32, True),
+    "hmac-sha2-512-etm@openssh.com": (hashes.SHA512, 64, True),
 }
 
 _CTR_KEY_SIZES: dict[str, int] = {"aes128-ctr": 16, "aes192-ctr": 24, "aes256-ctr": 32}
@@ -200,17 +203,21 @@ def cipherKeySize(cipher: str) -> int:
 
 class _HMAC:
     """
-    A keyed HMAC; C{hmac.digest} is a single call into OpenSSL.
+    A keyed HMAC: the key is set up once and copied per packet (as fast as
+    C{hmac.digest} through OpenSSL, and the data is not copied to be joined
+    to the sequence number).
     """
 
     def __init__(self, mac: str, key: bytes) -> None:
-        digest, size, self.etm = _MAC_DIGESTS[mac]
-        self._digest = digest
-        self._key = key[:size]
+        algorithm, size, self.etm = _MAC_DIGESTS[mac]
+        self._keyed = _hmac.HMAC(key[:size], algorithm())
         self.size = size
 
     def compute(self, seq: int, data: bytes | memoryview) -> bytes:
-        return hmac.digest(self._key, _UINT32.pack(seq & _MASK32) + bytes(data), self._digest)
+        h = self._keyed.copy()
+        h.update(_UINT32.pack(seq & _MASK32))
+        h.update(data)
+        return h.finalize()
 
 
 class CTRSealer:

@@ -18,7 +18,8 @@ What upstream's binary does with the same arguments, this does:
     the keys in C{SSHD_HOSTKEY} / C{SSHD_AUTHKEY}. Those variables, when the
     caller sets them, win over the flags. An empty C{-hostKey=} generates a key.
   - The algorithm lists left out are upstream's, in its order
-    (L{UPSTREAM_ALGORITHMS}).
+    (L{diegossh.ssh.algorithms.PINNED_UPSTREAM_DEFAULTS}, cmd/sshd/main.go at
+    e96542ec, the diego-ssh that diego-release pins).
   - Logs are lager JSON lines on stdout (L{diegossh.lager}), source C{sshd}:
     C{sshd.started} once listening, upstream's refusals
     (C{sshd.failed-to-parse-host-key}, C{sshd.authorized-key-required}, then
@@ -31,21 +32,21 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, TextIO
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 from diegossh import secretargs
 from diegossh.goflags import FlagError, ParsedFlags, parseGoFlags, twistedArguments
-from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
+from diegossh.sshd import heap
 from diegossh.sshd.environment import KEY_VARIABLES
 from diegossh.sshd.onefile import restoreCallerEnvironment
 from diegossh.sshd.optiontable import FLAGS, PARAMETERS
 
-SOURCE = "sshd"
+# Not typing's (see GoFlag); type checkers read the name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, TextIO
 
-# cmd/sshd/main.go at e96542ec, the diego-ssh that diego-release pins
-UPSTREAM_ALGORITHMS = PINNED_UPSTREAM_DEFAULTS
+SOURCE = "sshd"
 
 # flag -> the variable upstream moves it into, which wins when the caller sets it
 KEY_FLAGS = dict(zip(("hostKey", "authorizedKey"), KEY_VARIABLES, strict=True))
@@ -55,18 +56,38 @@ _GO_LOG_LEVELS = ("debug", "info", "error", "fatal")
 _GO_TIME_FORMATS = ("unix-epoch", "0", "rfc3339", "1")
 
 
-@dataclass(frozen=True)
 class GoFlag:
     """
     One flag as Go's C{flag.PrintDefaults} shows it: its type word
     (C{string}, C{int}, C{value}; none for a boolean), its default (shown
     unless it is the zero value) and its usage.
+
+    This module's classes are plain ones, not dataclasses: the script's first
+    process only reads the flags and re-executes itself, and C{dataclasses}
+    (with C{inspect}) and C{typing} would be most of its imports (issue 15).
     """
 
-    name: str
-    typeWord: str
-    default: str
-    usage: str
+    __slots__ = ("default", "name", "typeWord", "usage")
+
+    def __init__(self, name: str, typeWord: str, default: str, usage: str) -> None:
+        self.name = name
+        self.typeWord = typeWord
+        self.default = default
+        self.usage = usage
+
+    def _fields(self) -> tuple[str, str, str, str]:
+        return (self.name, self.typeWord, self.default, self.usage)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GoFlag):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "GoFlag({!r}, {!r}, {!r}, {!r})".format(*self._fields())
 
 
 # Upstream's flags, with upstream's wording and defaults (cmd/sshd/main.go,
@@ -164,7 +185,6 @@ class UsageExit(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
 class Command:
     """
     A command line read: the flags given (Go's names and values), and
@@ -172,8 +192,21 @@ class Command:
     re-exec (L{reexecArguments}).
     """
 
-    given: dict[str, str | bool]
-    flags: dict[str, GoFlag] = field(repr=False)
+    __slots__ = ("flags", "given")
+
+    def __init__(self, given: dict[str, str | bool], flags: dict[str, GoFlag]) -> None:
+        self.given = given
+        self.flags = flags
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Command):
+            return NotImplemented
+        return (self.given, self.flags) == (other.given, other.flags)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable contents
+
+    def __repr__(self) -> str:
+        return f"Command(given={self.given!r})"
 
     @property
     def keysOnCommandLine(self) -> bool:
@@ -252,11 +285,58 @@ def optionsArguments(command: Command) -> list[str]:
     reach it through their variables), with upstream's algorithm lists for
     those left out or empty.
     """
+    # not in the first process: diegossh.ssh.algorithms imports dataclasses
+    from diegossh.ssh.algorithms import PINNED_UPSTREAM_DEFAULTS
+
     values = {name: value for name, value in command.given.items() if name not in KEY_FLAGS}
-    for name, default in UPSTREAM_ALGORITHMS.items():
+    for name, default in PINNED_UPSTREAM_DEFAULTS.items():
         if not values.get(name):
             values[name] = default
     return twistedArguments(ParsedFlags(values, []))
+
+
+def optimizedBytecodeUsable(package: str = "twisted") -> bool:
+    """
+    Whether C{python -OO} would find C{package}'s optimized bytecode cached
+    or could write it: otherwise every start would compile it all again.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return False
+    cached = importlib.util.cache_from_source(spec.origin, optimization=2)
+    if os.path.exists(cached):
+        return True
+    directory = os.path.dirname(cached)
+    while not os.path.isdir(directory) and directory != os.path.dirname(directory):
+        directory = os.path.dirname(directory)  # Python makes __pycache__ when it writes
+    return not sys.dont_write_bytecode and os.access(directory, os.W_OK)
+
+
+def daemonPrefix(
+    prefix: list[str],
+    frozen: bool | None = None,
+    optimize: int | None = None,
+    usable: Callable[[], bool] = optimizedBytecodeUsable,
+) -> list[str]:
+    """
+    The interpreter and its options for the re-exec: C{prefix}
+    (L{secretargs.programPrefix}) with C{-OO}, which drops docstrings from
+    the modules loaded (1.8 MiB; asserts go too: ours and Twisted's check
+    invariants only) (issue 15). Not for the one-file artifact (C{frozen},
+    whose bundle has its own bytecode), nor when the caller gave C{-OO}
+    already, nor when the optimized bytecode can be neither found nor
+    written (a read-only install without it: compiling it at every start
+    would cost more than it saves).
+    """
+    if frozen is None:
+        frozen = bool(getattr(sys, "frozen", False))
+    if optimize is None:
+        optimize = sys.flags.optimize
+    if frozen or optimize >= 2 or not usable():
+        return list(prefix)
+    return [prefix[0], "-OO", *prefix[1:]]
 
 
 def run(
@@ -269,7 +349,10 @@ def run(
 ) -> int:
     """
     The whole life of the daemon; the exit code. Twisted and the SSH layer
-    are imported only once the command line is read and the keys are off it
+    are imported only once the command line is read and the process has
+    re-executed itself with the keys off its command line and glibc's malloc
+    settings in its environment (L{diegossh.sshd.heap}; also when no key was
+    on the command line, unless the caller set both settings)
     (L{diegossh.sshd.dropin}); without a C{reactor}, the global one.
     """
     try:
@@ -277,11 +360,12 @@ def run(
     except UsageExit as e:
         stderr.write(e.message)
         return e.code
-    if command.keysOnCommandLine and not environ.get(secretargs.REEXEC_MARK):
+    reexecuted = bool(environ.get(secretargs.REEXEC_MARK))
+    if not reexecuted and (command.keysOnCommandLine or heap.missing(environ)):
         try:
             secretargs.reexec(
-                [*secretargs.programPrefix(), *reexecArguments(command)],
-                reexecEnvironment(command, environ),
+                [*daemonPrefix(secretargs.programPrefix()), *reexecArguments(command)],
+                heap.withSettings(reexecEnvironment(command, environ)),
             )
         except OSError as e:
             from diegossh.sshd import dropin
@@ -290,30 +374,49 @@ def run(
             dropin.logExecFailure(e)
             return 1
     restoreCallerEnvironment(environ)
+    heap.forgetSettings(environ)
+    from diegossh.sshd import lazyimports  # not in the first process: threading
+
+    lazyimports.deferTwistedsStdlib()
     from diegossh.sshd import dropin
 
     return dropin.serve(command, program, environ, stdout, stderr, reactor)
 
 
-# Imported only when they can be, for TLS the daemon never speaks: the
-# standard library's ssl, by asyncio (which Twisted's Deferred imports) and
-# urllib (libssl and the module: about 1.2 MiB) (issue 15). Not pyOpenSSL,
-# which Twisted's reactor takes the same way: refusing it saves 4.5 MiB but
-# the daemon then spent 25-45% more CPU per byte of a download here, for a
-# reason not found yet (docs/performance.md, "Footprint").
-TLS_MODULES = ("ssl",)
+# Imported only when they can be, and never needed by the daemon (issue 15):
+#   - for TLS, which it never speaks: the standard library's ssl, by asyncio
+#     (which Twisted's Deferred imports) and urllib (libssl and the module:
+#     about 1.2 MiB), and pyOpenSSL, by Twisted's reactor (with
+#     service_identity, cryptography.x509 and twisted.internet.ssl: 3.4 MiB
+#     and about 50 ms). Without pyOpenSSL the daemon needs glibc's malloc
+#     settings to keep its throughput (L{diegossh.sshd.heap});
+#   - hashlib's OpenSSL backend, _hashlib, which maps the system's libcrypto
+#     (3.4 MiB) beside the one linked into cryptography: hashlib and hmac fall
+#     back to CPython's builtin hashes (kex hashes, fingerprints: a few short
+#     inputs per connection); the packet MACs go through cryptography
+#     (L{diegossh.ssh.packets});
+#   - ctypes (with libffi: 0.5 MiB), which twisted.python.win32 imports at
+#     start to look for Windows' WinError, absent on Linux either way;
+#   - bz2's and lzma's C halves (with libbz2 and liblzma: 0.3 MiB), which
+#     zipfile and shutil (twisted.plugin's, through twisted.python.zippath)
+#     import when they can; the daemon opens no archive.
+REFUSED_MODULES = ("ssl", "OpenSSL", "_hashlib", "ctypes", "_bz2", "_lzma")
 
 
-def withoutTLS(modules: MutableMapping[str, Any] = sys.modules) -> None:
+def refuseUnneeded(
+    modules: MutableMapping[str, Any] = sys.modules, keep: tuple[str, ...] = ()
+) -> None:
     """
-    Make C{import ssl} (L{TLS_MODULES}) fail in this process, as it would
-    were Python built without it (a C{None} in C{sys.modules} is Python's
-    documented way to refuse an import); the modules that import it do so
-    only when they can. Only before Twisted is imported, and only in the
-    daemon's own process, never in one that imported it already.
+    Make C{import ssl} (L{REFUSED_MODULES}) fail in this process, as it
+    would were Python built without it (a C{None} in C{sys.modules} is
+    Python's documented way to refuse an import); the modules that import
+    them do so only when they can. Only before Twisted is imported, and only
+    in the daemon's own process, never in one that imported them already;
+    C{keep} names those left importable.
     """
-    for name in TLS_MODULES:
-        modules.setdefault(name, None)
+    for name in REFUSED_MODULES:
+        if name not in keep:
+            modules.setdefault(name, None)
 
 
 def metricsWanted(args: list[str]) -> bool:
@@ -332,8 +435,8 @@ def main() -> NoReturn:
     """
     The console script's entry point.
     """
-    if not metricsWanted(sys.argv[1:]):
-        withoutTLS()
+    # prometheus_client (-enableMetrics) imports ssl; the rest stays refused
+    refuseUnneeded(keep=("ssl",) if metricsWanted(sys.argv[1:]) else ())
     sys.exit(run(sys.argv[1:], sys.argv[0], os.environ, sys.stdout, sys.stderr))
 
 
