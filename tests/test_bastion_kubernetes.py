@@ -234,6 +234,7 @@ async def test_container_of_a_pod_with_sidecars(
     assert kube.requests[-1].query["container"] == ["sshd"]
 
 
+@pytest.mark.slow  # over half a second of wall-clock time: not in make unit
 @pytest_twisted.ensureDeferred
 async def test_api_down_then_back(
     kube: FakeKubernetesAPI, engine: Callable[..., KubernetesEngine]

@@ -176,6 +176,7 @@ except usage.UsageError as e:  # at start-up, before anything is built
 """
 
 
+@pytest.mark.slow  # over half a second of wall-clock time: not in make unit
 def test_without_the_bastion_extra_only_kubernetes_is_refused(tmp_path: Path) -> None:
     import os
     import subprocess

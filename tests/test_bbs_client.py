@@ -207,6 +207,7 @@ async def test_no_port_mapping(bbs: FakeBBS, connect: Callable[..., BBSClient]) 
     assert reason == "the instance has no port mapping for the ssh container port 2222"
 
 
+@pytest.mark.slow  # over half a second of wall-clock time: not in make unit
 @pytest_twisted.ensureDeferred
 async def test_bbs_down(pki: MutualTLSFiles, connect: Callable[..., BBSClient]) -> None:
     """Nothing listens: connection refused, a few quick retries, then denied."""
@@ -217,6 +218,7 @@ async def test_bbs_down(pki: MutualTLSFiles, connect: Callable[..., BBSClient]) 
     assert await denied(client.lookup(GUID, 0)) == "the LRP directory (BBS) is unavailable"
 
 
+@pytest.mark.slow  # over half a second of wall-clock time: not in make unit
 @pytest_twisted.ensureDeferred
 async def test_hanging_bbs_times_out(bbs: FakeBBS, connect: Callable[..., BBSClient]) -> None:
     bbs.addLRP(GUID, 0)

@@ -619,6 +619,7 @@ def _closedPort() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow  # over half a second of wall-clock time: not in make unit
 @pytest_twisted.ensureDeferred
 async def test_agentDownDropsBatchesAndRecovers(world: World, tmp_path: Path) -> None:
     """

@@ -64,6 +64,7 @@ def test_sink_target_with_nul(tmp_path: Path, args: tuple[str, ...]) -> None:
     assert not errors
 
 
+@pytest.mark.slow  # over half a second of wall-clock time: not in make unit
 @settings(max_examples=200, deadline=None, database=None)
 @given(
     st.lists(st.sampled_from(["-r", "-p", "-d"]), max_size=2, unique=True),

@@ -113,6 +113,7 @@ def test_refusing_keeps_what_is_loaded() -> None:
     assert modules == {**dict.fromkeys(script.REFUSED_MODULES), "ssl": loaded}
 
 
+@pytest.mark.slow  # over half a second of wall-clock time: not in make unit
 def test_the_check_sees_what_twisted_loads_unless_told_not_to() -> None:
     # Twisted's reactor loads ssl, pyOpenSSL, http.cookiejar and asyncio when
     # it can: the check below is not vacuous.

@@ -370,6 +370,7 @@ def _importsOf(module: str, path: str, deferred: set[str]) -> set[tuple[str, str
     return found
 
 
+@pytest.mark.slow  # over half a second of wall-clock time: not in make unit
 def test_what_the_daemons_twisted_imports_from_deferred_modules() -> None:
     import json
     import subprocess
