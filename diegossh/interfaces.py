@@ -348,3 +348,10 @@ class IProxyMetrics(ISSHMetrics):
         The C{--workers} process in C{slot} (1 to N-1) ended; C{restarting}
         when another is being started in its place (not at shutdown).
         """
+
+    def draining() -> None:
+        """
+        This process began to drain (the first SIGTERM): from now on until
+        it exits, a scrape shows it, so a drain that never ends can be told
+        from one that does.
+        """

@@ -488,8 +488,8 @@ def test_each_workers_figures_reach_the_parents_page(
     assert "diegossh_connections_open 2.0" in text
     assert "diegossh_connections_total 4.0" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "counter_0.db", "counter_1.db", "gauge_livesum_0.db", "gauge_livesum_1.db",
-        "histogram_0.db", "histogram_1.db",
+        "counter_0.db", "counter_1.db", "gauge_livemax_0.db", "gauge_livemax_1.db",
+        "gauge_livesum_0.db", "gauge_livesum_1.db", "histogram_0.db", "histogram_1.db",
     ]  # fmt: skip
 
 
@@ -556,3 +556,26 @@ def test_the_pool_reports_each_worker_that_ends() -> None:
     pool.running = 0
     pool._workerEnded(_Worker(pool, 1, clock.seconds()), Failure(RuntimeError("stopped")))
     assert ends.ended == [(1, True), (1, False)]
+
+
+# -- the drain
+
+
+def test_the_drain_shows_from_its_first_signal() -> None:
+    from twisted.internet.task import Clock
+
+    from diegossh.proxy.drain import DrainService, DrainState
+
+    m = proxyMetrics()
+    assert value(m, "diegossh_proxy_draining") == 0
+    clock = Clock()
+    service = DrainService(DrainState(), clock, lambda: None, lambda: None, [],
+                           timeout=30, metrics=m)  # fmt: skip
+    service.startService()
+    service.begin()
+    assert value(m, "diegossh_proxy_draining") == 1
+    service.begin()  # once only
+    assert value(m, "diegossh_proxy_draining") == 1
+    service.hurry()
+    service.stopService()
+    assert not clock.getDelayedCalls()

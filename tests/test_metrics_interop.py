@@ -214,7 +214,9 @@ def test_every_workers_figures_reach_the_one_page(
     directory = Path(shared.decode())
     assert directory.stat().st_mode & 0o777 == 0o700
     assert {p.name for p in directory.iterdir()} <= {
-        f"{kind}_{slot}.db" for kind in ("counter", "gauge_livesum", "histogram") for slot in (0, 1)
+        f"{kind}_{slot}.db"
+        for kind in ("counter", "gauge_livesum", "gauge_livemax", "histogram")
+        for slot in (0, 1)
     }
     proxy.stop()
     assert not directory.exists()

@@ -42,6 +42,9 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from diegossh.interfaces import IProxyMetrics
+from diegossh.ssh.metrics import NO_METRICS
+
 log = Logger()
 
 #: Seconds from the first SIGTERM to the listener's closing: the balancer's
@@ -87,6 +90,7 @@ class DrainService(Service):
     @param signals: the reactor whose start the SIGTERM/SIGINT handlers
         wait for (they replace the ones C{reactor.run} installs), or
         L{None} for none (tests call L{begin} and L{hurry}).
+    @param metrics: told when the drain begins (C{diegossh_proxy_draining}).
     """
 
     name = "drain"
@@ -101,6 +105,7 @@ class DrainService(Service):
         timeout: float = DRAIN_TIMEOUT,
         listenerDelay: float = LISTENER_DELAY,
         signals: Any = None,
+        metrics: IProxyMetrics = NO_METRICS,
     ) -> None:
         self.state = state
         self._clock = clock
@@ -110,6 +115,7 @@ class DrainService(Service):
         self.timeout = timeout
         self.listenerDelay = listenerDelay
         self._signals = signals
+        self._metrics = metrics
         self.stopping = False
         self._timers: list[Any] = []
         self._waits: list[defer.Deferred[Any]] = []
@@ -162,6 +168,7 @@ class DrainService(Service):
         if self.state.draining or self.stopping:
             return
         self.state.since = self._clock.seconds()
+        self._metrics.draining()
         log.info(
             "draining: health check 503, listener closes in {delay:g}s, sessions have {timeout:g}s",
             delay=min(self.listenerDelay, self.timeout),

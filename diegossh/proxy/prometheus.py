@@ -124,6 +124,12 @@ class PrometheusProxyMetrics(PrometheusSSHMetrics):
             "--workers processes that ended and were started again.",
             registry=r,
         )
+        self.drainingGauge = Gauge(
+            PREFIX + "proxy_draining",
+            "1 while the proxy drains (after the first SIGTERM), else 0.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         for realm in (*sorted(self.realms), "unknown"):
             self.sessionsOpen.labels(realm)
         for direction in DIRECTIONS:
@@ -179,6 +185,9 @@ class PrometheusProxyMetrics(PrometheusSSHMetrics):
         self.calls.labels(
             _known(service, HTTP_SERVICES, "bbs"), _known(outcome, HTTP_OUTCOMES, "failed")
         ).observe(seconds)
+
+    def draining(self) -> None:
+        self.drainingGauge.set(1)
 
     def workerEnded(self, slot: int, restarting: bool) -> None:
         if restarting:

@@ -309,7 +309,8 @@ def makeService(config: Options) -> IService:
     state = DrainState()
     drain = DrainService(state, reactor, reactor.stop, listener.stopAccepting,
                          [live, *([listener] if hasattr(listener, "drain") else [])],
-                         timeout=settings.drainTimeout, signals=reactor)  # fmt: skip
+                         timeout=settings.drainTimeout, signals=reactor,
+                         metrics=metrics)  # fmt: skip
     if settings.healthCheckAddress is not None:
         routes = readiness.probeFor(directory)
         check = readiness.RouteSourceCheck(routes, reactor) if routes else None

@@ -104,5 +104,8 @@ class NoMetrics:
     def workerEnded(self, slot: int, restarting: bool) -> None:
         pass
 
+    def draining(self) -> None:
+        pass
+
 
 NO_METRICS = NoMetrics()
