@@ -6,8 +6,8 @@ C{twistd diego-ssh-proxy} to a real C{twistd diego-sshd} (issue 14).
 The client is tests/go/cfssh/main.go, built once per test session from
 Debian's C{golang-go} and C{golang-golang-x-crypto-dev} with no network
 (GOPATH mode over /usr/share/gocode, GOPROXY=off). It prints one JSON line
-per step; these tests assert each step. Without a Go toolchain they skip,
-saying so: C{make system-deps} installs both packages, so CI runs them.
+per step; these tests assert each step. Without a Go toolchain they fail,
+saying so: C{make system-deps} installs both packages.
 """
 
 from __future__ import annotations
@@ -46,14 +46,14 @@ FORWARD_BYTES = 1024 * 1024
 
 def goToolchain() -> str:
     """
-    The C{go} command and Debian's x/crypto sources, or a loud skip: the
-    only reason these tests may not run.
+    The C{go} command and Debian's x/crypto sources, which C{make test}
+    installs: without them the tests fail, saying how to install them.
     """
     go = shutil.which("go")
     if go is None:
-        pytest.skip(f"Go toolchain unavailable: no `go` on PATH; {INSTALL}")
+        pytest.fail(f"Go toolchain unavailable: no `go` on PATH; {INSTALL}")
     if not X_CRYPTO.is_dir():
-        pytest.skip(f"Go toolchain unavailable: no golang.org/x/crypto in {GOPATH}; {INSTALL}")
+        pytest.fail(f"Go toolchain unavailable: no golang.org/x/crypto in {GOPATH}; {INSTALL}")
     return go
 
 

@@ -123,7 +123,7 @@ def ensureBuildTools() -> None:
         text=True,
     )
     if result.returncode:
-        pytest.skip(
+        pytest.fail(
             f"CANNOT BUILD dist/diego-sshd: the dist extra's tools ({', '.join(missing)}) "
             f"do not install here:\n{result.stderr[-2000:]}"
         )
@@ -169,7 +169,7 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory, artifact: Path) -> Iterator
     app's home, C{/proc} and C{/dev} bound in, and the artifact.
     """
     if not BUSYBOX.exists() or hasInterpreter(BUSYBOX):
-        pytest.skip(f"NO STATIC BUSYBOX at {BUSYBOX}: install busybox-static (make system-deps)")
+        pytest.fail(f"NO STATIC BUSYBOX at {BUSYBOX}: install busybox-static (make system-deps)")
     root = tmp_path_factory.mktemp("rootfs")
     for directory in ("bin", "etc", "proc", "dev", "tmp", "home/vcap"):
         (root / directory).mkdir(parents=True)

@@ -65,10 +65,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     if not HAPROXY.exists():
-        pytest.skip(
-            "HAPROXY IS NOT INSTALLED (/usr/sbin/haproxy): run `make system-deps`; "
-            "the PROXY protocol interop test did not run"
-        )
+        pytest.fail("HAPROXY IS NOT INSTALLED (/usr/sbin/haproxy): run `make system-deps`")
     tmp = tmp_path_factory.mktemp("proxyprotocol")
     daemon, route = daemonBehindRoute(tmp)
     # No exemption for 127.0.0.1 (the balancer): its health checks must not
