@@ -20,7 +20,8 @@ import pytest
 from twisted.conch.ssh.transport import DISCONNECT_BY_APPLICATION
 from twisted.internet.task import Clock
 
-from diegossh.sshd.hangup import HANGUP_GRACE, HANGUP_REASON, HangUpService, OpenConnections
+from diegossh.ssh.openconnections import OpenConnections
+from diegossh.sshd.hangup import HANGUP_GRACE, HANGUP_REASON, HangUpService
 from tests.support.daemon import BASE_OPTIONS, freePort, startDaemon, waitForPort
 from tests.support.eventually import eventuallyBlocking
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey

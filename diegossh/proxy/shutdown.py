@@ -26,10 +26,10 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from diegossh.interfaces import IAdmission
 from diegossh.proxy.backend import CLOSE_TIMEOUT
+from diegossh.ssh.openconnections import OpenConnections
 
 log = Logger()
 
@@ -61,11 +61,10 @@ class StopInOrder(MultiService):
                 log.failure("stopping {service} failed", service=service)
 
 
-@implementer(IAdmission)
-class LiveConnections:
+class LiveConnections(OpenConnections):
     """
-    An L{IAdmission} in front of another (C{admission}) that also keeps the
-    server transports open now, so they can be closed at shutdown.
+    The proxy's open connections (L{OpenConnections} on the reactor's
+    C{clock}), which a drain waits for and the stop closes.
 
     A transport reports C{closed} at the start of its C{connectionLost},
     before the rest of it (the avatar's C{logout}, which logs the session's
@@ -74,43 +73,14 @@ class LiveConnections:
     """
 
     def __init__(self, admission: IAdmission, clock: IReactorTime) -> None:
-        self.admission = admission
-        self._clock = clock
-        self.open: set[Any] = set()
-        self._waiting: list[defer.Deferred[None]] = []
-
-    def admit(self, transport: Any) -> bool:
-        return bool(self.admission.admit(transport))
-
-    def opened(self, transport: Any) -> None:
-        self.open.add(transport)
-        self.admission.opened(transport)
-
-    def authenticated(self, transport: Any) -> None:
-        self.admission.authenticated(transport)
-
-    def penalise(self, transport: Any, reason: str) -> None:
-        self.admission.penalise(transport, reason)
-
-    def closed(self, transport: Any) -> None:
-        self.open.discard(transport)
-        self.admission.closed(transport)
-        if not self.open and self._waiting:
-            self._clock.callLater(0, self._settle)
-
-    def _settle(self) -> None:
-        if self.open:
-            return
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
+        super().__init__(admission, clock)
 
     def drain(self) -> defer.Deferred[None]:
         """
         Fires when no connection is left open, each having ended by itself
         (L{diegossh.proxy.drain}); cancelling it stops the wait.
         """
-        return self._whenNoneOpen()
+        return self.whenNoneOpen()
 
     def closeAll(self, reason: bytes) -> defer.Deferred[None]:
         """
@@ -120,14 +90,7 @@ class LiveConnections:
         """
         for transport in list(self.open):
             transport.closeSoon(reason)
-        return self._whenNoneOpen()
-
-    def _whenNoneOpen(self) -> defer.Deferred[None]:
-        if not self.open:
-            return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred(lambda d: self._waiting.remove(d))
-        self._waiting.append(d)
-        return d
+        return self.whenNoneOpen()
 
 
 class ClosingService(Service):

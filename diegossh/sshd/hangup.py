@@ -16,7 +16,8 @@ aborted), and not for the programs: one that ignores SIGHUP outlives the
 daemon, as it would outlive sshd.
 
 The open connections are known from the transports' reports to their
-L{IAdmission} (L{OpenConnections}), as in the proxy.
+L{IAdmission} (L{diegossh.ssh.openconnections.OpenConnections}), as in the
+proxy.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from twisted.conch.ssh.transport import DISCONNECT_BY_APPLICATION
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from diegossh.interfaces import IAdmission
+from diegossh.ssh.openconnections import OpenConnections
 
 log = Logger()
 
@@ -38,51 +38,6 @@ log = Logger()
 HANGUP_REASON = b"the daemon is shutting down"
 #: The longest the stop waits for connections to end before aborting them.
 HANGUP_GRACE = 2.0
-
-
-@implementer(IAdmission)
-class OpenConnections:
-    """
-    An L{IAdmission} in front of another that also keeps the open
-    transports.
-    """
-
-    def __init__(self, admission: IAdmission) -> None:
-        self.admission = admission
-        self.open: set[Any] = set()
-        self._waiting: list[defer.Deferred[None]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        # the limits and tables, for whoever reads them (tests, the debug server)
-        return getattr(self.admission, name)
-
-    def admit(self, transport: Any) -> bool:
-        return bool(self.admission.admit(transport))
-
-    def opened(self, transport: Any) -> None:
-        self.open.add(transport)
-        self.admission.opened(transport)
-
-    def authenticated(self, transport: Any) -> None:
-        self.admission.authenticated(transport)
-
-    def penalise(self, transport: Any, reason: str) -> None:
-        self.admission.penalise(transport, reason)
-
-    def closed(self, transport: Any) -> None:
-        self.open.discard(transport)
-        self.admission.closed(transport)
-        if not self.open:
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(None)
-
-    def whenNoneOpen(self) -> defer.Deferred[None]:
-        if not self.open:
-            return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred(lambda d: self._waiting.remove(d))
-        self._waiting.append(d)
-        return d
 
 
 class HangUpService(Service):

@@ -31,10 +31,11 @@ from diegossh.listening import GuardedEndpoint
 from diegossh.ssh import admission
 from diegossh.ssh.factory import SSHServerFactory
 from diegossh.ssh.keys import hostKeyOrGenerated
+from diegossh.ssh.openconnections import OpenConnections
 from diegossh.sshd.auth import AuthorizedKeyChecker, DaemonUserAuthServer
 from diegossh.sshd.avatar import DaemonRealm
 from diegossh.sshd.environment import KEY_VARIABLES, baseEnvironment, currentUser
-from diegossh.sshd.hangup import HangUpService, OpenConnections
+from diegossh.sshd.hangup import HangUpService
 from diegossh.sshd.options import Options
 from diegossh.sshd.programs import buildProgram
 from diegossh.sshd.session import SessionConfig, defaultShell
