@@ -28,6 +28,7 @@ from diegossh.proxy.lrptable import LRPTable, LRPTableError
 from diegossh.proxy.readiness import NOT_CHECKED, RouteSourceCheck, probeFor
 from diegossh.proxy.shutdown import LiveConnections
 from diegossh.proxy.tap import Options
+from tests.support.admission import AdmitAll
 
 
 class Participant:
@@ -224,26 +225,9 @@ class Transport:
         self.told.append(reason)
 
 
-class Admission:
-    def admit(self, transport: Any) -> bool:
-        return True
-
-    def opened(self, transport: Any) -> None:
-        pass
-
-    def authenticated(self, transport: Any) -> None:
-        pass
-
-    def penalise(self, transport: Any, reason: str) -> None:
-        pass
-
-    def closed(self, transport: Any) -> None:
-        pass
-
-
 def test_open_connections_are_waited_for_not_closed() -> None:
     clock = Clock()
-    live = LiveConnections(Admission(), clock)
+    live = LiveConnections(AdmitAll(), clock)
     one, two = Transport(live), Transport(live)
     live.opened(one)
     live.opened(two)
@@ -259,7 +243,7 @@ def test_open_connections_are_waited_for_not_closed() -> None:
 
 
 def test_the_drain_without_connections_fires_at_once() -> None:
-    live = LiveConnections(Admission(), Clock())
+    live = LiveConnections(AdmitAll(), Clock())
     ended: list[None] = []
     live.drain().addCallback(ended.append)
     assert ended == [None]

@@ -22,6 +22,7 @@ from twisted.internet.task import Clock
 
 from diegossh.ssh.openconnections import OpenConnections
 from diegossh.sshd.hangup import HANGUP_GRACE, HANGUP_REASON, HangUpService
+from tests.support.admission import AdmitAll
 from tests.support.daemon import BASE_OPTIONS, freePort, startDaemon, waitForPort
 from tests.support.eventually import eventuallyBlocking
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
@@ -29,23 +30,8 @@ from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 DIEGO_SSHD = str(Path(sys.executable).with_name("diego-sshd"))
 
 
-class Admission:
+class Admission(AdmitAll):
     maxStartups = 7
-
-    def admit(self, transport: Any) -> bool:
-        return True
-
-    def opened(self, transport: Any) -> None:
-        pass
-
-    def authenticated(self, transport: Any) -> None:
-        pass
-
-    def penalise(self, transport: Any, reason: str) -> None:
-        pass
-
-    def closed(self, transport: Any) -> None:
-        pass
 
 
 class Socket:
