@@ -16,6 +16,11 @@ from twisted.conch.ssh import common, service
 from twisted.internet import defer
 
 BOUND = 5.0
+# An unmutated step's answer (what a real client waits for before its next
+# message) on a loaded machine: the case under test is the mutated message,
+# bounded by BOUND; a step nobody tampered with that never comes is still a
+# hang, found here three times later, rather than a false alarm under load.
+SETTLE_BOUND = 15.0
 
 MSG_IGNORE = 2
 MSG_DISCONNECT = 1
@@ -190,19 +195,23 @@ def channelRequest(name: str, wantReply: bool, data: Build | bytes = b"") -> Bui
 
 
 async def openConfirmed(ctx: Context, mark: int) -> None:
-    reply = await withTimeout(ctx.conn.after(mark, forOurs(MSG_CHANNEL_OPEN_CONFIRMATION)))
+    reply = await withTimeout(
+        ctx.conn.after(mark, forOurs(MSG_CHANNEL_OPEN_CONFIRMATION)), SETTLE_BOUND
+    )
     ctx.theirs = struct.unpack(">L", reply[4:8])[0]
     ctx.channelOpen = True
 
 
 async def requestAnswered(ctx: Context, mark: int) -> None:
-    await withTimeout(ctx.conn.after(mark, forOurs(MSG_CHANNEL_SUCCESS, MSG_CHANNEL_FAILURE)))
+    await withTimeout(
+        ctx.conn.after(mark, forOurs(MSG_CHANNEL_SUCCESS, MSG_CHANNEL_FAILURE)), SETTLE_BOUND
+    )
 
 
 async def programStarted(ctx: Context, mark: int) -> None:
     reply = await withTimeout(
         ctx.conn.after(mark, lambda n, p: n in (MSG_CHANNEL_SUCCESS, MSG_CHANNEL_FAILURE)
-                       and p[:4] == u32(OURS))
+                       and p[:4] == u32(OURS)), SETTLE_BOUND
     )  # fmt: skip
     ctx.started = reply is not None and ctx.conn.seen(forOurs(MSG_CHANNEL_SUCCESS)) is not None
 
@@ -227,7 +236,7 @@ async def globalAnswered(ctx: Context, mark: int) -> bytes:
     def match(num: int, packet: bytes) -> bool:
         return num in (MSG_REQUEST_SUCCESS, MSG_REQUEST_FAILURE)
 
-    return await withTimeout(ctx.conn.after(mark, match))  # type: ignore[no-any-return]
+    return await withTimeout(ctx.conn.after(mark, match), SETTLE_BOUND)  # type: ignore[no-any-return]
 
 
 async def dataGrows(ctx: Context, mark: int, predicate: Callable[[bytes], bool]) -> None:
@@ -240,7 +249,9 @@ async def dataGrows(ctx: Context, mark: int, predicate: Callable[[bytes], bool])
 
     if match(0, b""):
         return
-    await withTimeout(ctx.conn.after(mark, lambda n, p: n == MSG_CHANNEL_DATA and match(n, p)))
+    await withTimeout(
+        ctx.conn.after(mark, lambda n, p: n == MSG_CHANNEL_DATA and match(n, p)), SETTLE_BOUND
+    )
 
 
 def moreData(extra: int) -> Settle:
