@@ -11,6 +11,7 @@ tools; without either it skips and says why.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -220,7 +221,7 @@ def daemon(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
                 f"-hostKey={hostKey}",
                 f"-authorizedKey={authorizedKeyLine(key('ed25519'))}",
                 "-inheritDaemonEnv",
-                "-logLevel=fatal",
+                "-logLevel=debug",  # for the start-up pages' line
             ],
             env=env,
             stdout=out,
@@ -261,6 +262,27 @@ def test_exec(daemon: Daemon) -> None:
     assert "APP_MARK=cf" in lines
     leaked = [line for line in lines if line.startswith(("LD_LIBRARY_PATH", "_PYI_", "STATICX_"))]
     assert leaked == []
+
+
+@pytest.mark.slow
+@pytest.mark.interop
+def test_startUpPagesReleased(daemon: Daemon) -> None:
+    """
+    The artifact, with no libc in its root file system, still gives back
+    its start-up's pages (ctypes and madvise from the bundle), and serves
+    on.
+    """
+
+    def released() -> int | None:
+        for line in daemon.log.read_text().splitlines():
+            if '"sshd.startup-pages-released"' in line:
+                return int(json.loads(line)["data"]["bytes"])
+        return None
+
+    count = eventuallyBlocking(released, "sshd.startup-pages-released")
+    assert count is not None and count > 4 << 20, count
+    result = run(daemon.ssh("echo still here"))
+    assert (result.returncode, result.stdout) == (0, b"still here\n"), result.stderr
 
 
 @pytest.mark.slow

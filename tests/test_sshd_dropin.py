@@ -307,11 +307,14 @@ def test_started_once_every_listener_listens_and_exited_on_stop(
 ) -> None:
     debug, daemon = FakePort(), FakePort()
     failures: list[object] = []
+    afterStart: list[list[tuple[str, dict[str, Any]]]] = []
     service = dropin.DropInService(
-        [(FakeEndpoint(debug), object()), (FakeEndpoint(daemon), object())], failures.append
-    )
+        [(FakeEndpoint(debug), object()), (FakeEndpoint(daemon), object())], failures.append,
+        lambda: afterStart.append(lagerEvents(events)),
+    )  # fmt: skip
     service.startService()
     assert lagerEvents(events) == [("started", {})]
+    assert afterStart == [[("started", {})]]  # once, after started
     service.stopService()
     assert debug.stopped and daemon.stopped
     assert lagerEvents(events) == [("started", {}), ("exited", {})]
@@ -320,10 +323,20 @@ def test_started_once_every_listener_listens_and_exited_on_stop(
 
 def test_a_listener_that_fails_is_exited_with_failure(events: list[dict[str, Any]]) -> None:
     failures: list[object] = []
-    service = dropin.DropInService([(FakeEndpoint(None), object())], failures.append)
+    afterStart: list[None] = []
+    service = dropin.DropInService(
+        [(FakeEndpoint(None), object())], failures.append, lambda: afterStart.append(None)
+    )
     service.startService()
     assert lagerEvents(events) == [("exited-with-failure", {"error": "address in use"})]
     assert len(failures) == 1
+    assert afterStart == []
+
+
+def test_released_start_up_pages_are_a_debug_line(events: list[dict[str, Any]]) -> None:
+    dropin.releasePages(lambda: 12345)
+    assert lagerEvents(events) == [("startup-pages-released", {"bytes": 12345})]
+    assert events[-1]["log_level"].name == "debug"
 
 
 # -- the installed console script, with OpenSSH
@@ -455,6 +468,32 @@ def test_started_is_a_lager_line(tmp_path: Path, started: list[Running]) -> None
     assert daemon.lines()[-1]["message"] in ("sshd.exited", "sshd.log")
     assert "sshd.exited" in [x["message"] for x in daemon.lines()]
     assert all(x["source"] == "sshd" for x in daemon.lines())
+
+
+@pytest.mark.interop
+def test_start_up_pages_are_released_and_logins_go_on(
+    tmp_path: Path, started: list[Running]
+) -> None:
+    identity, authorized = userIdentity(tmp_path)
+    port = freePort()
+    daemon = serve(
+        tmp_path, started, ccArguments(port, ccHostKey(), authorized, "debug"),
+        environment(tmp_path), port,
+    )  # fmt: skip
+    line = eventuallyBlocking(
+        lambda: next(
+            (x for x in daemon.lines() if x["message"] == "sshd.startup-pages-released"), None
+        ),
+        "sshd.startup-pages-released",
+    )
+    # the interpreter's, cryptography's and libc's code at least
+    assert line["data"]["bytes"] > 4 << 20
+    messages = [x["message"] for x in daemon.lines()]
+    assert messages.index("sshd.started") < messages.index("sshd.startup-pages-released")
+    for _ in range(2):
+        result = login(daemon, identity, "echo $USER")
+        assert (result.returncode, result.stdout) == (0, b"vcap\n"), result.stderr
+    assert daemon.stop() == 0
 
 
 @pytest.mark.interop

@@ -30,6 +30,7 @@ from diegossh.sshd.script import (
     reexecEnvironment,
     usageText,
 )
+from diegossh.sshd.startuppages import releaseStartupPages
 from diegossh.sshd.tap import debugPages, makeDaemon
 
 _log = Logger()
@@ -55,7 +56,8 @@ def readOptions(command: Command, environ: MutableMapping[str, str]) -> Options:
 class DropInService(Service):
     """
     The daemon and, with C{-debugAddr}, its debug server: listens on both,
-    then logs C{sshd.started}; a listener that fails is logged as upstream's
+    then logs C{sshd.started} and calls C{afterStart} (the start-up is over:
+    L{releasePages}); a listener that fails is logged as upstream's
     C{sshd.exited-with-failure} and C{failed} is called.
     """
 
@@ -63,9 +65,11 @@ class DropInService(Service):
         self,
         listeners: Sequence[tuple[Any, Any]],
         failed: Callable[[Failure], object],
+        afterStart: Callable[[], object] = lambda: None,
     ) -> None:
         self._listeners = listeners
         self._failed = failed
+        self._afterStart = afterStart
         self._ports: list[Any] = []
         self._starting: Deferred[object] | None = None
 
@@ -82,6 +86,7 @@ class DropInService(Service):
         def started(_: object) -> None:
             self._starting = None
             _log.info("sshd started", lager="started", lager_data={})
+            self._afterStart()
 
         def failed(reason: Failure) -> None:
             self._starting = None
@@ -110,6 +115,20 @@ class DropInService(Service):
             _log.info("sshd exited", lager="exited", lager_data={})
 
         return stopping.addCallback(exited)
+
+
+def releasePages(release: Callable[[], int] = releaseStartupPages) -> None:
+    """
+    Give back the pages only the start-up used (L{diegossh.sshd.startuppages})
+    and say how much at debug level.
+    """
+    released = release()
+    _log.debug(
+        "released {bytes} bytes of start-up pages",
+        bytes=released,
+        lager="startup-pages-released",
+        lager_data={"bytes": released},
+    )
 
 
 def logRefusal(error: usage.UsageError) -> None:
@@ -195,7 +214,7 @@ def serve(
         exitCode[0] = 1
         reactor.stop()
 
-    service = DropInService(listeners, failed)
+    service = DropInService(listeners, failed, releasePages)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.addSystemEventTrigger("before", "shutdown", hangUp.stopService)  # SIGHUP, as sshd
