@@ -275,11 +275,11 @@ def test_startUpPagesReleased(daemon: Daemon) -> None:
 
     def released() -> int | None:
         for line in daemon.log.read_text().splitlines():
-            if '"sshd.startup-pages-released"' in line:
+            if '"sshd.pages-released"' in line:
                 return int(json.loads(line)["data"]["bytes"])
         return None
 
-    count = eventuallyBlocking(released, "sshd.startup-pages-released")
+    count = eventuallyBlocking(released, "sshd.pages-released")
     assert count is not None and count > 4 << 20, count
     result = run(daemon.ssh("echo still here"))
     assert (result.returncode, result.stdout) == (0, b"still here\n"), result.stderr

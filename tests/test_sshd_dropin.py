@@ -335,7 +335,7 @@ def test_a_listener_that_fails_is_exited_with_failure(events: list[dict[str, Any
 
 def test_released_start_up_pages_are_a_debug_line(events: list[dict[str, Any]]) -> None:
     dropin.releasePages(lambda: 12345)
-    assert lagerEvents(events) == [("startup-pages-released", {"bytes": 12345})]
+    assert lagerEvents(events) == [("pages-released", {"bytes": 12345})]
     assert events[-1]["log_level"].name == "debug"
 
 
@@ -481,15 +481,13 @@ def test_start_up_pages_are_released_and_logins_go_on(
         environment(tmp_path), port,
     )  # fmt: skip
     line = eventuallyBlocking(
-        lambda: next(
-            (x for x in daemon.lines() if x["message"] == "sshd.startup-pages-released"), None
-        ),
-        "sshd.startup-pages-released",
+        lambda: next((x for x in daemon.lines() if x["message"] == "sshd.pages-released"), None),
+        "sshd.pages-released",
     )
     # the interpreter's, cryptography's and libc's code at least
     assert line["data"]["bytes"] > 4 << 20
     messages = [x["message"] for x in daemon.lines()]
-    assert messages.index("sshd.started") < messages.index("sshd.startup-pages-released")
+    assert messages.index("sshd.started") < messages.index("sshd.pages-released")
     for _ in range(2):
         result = login(daemon, identity, "echo $USER")
         assert (result.returncode, result.stdout) == (0, b"vcap\n"), result.stderr

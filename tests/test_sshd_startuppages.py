@@ -14,9 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import Clock
 
+from diegossh.ssh.openconnections import OpenConnections
 from diegossh.sshd import startuppages
+from diegossh.sshd.idlerelease import IdleRelease
 from diegossh.sshd.startuppages import Advise, releasable, releaseStartupPages
+from tests.support.admission import AdmitAll
 
 LIB = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 
@@ -165,3 +169,60 @@ def test_the_release_keeps_a_callers_own_ctypes() -> None:
     with startuppages._madvising() as advise:
         assert advise is not None
     assert sys.modules["ctypes"] is ctypes
+
+
+# -- released again once idle after logins
+
+
+def idleWorld() -> tuple[OpenConnections, Clock, list[None], IdleRelease]:
+    connections = OpenConnections(AdmitAll())
+    clock = Clock()
+    released: list[None] = []
+    service = IdleRelease(connections, clock, lambda: released.append(None), every=30)
+    service.startService()
+    return connections, clock, released, service
+
+
+def test_released_again_once_connections_came_and_none_is_open() -> None:
+    connections, clock, released, _ = idleWorld()
+    clock.advance(30)
+    assert released == []  # never used since the start-up's release
+    first, second = object(), object()
+    connections.opened(first)
+    connections.opened(second)
+    connections.closed(first)
+    clock.advance(30)
+    assert released == []  # one still open
+    connections.closed(second)
+    clock.advance(29)
+    assert released == []  # at the next check, not before
+    clock.advance(1)
+    assert released == [None]
+    clock.advance(60)
+    assert released == [None]  # nothing came since
+    third = object()
+    connections.opened(third)
+    connections.closed(third)
+    clock.advance(30)
+    assert released == [None, None]
+
+
+def test_no_check_after_stop() -> None:
+    connections, clock, released, service = idleWorld()
+    service.stopService()
+    transport = object()
+    connections.opened(transport)
+    connections.closed(transport)
+    clock.advance(300)
+    assert released == []
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_connection_ends_once_however_often_closed_is_reported() -> None:
+    connections = OpenConnections(AdmitAll())
+    transport = object()
+    connections.closed(transport)  # never opened: not counted
+    connections.opened(transport)
+    connections.closed(transport)
+    connections.closed(transport)
+    assert connections.ended == 1

@@ -36,6 +36,8 @@ class OpenConnections:
         self.admission = admission
         self._clock = clock
         self.open: set[Any] = set()
+        # how many have closed so far: whether any came and went since a look
+        self.ended = 0
         self._waiting: list[defer.Deferred[None]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -56,7 +58,9 @@ class OpenConnections:
         self.admission.penalise(transport, reason)
 
     def closed(self, transport: Any) -> None:
-        self.open.discard(transport)
+        if transport in self.open:
+            self.open.discard(transport)
+            self.ended += 1
         self.admission.closed(transport)
         if self.open or not self._waiting:
             return

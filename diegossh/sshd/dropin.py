@@ -21,6 +21,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from diegossh.lager import LagerObserver
+from diegossh.sshd.idlerelease import IdleRelease
 from diegossh.sshd.options import Options
 from diegossh.sshd.script import (
     KEY_FLAGS,
@@ -124,9 +125,9 @@ def releasePages(release: Callable[[], int] = releaseStartupPages) -> None:
     """
     released = release()
     _log.debug(
-        "released {bytes} bytes of start-up pages",
+        "released {bytes} bytes of mapped pages",
         bytes=released,
-        lager="startup-pages-released",
+        lager="pages-released",
         lager_data={"bytes": released},
     )
 
@@ -214,9 +215,17 @@ def serve(
         exitCode[0] = 1
         reactor.stop()
 
-    service = DropInService(listeners, failed, releasePages)
+    # the start-up's pages once listening, then a login's once idle again
+    idle = IdleRelease(hangUp.connections, reactor, releasePages)
+
+    def afterStart() -> None:
+        releasePages()
+        idle.startService()
+
+    service = DropInService(listeners, failed, afterStart)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.addSystemEventTrigger("before", "shutdown", hangUp.stopService)  # SIGHUP, as sshd
+    reactor.addSystemEventTrigger("before", "shutdown", idle.stopService)
     reactor.run()
     return exitCode[0]

@@ -66,7 +66,7 @@ def makeService(config: Options) -> IService:
     return Daemon(endpoint, factory)
 
 
-def makeDaemon(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any, IService]:
+def makeDaemon(settings: SSHDSettings, reactor: Any) -> tuple[Any, Any, HangUpService]:
     """
     The endpoint the daemon listens on, the factory it serves, and the
     service whose stop hangs up the sessions still open
