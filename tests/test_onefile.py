@@ -4,8 +4,9 @@ C{packaging/dist.py}, run where Cloud Foundry runs upstream's binary, in a
 root file system with no Python and no shared libraries, as an unprivileged
 user, with Cloud Controller's arguments; OpenSSH's clients log in to it.
 
-The chroot test needs root (mounts, chroot) and the C{dist} extra's build
-tools; without either it skips and says why.
+The chroot test needs root (mounts, chroot), and skips saying so without it;
+it installs the C{dist} extra's build tools when missing, and fails when
+they do not install.
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ def sourceDigest() -> str:
 
 def ensureBuildTools() -> None:
     """
-    Install the C{dist} extra's tools into this interpreter if missing; skip,
-    loudly, when that fails.
+    Install the C{dist} extra's tools into this interpreter if missing; fail,
+    saying why, when that fails.
     """
     missing = [
         name
