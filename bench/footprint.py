@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.world import SSHD, USER, startStockSSHD
+from diegossh.sshd.idlerelease import CHECK_EVERY
 from tests.support.daemon import freePort
 from tests.support.keys import authorizedKeyLine, key, writePrivateKey
 from tests.support.openssh import BASE_OPTIONS
@@ -40,6 +41,9 @@ STARTS = 5
 TRANSFER = 1 << 30
 # How often the transfer's RSS is sampled.
 SAMPLE_EVERY = 0.05
+# After the download, how long before "idle again" is read: past the daemon's
+# next look for pages to release (diegossh.sshd.idlerelease).
+IDLE_AGAIN_AFTER = CHECK_EVERY + 2
 
 
 @dataclass
@@ -48,6 +52,8 @@ class Footprint:
     idleKiB: int | None = None
     loginKiB: int | None = None
     transferKiB: int | None = None
+    # idle again, once the daemon's idle release has had its look after the download
+    idleAgainKiB: int | None = None
     transferSeconds: float | None = None
     startSeconds: list[float] = field(default_factory=list)
     skipped: str | None = None
@@ -226,6 +232,8 @@ def measureServer(server: Server, size: int, starts: int) -> Footprint:
             result.transferKiB, result.transferSeconds = peakDuring(
                 ssh(server, port, f"head -c {size} /dev/zero"), proc.pid, server.measure
             )
+            time.sleep(IDLE_AGAIN_AFTER)
+            result.idleAgainKiB = settle(proc.pid, server.measure)
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         result.error = str(e)[-300:]
     return result
@@ -349,5 +357,6 @@ def describe(result: Footprint, size: int) -> str:
     return (
         f"{result.name}: idle {mib(result.idleKiB)}, after a login {mib(result.loginKiB)}, "
         f"during the transfer {mib(result.transferKiB)} ({rate(result, size)}), "
+        f"idle {IDLE_AGAIN_AFTER:.0f} s after it {mib(result.idleAgainKiB)}, "
         f"exec to accepting {1000 * (start or 0):.0f} ms"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.footprint import Footprint, mib, rate
+from bench.footprint import IDLE_AGAIN_AFTER, Footprint, mib, rate
 from bench.hostile import (
     ATTACKS,
     GROWTH_TARGET_MIB,
@@ -260,7 +260,7 @@ def _footprintTable(footprint: list[Footprint], size: int) -> str:
     for f in footprint:
         if f.skipped or f.error:
             why = f"skipped: {f.skipped}" if f.skipped else f"failed: {f.error}"
-            rows.append([f.name, why, "", "", "", ""])
+            rows.append([f.name, why, "", "", "", "", ""])
             continue
         start = f.startMedian or 0.0
         spread = f"{1000 * min(f.startSeconds):.0f}-{1000 * max(f.startSeconds):.0f}"
@@ -271,6 +271,7 @@ def _footprintTable(footprint: list[Footprint], size: int) -> str:
                 mib(f.loginKiB),
                 mib(f.transferKiB),
                 rate(f, size),
+                mib(f.idleAgainKiB),
                 f"{1000 * start:.0f} ms ({spread})",
             ]
         )
@@ -280,6 +281,7 @@ def _footprintTable(footprint: list[Footprint], size: int) -> str:
         "after a login",
         "during the download",
         "download",
+        f"idle {IDLE_AGAIN_AFTER:.0f} s after it",
         "exec to accepting",
     ]
     return table(header, rows)
@@ -426,7 +428,8 @@ def render(results: dict[str, Any]) -> str:
     if footprint is not None:
         out.append(
             "Footprint (issue 15): VmRSS idle after start, after one `ssh ... true`, peak during "
-            f"`head -c {results['size'] >> 20}M /dev/zero` (and its rate); exec to accepting, "
+            f"`head -c {results['size'] >> 20}M /dev/zero` (and its rate), idle again "
+            f"{IDLE_AGAIN_AFTER:.0f} s after that download ends; exec to accepting, "
             "median of 5 (min-max); stock sshd counts its listener and its per-connection sshd "
             "processes"
         )
