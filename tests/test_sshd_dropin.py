@@ -352,6 +352,14 @@ class Running:
     def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.out.read_text().splitlines() if line]
 
+    def line(self, message: str) -> dict[str, Any]:
+        """
+        The first lager line with C{message}, once the daemon has written it.
+        """
+        return eventuallyBlocking(
+            lambda: next((x for x in self.lines() if x["message"] == message), None), message
+        )
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -456,10 +464,7 @@ def test_started_is_a_lager_line(tmp_path: Path, started: list[Running]) -> None
         tmp_path, started, ccArguments(port, ccHostKey(), authorized, "info"),
         environment(tmp_path), port,
     )  # fmt: skip
-    line = eventuallyBlocking(
-        lambda: next((x for x in daemon.lines() if x["message"] == "sshd.started"), None),
-        "sshd.started",
-    )
+    line = daemon.line("sshd.started")
     assert line["source"] == "sshd"
     assert line["log_level"] == 1
     assert line["data"] == {}
@@ -476,14 +481,9 @@ def test_start_up_pages_are_released_and_logins_go_on(
 ) -> None:
     identity, authorized = userIdentity(tmp_path)
     port = freePort()
-    daemon = serve(
-        tmp_path, started, ccArguments(port, ccHostKey(), authorized, "debug"),
-        environment(tmp_path), port,
-    )  # fmt: skip
-    line = eventuallyBlocking(
-        lambda: next((x for x in daemon.lines() if x["message"] == "sshd.pages-released"), None),
-        "sshd.pages-released",
-    )
+    arguments = ccArguments(port, ccHostKey(), authorized, "debug")
+    daemon = serve(tmp_path, started, arguments, environment(tmp_path), port)
+    line = daemon.line("sshd.pages-released")
     # the interpreter's, cryptography's and libc's code at least
     assert line["data"]["bytes"] > 4 << 20
     messages = [x["message"] for x in daemon.lines()]
@@ -502,10 +502,7 @@ def test_rfc3339_time_format(tmp_path: Path, started: list[Running]) -> None:
         [f"-address=127.0.0.1:{port}", "-allowUnauthenticatedClients", "-timeFormat=rfc3339"],
         environment(tmp_path), port,
     )  # fmt: skip
-    line = eventuallyBlocking(
-        lambda: next((x for x in daemon.lines() if x["message"] == "sshd.started"), None),
-        "sshd.started",
-    )
+    line = daemon.line("sshd.started")
     assert line["level"] == "info"
     assert line["timestamp"].endswith("Z") and "T" in line["timestamp"]
 
