@@ -68,6 +68,10 @@ EXCLUDES = [
     "distutils",
     "_distutils_hack",
     "pip",
+    # concurrent.futures.process names it, and bundled, PyInstaller's runtime
+    # hook for it imports multiprocessing at every start: 0.2 MiB the daemon,
+    # which starts no process pool, never uses
+    "multiprocessing",
 ]
 
 
